@@ -1,0 +1,81 @@
+"""Checks at the public edge of gmmlib.
+
+Every public function validates what a user hands it here and raises a ``ValueError`` that
+names the argument, says what was wrong and what to do about it. Nothing below this layer
+checks again, so the inner loops stay fast.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = ["as_data", "check_positive", "check_positive_int", "check_probability_vector"]
+
+
+def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X") -> torch.Tensor:
+    """Return ``X`` as a 2-D floating tensor ``(N, D)`` on ``device``/``dtype``, or raise.
+
+    Raises ``ValueError`` when ``X`` is not 2-D, has the wrong number of columns, holds NaN or
+    infinity, or has fewer than ``min_rows`` rows.
+    """
+    if isinstance(X, torch.Tensor):
+        t = X.detach()
+    else:
+        try:
+            arr = np.asarray(X)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise ValueError(f"{name} must be array-like of numbers, got {type(X).__name__}") from exc
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{name} must hold numbers, got an array of dtype {arr.dtype}; "
+                             "convert it with np.asarray(X, dtype=float)")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim != 2:
+        hint = " (use X.reshape(-1, 1) for a single feature)" if t.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D with shape (n_samples, n_features), got shape "
+                         f"{tuple(t.shape)}{hint}")
+    if n_features is not None and t.shape[1] != n_features:
+        raise ValueError(f"{name} has {t.shape[1]} features but the model was built for "
+                         f"{n_features}; pass data with {n_features} columns or build the model "
+                         f"with n_features={t.shape[1]}")
+    if t.shape[0] < min_rows:
+        raise ValueError(f"{name} has {t.shape[0]} samples but at least {min_rows} are needed "
+                         f"(a mixture of {min_rows} components needs at least that many points); "
+                         "pass more data or use fewer components")
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype() if dtype is None else dtype)
+    t = t.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).any(dim=1).sum())
+        raise ValueError(f"{name} contains NaN or infinity in {bad} row(s); remove or impute "
+                         "those rows before fitting")
+    return t
+
+
+def check_positive(value, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number > 0, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_probability_vector(weights: torch.Tensor, name: str = "weights") -> torch.Tensor:
+    """Raise unless ``weights`` is 1-D, non-negative and sums to 1 (to 1e-6)."""
+    if weights.ndim != 1:
+        raise ValueError(f"{name} must be 1-D of shape (n_components,), got {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(f"{name} must be finite and non-negative, got {weights.tolist()}")
+    total = float(weights.sum())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"{name} must sum to 1, they sum to {total:.6g}; divide by their sum")
+    return weights

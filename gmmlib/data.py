@@ -1,0 +1,77 @@
+"""Mock data: the seed project's generator, for every covariance family."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ._validation import check_positive, check_positive_int
+from .families import get_family
+from .mixture import GaussianMixture
+
+__all__ = ["GeneratedData", "generate_data", "random_covariances"]
+
+
+class GeneratedData(NamedTuple):
+    """Points, the component each came from, and the mixture that generated them."""
+    X: torch.Tensor  # (N, D)
+    labels: torch.Tensor  # (N,)
+    truth: GaussianMixture
+
+
+def random_covariances(rng: np.random.Generator, n_components: int, n_features: int,
+                       covariance_type: str, *, scale: float = 1.0,
+                       constant_variance: float = 1.0) -> np.ndarray:
+    """Random covariances of a family, in scikit-learn's shape, with variances near ``scale``.
+
+    Full ones are ``Q diag(v) Qᵀ`` with a random rotation ``Q`` and variances ``v`` drawn
+    log-uniformly in [scale/4, scale]; the other families restrict that.
+    """
+    family = get_family(covariance_type)
+    K, D = n_components, n_features
+    k = K if family.per_component else 1
+    var = scale * np.exp(rng.uniform(np.log(0.25), 0.0, size=(k, D)))
+    if family.kind == "tril":
+        Q, _ = np.linalg.qr(rng.normal(size=(k, D, D)))
+        cov = Q @ (var[:, :, None] * np.swapaxes(Q, -1, -2))
+        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+        return cov if family.per_component else cov[0]
+    if not family.learned:
+        return np.asarray(constant_variance, dtype=float)
+    if family.per_feature:
+        return var
+    return var[:, 0] if family.per_component else var[0, 0]
+
+
+def generate_data(n_samples: int = 1000, n_components: int = 5, n_features: int = 2,
+                  radius: float = 8.0, covariance_type: str = "full", seed: int | None = 0, *,
+                  constant_variance: float = 1.0, dtype=torch.float64) -> GeneratedData:
+    """Sample a data set from a random mixture, as the seed's demo does.
+
+    Means are uniform in ``[-radius, radius]^D``, weights near-uniform (Dirichlet(5)),
+    covariances random members of ``covariance_type`` (see :func:`random_covariances`).
+
+    Returns
+    -------
+    GeneratedData
+        ``(X, labels, truth)``: points (N, D), component labels (N,), the true mixture.
+
+    Examples
+    --------
+    >>> X, labels, truth = generate_data(500, 3, 2, seed=1)
+    >>> X.shape, truth.n_components
+    (torch.Size([500, 2]), 3)
+    """
+    N = check_positive_int(n_samples, "n_samples")
+    K = check_positive_int(n_components, "n_components")
+    D = check_positive_int(n_features, "n_features")
+    radius = check_positive(radius, "radius")
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-radius, radius, size=(K, D))
+    weights = rng.dirichlet(np.full(K, 5.0))
+    cov = random_covariances(rng, K, D, covariance_type, constant_variance=constant_variance)
+    truth = GaussianMixture.from_parameters(weights, means, cov, covariance_type, dtype=dtype)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    X, labels = truth.sample(N, generator=gen, return_labels=True)
+    return GeneratedData(X, labels, truth)

@@ -1,0 +1,226 @@
+"""Fitting by gradient descent on the mean negative log-likelihood, with the singularity guard.
+
+This is the seed project's method: two Adam optimisers, one for the mixture logits and one for
+the components (means and covariances), each on a cosine learning-rate schedule, made to
+converge in a few hundred steps from a k-means++ start. The guard against Bishop's
+singularity (PRML §9.2.1) has two parts: the model's variance floor ``min_variance`` and, here,
+the reset of a collapsing component to a data point and the data covariance.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+
+import torch
+
+from ._validation import as_data, check_positive, check_positive_int
+from .history import FitHistory, Snapshot
+from .init import data_covariance, initialize, make_generator
+
+__all__ = ["fit_gd", "collapsed_components", "reset_components", "snapshot"]
+
+
+def snapshot(model, step: int, loss: float) -> Snapshot:
+    """The model's current parameters as a :class:`Snapshot`."""
+    return Snapshot(step, model.weights.cpu().numpy(), model.means.cpu().numpy(),
+                    model.covariances.cpu().numpy(), float(loss))
+
+
+@torch.no_grad()
+def collapsed_components(model, n_samples: int, *, threshold: float) -> torch.Tensor:
+    """Indices of components whose variance sits at ``threshold`` or whose weight is ~0.
+
+    A component is collapsing when any diagonal entry of its Cholesky factor (or any standard
+    deviation) has fallen to ``sqrt(threshold)`` or below, or when its weight is below
+    ``0.01 / n_samples`` (it explains less than a hundredth of one point).
+    """
+    K = model.n_components
+    if model.family.learned:
+        f = model.factor()
+        diag = torch.diagonal(f, dim1=-2, dim2=-1) if model.family.kind == "tril" else f
+        small = (diag.reshape(diag.shape[0], -1).amin(-1) <= math.sqrt(threshold)) | ~torch.isfinite(diag).all(-1)
+        small = small.expand(K) if small.shape[0] == 1 else small
+    else:
+        small = torch.zeros(K, dtype=torch.bool, device=model.loc.device)
+    return torch.nonzero(small | (model.weights < 0.01 / n_samples)).reshape(-1)
+
+
+@torch.no_grad()
+def reset_components(model, X: torch.Tensor, components, generator: torch.Generator, optimizers=()):
+    """Move each listed component to a random data point with the data covariance.
+
+    Its weight is set to the mean weight; Adam's moment estimates for the reset entries are
+    cleared so the optimiser does not push them straight back.
+    """
+    comps = torch.as_tensor(components, dtype=torch.long, device=model.loc.device).reshape(-1)
+    if comps.numel() == 0:
+        return
+    idx = torch.randint(X.shape[0], (comps.numel(),), generator=generator, device=generator.device)
+    model.loc[comps] = X[idx.to(X.device)]
+    model.logits[comps] = model.logits.mean()
+    if model.family.learned:
+        K, D = model.n_components, model.n_features
+        data_cov = data_covariance(X) + max(model.min_variance, 1e-6) * torch.eye(D, dtype=X.dtype, device=X.device)
+        raw = model.family.encode(model.family.project(data_cov.expand(K, D, D), model.weights), K, D)
+        raw = raw.reshape(model.raw_scale.shape)
+        rows = comps if model.family.per_component else torch.zeros(1, dtype=torch.long, device=comps.device)
+        model.raw_scale[rows] = raw[rows]
+    reset_rows = {id(model.loc): comps, id(model.logits): comps,
+                  id(model.raw_scale): comps if model.family.per_component else None}
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                state = opt.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in state:
+                        rows = reset_rows.get(id(p), comps)
+                        if rows is None:
+                            state[key].zero_()
+                        else:
+                            state[key][rows] = 0
+
+
+def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, component_lr: float = 0.05,
+           init: str | None = "kmeans", generator=None, min_variance: float | None = None,
+           reset_collapsed: bool = True, guard: bool = True, prior=None, tol: float | None = None,
+           log_every: int = 0, progress: bool | None = None) -> FitHistory:
+    """Fit ``model`` to ``X`` by Adam on the mean negative log-likelihood.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        Fitted in place.
+    X : (N, D) array or tensor
+    iterations : int
+        Number of optimiser steps (the cosine schedules anneal to zero over them).
+    mixture_lr, component_lr : float
+        Adam learning rates of the mixture logits and of the means and covariances.
+    init : str or None
+        ``"kmeans"`` (default: k-means++ seeding refined by Lloyd iterations, as
+        scikit-learn's default), ``"kmeans++"`` (seeding only) or ``"random_from_data"``;
+        None keeps the model's current parameters.
+    generator : torch.Generator or int, optional
+        Randomness for the initialisation and the resets.
+    min_variance : float, optional
+        Variance floor to set on the model for the fit (default: keep ``model.min_variance``).
+    reset_collapsed : bool
+        Reset components that collapse (variance at the floor, or weight ~ 0).
+    guard : bool
+        False switches the whole singularity guard off: no floor and no resets, so a collapse
+        can be watched. The fit still stops at the first non-finite loss and keeps the last
+        finite parameters.
+    prior : callable, optional
+        ``prior(model) -> scalar`` log-prior added to the objective (MAP), divided by N.
+    tol : float, optional
+        Stop once the loss improved by less than ``tol`` over the last 10 steps.
+    log_every : int
+        Record a parameter :class:`Snapshot` every ``log_every`` steps (0: none).
+    progress : bool, optional
+        Show a tqdm progress bar; default only when stderr is a terminal.
+
+    Returns
+    -------
+    FitHistory
+
+    Raises
+    ------
+    ValueError
+        On malformed data, fewer points than components, or a non-positive learning rate or
+        iteration count.
+    """
+    iterations = check_positive_int(iterations, "iterations")
+    mixture_lr = check_positive(mixture_lr, "mixture_lr")
+    component_lr = check_positive(component_lr, "component_lr")
+    if log_every is None or isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
+        raise ValueError(f"log_every must be an integer >= 0, got {log_every!r}")
+    if tol is not None:
+        tol = check_positive(tol, "tol")
+    X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
+                min_rows=model.n_components)
+    N = X.shape[0]
+    g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu")
+    if not guard:
+        min_variance, reset_collapsed = 0.0, False
+    if min_variance is not None:
+        if not (isinstance(min_variance, (int, float)) and math.isfinite(min_variance) and min_variance >= 0):
+            raise ValueError(f"min_variance must be a finite number >= 0, got {min_variance!r}")
+        model.min_variance = float(min_variance)
+    if init is not None:
+        initialize(model, X, init, g)
+    threshold = model.min_variance * (1 + 1e-6) if model.min_variance > 0 else \
+        1e-12 * float(X.var(0).mean().clamp_min(torch.finfo(X.dtype).tiny))
+
+    mix_opt = torch.optim.Adam([model.logits], lr=mixture_lr)
+    comp_params = [p for p in (model.loc, model.raw_scale) if p.requires_grad]
+    comp_opt = torch.optim.Adam(comp_params, lr=component_lr)
+    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=iterations) for o in (mix_opt, comp_opt)]
+
+    history = FitHistory(method="gd")
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=iterations, desc="fit_gd", unit="step", leave=True)
+    params = [model.logits] + comp_params
+    last_good = [p.detach().clone() for p in params]
+    start = time.perf_counter()
+    for step in range(iterations):
+        mix_opt.zero_grad(set_to_none=True)
+        comp_opt.zero_grad(set_to_none=True)
+        loss = -model._log_prob(X).mean()
+        objective = loss if prior is None else loss - prior(model) / N
+        value = float(loss.detach())
+        if not math.isfinite(value) or not math.isfinite(float(objective.detach())):
+            history.diverged = True
+            with torch.no_grad():
+                for p, good in zip(params, last_good):
+                    p.copy_(good)
+            warnings.warn(f"fit_gd: the loss became {value} at step {step} (a component collapsed "
+                          "onto data points); stopped and kept the last finite parameters. "
+                          "Switch the singularity guard on (guard=True) or raise min_variance.",
+                          RuntimeWarning, stacklevel=2)
+            break
+        history.loss.append(value)
+        history.time.append(time.perf_counter() - start)
+        if log_every and step % log_every == 0:
+            history.snapshots.append(snapshot(model, step, value))
+        objective.backward()
+        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        if not grads_ok:
+            history.diverged = True
+            warnings.warn(f"fit_gd: non-finite gradient at step {step}; stopped and kept the last "
+                          "finite parameters. Switch the guard on or raise min_variance.",
+                          RuntimeWarning, stacklevel=2)
+            break
+        for p, good in zip(params, last_good):
+            good.copy_(p.detach())
+        mix_opt.step()
+        comp_opt.step()
+        for s in scheds:
+            s.step()
+        history.n_iter = step + 1
+        if reset_collapsed:
+            bad = collapsed_components(model, N, threshold=threshold)
+            if bad.numel():
+                reset_components(model, X, bad, g, (mix_opt, comp_opt))
+                history.resets.extend((step + 1, int(k)) for k in bad)
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(nll=f"{value:.4f}")
+        if tol is not None and step >= 10 and history.loss[-11] - value < tol:
+            history.converged = True
+            break
+    if bar is not None:
+        bar.close()
+    with torch.no_grad():
+        final = float(-model._log_prob(X).mean())
+    if math.isfinite(final) and not history.diverged:
+        history.loss.append(final)
+        history.time.append(time.perf_counter() - start)
+        if log_every:
+            history.snapshots.append(snapshot(model, history.n_iter, final))
+    history.lower_bound = -history.final_loss
+    return history

@@ -1,0 +1,60 @@
+"""What a fit returns: the loss per step, timings, resets and optional parameter snapshots."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FitHistory", "Snapshot"]
+
+
+@dataclass
+class Snapshot:
+    """The model's parameters after ``step`` steps (NumPy copies, for plotting)."""
+    step: int
+    weights: np.ndarray  # (K,)
+    means: np.ndarray  # (K, D)
+    covariances: np.ndarray  # (K, D, D)
+    loss: float
+
+
+@dataclass
+class FitHistory:
+    """Record of a fit by :func:`gmmlib.fit_gd` or :func:`gmmlib.fit_em`.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean negative log-likelihood of the training data at each step (before the update).
+    time : list of float
+        Seconds since the fit started, at each recorded loss.
+    resets : list of (step, component)
+        Components the singularity guard reset, and when.
+    snapshots : list of Snapshot
+        Parameters every ``log_every`` steps (empty when ``log_every`` is 0).
+    converged : bool
+        Whether a stopping tolerance was met (always False for a fixed-length fit without ``tol``).
+    diverged : bool
+        Whether the loss became non-finite; the model then holds the last finite parameters.
+    n_iter : int
+        Steps actually taken.
+    """
+    loss: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+    resets: list = field(default_factory=list)
+    snapshots: list = field(default_factory=list)
+    converged: bool = False
+    diverged: bool = False
+    n_iter: int = 0
+    lower_bound: float = float("nan")
+    method: str = ""
+
+    @property
+    def final_loss(self) -> float:
+        """The last recorded loss (mean NLL)."""
+        return self.loss[-1] if self.loss else float("nan")
+
+    @property
+    def wall_time(self) -> float:
+        """Total seconds the fit took."""
+        return self.time[-1] if self.time else 0.0

@@ -1,0 +1,111 @@
+"""Initialisation: choose starting means, then weights and covariances from a hard assignment.
+
+Randomness comes only from the ``torch.Generator`` passed in (or a fresh one seeded from an
+int); the global RNG state is never touched.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._validation import as_data
+
+__all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
+           "initialize", "data_covariance"]
+
+
+def make_generator(generator=None, device="cpu") -> torch.Generator:
+    """A ``torch.Generator`` from ``None`` (seeded from entropy), an int seed, or a generator."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    g = torch.Generator(device=device)
+    if generator is None:
+        g.seed()
+    else:
+        g.manual_seed(int(generator))
+    return g
+
+
+def _randint(n: int, g: torch.Generator) -> int:
+    return int(torch.randint(n, (1,), generator=g, device=g.device))
+
+
+def kmeans_plusplus(X: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007): (K, D) centres chosen among the points.
+
+    The first centre is a uniformly random point; each next one is drawn with probability
+    proportional to the squared distance to the nearest centre chosen so far.
+    """
+    N = X.shape[0]
+    idx = [_randint(N, generator)]
+    d2 = (X - X[idx[0]]).square().sum(-1)  # (N,)
+    for _ in range(1, n_components):
+        total = d2.sum()
+        if float(total) <= 0:  # every point coincides with a centre: pick uniformly
+            nxt = _randint(N, generator)
+        else:
+            p = (d2 / total).to(generator.device)
+            nxt = int(torch.multinomial(p, 1, generator=generator))
+        idx.append(nxt)
+        d2 = torch.minimum(d2, (X - X[nxt]).square().sum(-1))
+    return X[idx].clone()
+
+
+def random_from_data(X: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
+    """K distinct points of ``X`` drawn uniformly at random as the means, (K, D)."""
+    perm = torch.randperm(X.shape[0], generator=generator, device=generator.device)
+    return X[perm[:n_components].to(X.device)].clone()
+
+
+def kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_iter: int = 20) -> torch.Tensor:
+    """k-means++ seeding followed by up to ``n_iter`` Lloyd iterations; returns (K, D) centres."""
+    C = kmeans_plusplus(X, n_components, generator)
+    for _ in range(n_iter):
+        labels = torch.cdist(X, C).argmin(-1)  # (N,)
+        onehot = torch.nn.functional.one_hot(labels, n_components).to(X.dtype)  # (N, K)
+        counts = onehot.sum(0)  # (K,)
+        new = (onehot.T @ X) / counts.clamp_min(1).unsqueeze(-1)
+        new = torch.where(counts.unsqueeze(-1) > 0, new, C)  # keep empty clusters where they were
+        if torch.equal(new, C):
+            break
+        C = new
+    return C
+
+
+METHODS = {"kmeans++": kmeans_plusplus, "kmeans": kmeans, "random_from_data": random_from_data}
+
+
+def data_covariance(X: torch.Tensor) -> torch.Tensor:
+    """Sample covariance of the data, (D, D), computed centred."""
+    Xc = X - X.mean(0)
+    return Xc.T @ Xc / max(X.shape[0] - 1, 1)
+
+
+@torch.no_grad()
+def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: float = 1e-6):
+    """Set ``model``'s parameters from data and return the model.
+
+    Means come from ``method``: ``"kmeans"`` (default; k-means++ seeding refined by Lloyd
+    iterations, like scikit-learn's default), ``"kmeans++"`` (the seeding alone) or
+    ``"random_from_data"``;
+    each point is then assigned to its nearest mean, and the weights and covariances are those
+    of the assigned points (a cluster with fewer than two points takes the data covariance),
+    projected onto the model's covariance family, plus ``reg_covar`` on the diagonal.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown init method {method!r}; choose one of: {', '.join(METHODS)}")
+    K, D = model.n_components, model.n_features
+    X = as_data(X, n_features=D, dtype=model.loc.dtype, device=model.loc.device, min_rows=K)
+    g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu")
+    means = METHODS[method](X, K, g)
+    labels = torch.cdist(X, means).argmin(-1)
+    R = torch.nn.functional.one_hot(labels, K).to(X.dtype)  # (N, K)
+    counts = R.sum(0)  # (K,)
+    weights = (counts + 10 * torch.finfo(X.dtype).eps) / (counts.sum() + 10 * K * torch.finfo(X.dtype).eps)
+    diff = X.unsqueeze(0) - means.unsqueeze(1)  # (K, N, D)
+    cov = torch.einsum("nk,knd,kne->kde", R, diff, diff) / counts.clamp_min(1).reshape(K, 1, 1)
+    cov = torch.where((counts >= 2).reshape(K, 1, 1), cov, data_covariance(X))
+    cov = cov + reg_covar * torch.eye(D, dtype=X.dtype, device=X.device)
+    model.set_parameters(weights=weights, means=means)
+    if model.family.learned:
+        model.set_parameters(covariances=model.family.project(cov, weights))
+    return model

@@ -1,0 +1,249 @@
+"""The Gaussian mixture model: a ``torch.nn.Module`` with every covariance family.
+
+Parameters are unconstrained so any optimiser can move them: mixture logits (K,), means (K, D)
+and the family's raw scale (see :mod:`gmmlib.families`). Everything is computed in log space.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import numerics
+from ._validation import as_data, check_positive, check_positive_int, check_probability_vector
+from .families import Family, get_family
+
+__all__ = ["GaussianMixture"]
+
+
+class GaussianMixture(nn.Module):
+    """A mixture of ``n_components`` Gaussians in ``n_features`` dimensions.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K.
+    n_features : int
+        Dimension D of the data.
+    covariance_type : str
+        One of ``full``, ``tied``, ``diagonal``, ``isotropic``, ``shared_isotropic``,
+        ``constant`` (scikit-learn's ``diag`` and ``spherical`` are accepted as aliases).
+    constant_variance : float
+        The fixed variance of the ``constant`` family.
+    min_variance : float
+        Floor on the variances (the Cholesky diagonal is clamped at its square root); 0 turns it off.
+    dtype, device
+        Where the parameters live; ``.to(...)`` moves them later.
+
+    Examples
+    --------
+    >>> import torch, gmmlib
+    >>> model = gmmlib.GaussianMixture(3, 2, "diag")
+    >>> model.log_prob(torch.zeros(4, 2)).shape
+    torch.Size([4])
+    """
+
+    def __init__(self, n_components: int, n_features: int, covariance_type: str = "full", *,
+                 constant_variance: float = 1.0, min_variance: float = 1e-6, dtype=None, device=None):
+        super().__init__()
+        K = check_positive_int(n_components, "n_components")
+        D = check_positive_int(n_features, "n_features")
+        family = get_family(covariance_type)
+        constant_variance = check_positive(constant_variance, "constant_variance")
+        if not (isinstance(min_variance, (int, float)) and math.isfinite(min_variance) and min_variance >= 0):
+            raise ValueError(f"min_variance must be a finite number >= 0, got {min_variance!r}")
+        self.n_components, self.n_features, self.family = K, D, family
+        self.min_variance = float(min_variance)
+        factory = {"dtype": dtype, "device": device}
+        self.logits = nn.Parameter(torch.zeros(K, **factory))
+        self.loc = nn.Parameter(torch.zeros(K, D, **factory))
+        raw = torch.zeros(family.raw_shape(K, D), **factory)
+        if family.learned:
+            self.raw_scale = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_scale", raw + 0.5 * math.log(constant_variance))
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_parameters(cls, weights, means, covariances, covariance_type: str = "full", *,
+                        min_variance: float = 0.0, dtype=torch.float64, device=None) -> "GaussianMixture":
+        """Build a mixture from weights (K,), means (K, D) and covariances in scikit-learn's shape.
+
+        Covariance shapes per family: full (K, D, D); tied (D, D); diagonal (K, D);
+        isotropic (K,); shared_isotropic and constant: a scalar variance.
+        The variance floor is off by default so the model is exactly the one described.
+        """
+        family = get_family(covariance_type)
+        means = torch.as_tensor(means, dtype=dtype, device=device)
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (n_components, n_features), got {tuple(means.shape)}")
+        K, D = means.shape
+        cov = torch.as_tensor(covariances, dtype=dtype, device=device)
+        kwargs = {}
+        if family.name == "constant":
+            family.check_shape(cov, K, D)
+            kwargs["constant_variance"] = float(cov.reshape(-1)[0])
+        model = cls(K, D, family.name, min_variance=min_variance, dtype=dtype, device=device, **kwargs)
+        model.set_parameters(weights=weights, means=means, covariances=cov)
+        return model
+
+    @classmethod
+    def from_sklearn(cls, estimator, *, dtype=torch.float64, device=None) -> "GaussianMixture":
+        """The same mixture as a fitted ``sklearn.mixture.GaussianMixture``."""
+        if not hasattr(estimator, "means_"):
+            raise ValueError("estimator is not fitted; call estimator.fit(X) first")
+        return cls.from_parameters(estimator.weights_, estimator.means_, estimator.covariances_,
+                                   estimator.covariance_type, dtype=dtype, device=device)
+
+    @torch.no_grad()
+    def set_parameters(self, weights=None, means=None, covariances=None) -> "GaussianMixture":
+        """Overwrite any of weights (K,), means (K, D), covariances (scikit-learn's shape)."""
+        K, D = self.n_components, self.n_features
+        like = {"dtype": self.loc.dtype, "device": self.loc.device}
+        if weights is not None:
+            w = torch.as_tensor(weights, **like)
+            if w.shape != (K,):
+                raise ValueError(f"weights must have shape ({K},), got {tuple(w.shape)}")
+            check_probability_vector(w)
+            self.logits.copy_(w.clamp_min(torch.finfo(w.dtype).tiny).log())
+        if means is not None:
+            m = torch.as_tensor(means, **like)
+            if m.shape != (K, D):
+                raise ValueError(f"means must have shape ({K}, {D}), got {tuple(m.shape)}")
+            if not bool(torch.isfinite(m).all()):
+                raise ValueError("means contain NaN or infinity")
+            self.loc.copy_(m)
+        if covariances is not None:
+            cov = torch.as_tensor(covariances, **like)
+            self.raw_scale.copy_(self.family.encode(cov, K, D).reshape(self.raw_scale.shape))
+        return self
+
+    # -- parameters in the reader's terms ----------------------------------------------------
+    @property
+    def covariance_type(self) -> str:
+        return self.family.name
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """log of the mixture weights, (K,), differentiable."""
+        return torch.log_softmax(self.logits, dim=-1)
+
+    def factor(self) -> torch.Tensor:
+        """Differentiable Cholesky factor (tril families) or standard deviations (std families)."""
+        return self.family.factor(self.raw_scale, self.min_variance)
+
+    def scale_tril(self) -> torch.Tensor:
+        """Cholesky factor of every component's covariance, (K, D, D), differentiable."""
+        K, D = self.n_components, self.n_features
+        f = self.factor()
+        if self.family.kind == "tril":
+            return f.expand(K, D, D)
+        return torch.diag_embed(f.expand(K, D))
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Mixture weights (K,), a detached copy."""
+        return torch.softmax(self.logits.detach(), dim=-1)
+
+    @property
+    def means(self) -> torch.Tensor:
+        """Component means (K, D), a detached copy."""
+        return self.loc.detach().clone()
+
+    @property
+    def covariances(self) -> torch.Tensor:
+        """Component covariances (K, D, D), a detached copy, for every family."""
+        with torch.no_grad():
+            L = self.scale_tril()
+            return L @ L.transpose(-1, -2)
+
+    def sklearn_covariances(self) -> torch.Tensor:
+        """Covariances in scikit-learn's shape for this family (see ``from_parameters``)."""
+        return self.family.to_sklearn(self.covariances)
+
+    # -- densities ---------------------------------------------------------------------------
+    def _component_log_prob(self, X: torch.Tensor) -> torch.Tensor:
+        """log N(x_n | mu_k, Sigma_k), (N, K); ``X`` is trusted."""
+        f = self.factor()
+        if self.family.kind == "tril":
+            return numerics.gaussian_log_prob_tril(X, self.loc, f)
+        return numerics.gaussian_log_prob_std(X, self.loc, f)
+
+    def _log_prob(self, X: torch.Tensor) -> torch.Tensor:
+        return numerics.mixture_log_prob(self.log_weights, self._component_log_prob(X))
+
+    def _check(self, X, min_rows: int = 1) -> torch.Tensor:
+        return as_data(X, n_features=self.n_features, dtype=self.loc.dtype, device=self.loc.device,
+                       min_rows=min_rows)
+
+    def component_log_prob(self, X) -> torch.Tensor:
+        """log N(x_n | mu_k, Sigma_k) for each point and component, (N, K)."""
+        return self._component_log_prob(self._check(X))
+
+    def log_prob(self, X) -> torch.Tensor:
+        """log p(x_n) of each point under the mixture, (N,)."""
+        return self._log_prob(self._check(X))
+
+    forward = log_prob
+
+    def nll(self, X) -> torch.Tensor:
+        """Mean negative log-likelihood of the data, a scalar (the objective ``fit_gd`` lowers)."""
+        return -self.log_prob(X).mean()
+
+    def predict_proba(self, X) -> torch.Tensor:
+        """Responsibilities p(k | x_n), (N, K); each row sums to 1."""
+        X = self._check(X)
+        return numerics.log_responsibilities(self.log_weights, self._component_log_prob(X)).exp()
+
+    def predict(self, X) -> torch.Tensor:
+        """Most responsible component of each point, (N,) int64."""
+        X = self._check(X)
+        return (self._component_log_prob(X) + self.log_weights).argmax(dim=-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False):
+        """Draw ``n`` points, (n, D); with ``return_labels`` also their components, (n,)."""
+        n = check_positive_int(n, "n")
+        dev = generator.device if generator is not None else self.loc.device
+        labels = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.n_features, generator=generator, device=dev, dtype=self.loc.dtype)
+        labels, eps = labels.to(self.loc.device), eps.to(self.loc.device)
+        L = self.scale_tril()  # (K, D, D)
+        X = self.loc[labels] + (L[labels] @ eps.unsqueeze(-1)).squeeze(-1)
+        return (X, labels) if return_labels else X
+
+    # -- model selection ---------------------------------------------------------------------
+    def n_parameters(self) -> int:
+        """Number of free parameters: (K - 1) weights, K·D means and the family's covariances."""
+        K, D = self.n_components, self.n_features
+        return (K - 1) + K * D + self.family.n_covariance_parameters(K, D)
+
+    @torch.no_grad()
+    def bic(self, X) -> float:
+        """Bayesian information criterion, ``-2 log L + p log N`` (lower is better)."""
+        X = self._check(X)
+        return float(-2.0 * self._log_prob(X).sum() + self.n_parameters() * math.log(X.shape[0]))
+
+    @torch.no_grad()
+    def aic(self, X) -> float:
+        """Akaike information criterion, ``-2 log L + 2 p`` (lower is better)."""
+        X = self._check(X)
+        return float(-2.0 * self._log_prob(X).sum() + 2 * self.n_parameters())
+
+    def to_distribution(self) -> torch.distributions.MixtureSameFamily:
+        """An equivalent ``torch.distributions.MixtureSameFamily`` (differentiable)."""
+        D = torch.distributions
+        return D.MixtureSameFamily(D.Categorical(logits=self.log_weights),
+                                   D.MultivariateNormal(self.loc, scale_tril=self.scale_tril()))
+
+    def extra_repr(self) -> str:
+        return (f"n_components={self.n_components}, n_features={self.n_features}, "
+                f"covariance_type={self.family.name!r}, min_variance={self.min_variance:g}")
+
+    # min_variance is a plain attribute; keep it in state_dict so a saved model reloads exactly.
+    def get_extra_state(self):
+        return {"min_variance": self.min_variance}
+
+    def set_extra_state(self, state):
+        self.min_variance = float(state["min_variance"])

@@ -1,0 +1,82 @@
+"""Numerics at the bottom of gmmlib: Gaussian log-densities in log space through Cholesky factors.
+
+Dims are named once: ``N`` points, ``K`` components, ``D`` features. Nothing here forms a
+determinant or an inverse: the log-determinant is twice the sum of the log of the Cholesky
+diagonal, and the Mahalanobis distance comes from a triangular solve.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["LOG_2PI", "gaussian_log_prob_tril", "gaussian_log_prob_std", "mixture_log_prob",
+           "cholesky", "log_responsibilities"]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_prob_tril(X: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
+    """Log-density of each point under each Gaussian with covariance ``L Lᵀ``.
+
+    Parameters
+    ----------
+    X : (N, D) tensor
+    means : (K, D) tensor
+    scale_tril : (K, D, D) or (1, D, D) lower-triangular tensor with a positive diagonal
+
+    Returns
+    -------
+    (N, K) tensor of ``log N(x_n | mu_k, L_k L_kᵀ)``.
+    """
+    D = X.shape[-1]
+    diff = (X.unsqueeze(0) - means.unsqueeze(1)).transpose(-1, -2)  # (K, D, N)
+    L = scale_tril.expand(means.shape[0], D, D)
+    z = torch.linalg.solve_triangular(L, diff, upper=False)  # (K, D, N)
+    maha = z.square().sum(dim=-2)  # (K, N)
+    half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K,)
+    return (-0.5 * (D * LOG_2PI + maha) - half_logdet.unsqueeze(-1)).transpose(0, 1)
+
+
+def gaussian_log_prob_std(X: torch.Tensor, means: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Log-density under axis-aligned Gaussians with standard deviations ``std``.
+
+    ``std`` has shape (K or 1, D or 1): per-component or shared, per-feature or isotropic.
+    Returns an (N, K) tensor.
+    """
+    N, D = X.shape
+    K = means.shape[0]
+    std = std.expand(K, D)
+    z = (X.unsqueeze(1) - means.unsqueeze(0)) / std.unsqueeze(0)  # (N, K, D)
+    half_logdet = std.log().sum(-1)  # (K,)
+    return -0.5 * (D * LOG_2PI + z.square().sum(-1)) - half_logdet
+
+
+def mixture_log_prob(log_weights: torch.Tensor, component_log_prob: torch.Tensor) -> torch.Tensor:
+    """``log sum_k w_k N_k(x)`` for each point, with the log-sum-exp trick. (N, K) -> (N,)."""
+    return torch.logsumexp(component_log_prob + log_weights, dim=-1)
+
+
+def log_responsibilities(log_weights: torch.Tensor, component_log_prob: torch.Tensor) -> torch.Tensor:
+    """Posterior ``log p(k | x_n)`` for each point and component, (N, K)."""
+    joint = component_log_prob + log_weights  # (N, K)
+    return joint - torch.logsumexp(joint, dim=-1, keepdim=True)
+
+
+def cholesky(cov: torch.Tensor, name: str = "covariances") -> torch.Tensor:
+    """Cholesky factor of symmetric positive-definite matrices, or a ``ValueError`` saying which.
+
+    ``cov`` is (..., D, D). Raises when a matrix is not symmetric or not positive definite.
+    """
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError(f"{name} contain NaN or infinity")
+    asym = (cov - cov.transpose(-1, -2)).abs().amax() if cov.numel() else 0.0
+    scale = cov.abs().amax() if cov.numel() else 1.0
+    if float(asym) > 1e-8 * max(float(scale), 1.0):
+        raise ValueError(f"{name} must be symmetric; symmetrise them with (S + S.T) / 2")
+    L, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        bad = torch.nonzero(info.reshape(-1)).reshape(-1).tolist()
+        raise ValueError(f"{name} must be positive definite, but matrix {bad} is not; add a small "
+                         "multiple of the identity (e.g. 1e-6 * I) or check for duplicated features")
+    return L
