@@ -1,0 +1,141 @@
+"""Plot helpers at the edge of gmmlib. Each takes ``ax`` first and returns it.
+
+Densities are evaluated on a grid in ONE batched ``log_prob`` call (a 200×200 grid is 40,000
+points in a single tensor), never in a Python loop over pixels. Models with more than two
+features are drawn through their exact two-dimensional marginal on ``dims``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_fit", "plot_loss",
+           "ellipse_points"]
+
+
+def _params(model_or_snapshot, dims=(0, 1)):
+    """(weights (K,), means (K, 2), covariances (K, 2, 2)) as NumPy arrays on ``dims``."""
+    w, m, c = (np.asarray(getattr(model_or_snapshot, a).cpu() if torch.is_tensor(getattr(model_or_snapshot, a))
+                          else getattr(model_or_snapshot, a)) for a in ("weights", "means", "covariances"))
+    d = list(dims)
+    return w, m[:, d], c[:, d][:, :, d]
+
+
+def _marginal(model, dims):
+    """The exact marginal mixture of ``model`` on the two features ``dims``."""
+    if model.n_features == 2 and tuple(dims) == (0, 1):
+        return model
+    from .mixture import GaussianMixture
+    w, m, c = _params(model, dims)
+    return GaussianMixture.from_parameters(w, m, c, "full", dtype=model.loc.dtype)
+
+
+def _limits(model, X, dims, pad=0.15):
+    pts = [np.asarray(_params(model, dims)[1])]
+    if X is not None:
+        pts.append(np.asarray(X.cpu() if torch.is_tensor(X) else X)[:, list(dims)])
+    else:
+        w, m, c = _params(model, dims)
+        s = 3 * np.sqrt(np.stack([np.diagonal(ci) for ci in c]))
+        pts += [m - s, m + s]
+    allp = np.concatenate(pts)
+    lo, hi = allp.min(0), allp.max(0)
+    span = np.maximum(hi - lo, 1e-9)
+    return (lo[0] - pad * span[0], hi[0] + pad * span[0]), (lo[1] - pad * span[1], hi[1] + pad * span[1])
+
+
+@torch.no_grad()
+def density_grid(model, xlim, ylim, n: int = 200, dims=(0, 1)):
+    """Log-density of ``model`` on an ``n``×``n`` grid: returns (xx, yy, logp), each (n, n)."""
+    m = _marginal(model, dims)
+    xs = torch.linspace(*xlim, n, dtype=m.loc.dtype, device=m.loc.device)
+    ys = torch.linspace(*ylim, n, dtype=m.loc.dtype, device=m.loc.device)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)  # (n*n, 2)
+    logp = m._log_prob(grid).reshape(n, n)
+    return xx.cpu().numpy(), yy.cpu().numpy(), logp.cpu().numpy()
+
+
+def plot_density(ax, model, X=None, *, xlim=None, ylim=None, n: int = 200, kind: str = "heatmap",
+                 dims=(0, 1), cmap="viridis", levels: int = 12, **kwargs):
+    """Draw the mixture density as a heat-map (``kind="heatmap"``) or contours (``"contour"``)."""
+    if kind not in ("heatmap", "contour"):
+        raise ValueError(f"kind must be 'heatmap' or 'contour', got {kind!r}")
+    if xlim is None or ylim is None:
+        xl, yl = _limits(model, X, dims)
+        xlim, ylim = xlim or xl, ylim or yl
+    xx, yy, logp = density_grid(model, xlim, ylim, n, dims)
+    if kind == "heatmap":
+        ax.imshow(np.exp(logp), origin="lower", extent=(*xlim, *ylim), aspect="auto", cmap=cmap, **kwargs)
+    else:
+        ax.contour(xx, yy, logp, levels=levels, cmap=cmap, **kwargs)
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+    return ax
+
+
+def ellipse_points(mean, cov, nsig: float = 1.0, n: int = 100) -> np.ndarray:
+    """Points (n, 2) on the ``nsig``-sigma ellipse ``(x-m)ᵀ Σ⁻¹ (x-m) = nsig²`` of a 2-D Gaussian."""
+    L = np.linalg.cholesky(np.asarray(cov, dtype=float))
+    t = np.linspace(0, 2 * math.pi, n)
+    circle = np.stack([np.cos(t), np.sin(t)])  # (2, n)
+    return np.asarray(mean, dtype=float) + nsig * (L @ circle).T
+
+
+def plot_ellipses(ax, model, *, nsig=(1, 2), dims=(0, 1), colors=None, weight_alpha: bool = False, **kwargs):
+    """Draw each component's 1σ and 2σ ellipses (any ``nsig``) and mark its mean.
+
+    ``model`` may be a :class:`~gmmlib.GaussianMixture` or a :class:`~gmmlib.Snapshot`.
+    """
+    w, m, c = _params(model, dims)
+    colors = colors or [f"C{k % 10}" for k in range(len(w))]
+    for k in range(len(w)):
+        alpha = 0.3 + 0.7 * w[k] / w.max() if weight_alpha else 1.0
+        for j, s in enumerate(np.atleast_1d(nsig)):
+            pts = ellipse_points(m[k], c[k], s)
+            ax.plot(pts[:, 0], pts[:, 1], color=colors[k], alpha=alpha,
+                    lw=kwargs.get("lw", 1.8), ls="-" if j == 0 else "--")
+        ax.plot(*m[k], marker="x", color=colors[k], ms=7, mew=2, alpha=alpha)
+    return ax
+
+
+def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0.5, **kwargs):
+    """Scatter the data, coloured by ``labels`` when given."""
+    X = np.asarray(X.cpu() if torch.is_tensor(X) else X)
+    c = None if labels is None else [f"C{int(k) % 10}" for k in np.asarray(labels)]
+    ax.scatter(X[:, dims[0]], X[:, dims[1]], s=s, alpha=alpha, c=c if c is not None else "k",
+               linewidths=0, **kwargs)
+    return ax
+
+
+def plot_fit(ax, model, X, *, labels=None, dims=(0, 1), kind: str = "contour", title: str | None = None):
+    """Data, density and ellipses of a fitted model in one panel."""
+    xlim, ylim = _limits(model, X, dims)
+    plot_density(ax, model, xlim=xlim, ylim=ylim, kind=kind, dims=dims, cmap="Greys" if kind == "contour" else "viridis")
+    plot_data(ax, X, labels, dims=dims)
+    plot_ellipses(ax, model, dims=dims)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_loss(ax, history, *, label: str | None = None, x: str = "step", shift: float | None = None,
+              logy: bool = False, **kwargs):
+    """Loss curve of a :class:`~gmmlib.FitHistory` against steps (``x="step"``) or seconds (``"time"``).
+
+    With ``shift`` the curve shows ``loss - shift`` (e.g. the distance to the optimum, log-scaled).
+    """
+    loss = np.asarray(history.loss, dtype=float)
+    xs = np.arange(len(loss)) if x == "step" else np.asarray(history.time, dtype=float)
+    ys = loss - shift if shift is not None else loss
+    ax.plot(xs, ys, label=label, **kwargs)
+    for step, _ in getattr(history, "resets", []):
+        if x == "step":
+            ax.axvline(step, color="0.7", lw=0.8, ls=":")
+    ax.set_xlabel("step" if x == "step" else "seconds")
+    ax.set_ylabel("mean NLL" if shift is None else "mean NLL − optimum")
+    if logy:
+        ax.set_yscale("log")
+    return ax
