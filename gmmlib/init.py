@@ -56,12 +56,11 @@ def random_from_data(X: torch.Tensor, n_components: int, generator: torch.Genera
     return X[perm[:n_components].to(X.device)].clone()
 
 
-def kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_iter: int = 20) -> torch.Tensor:
-    """k-means++ seeding followed by up to ``n_iter`` Lloyd iterations; returns (K, D) centres."""
-    C = kmeans_plusplus(X, n_components, generator)
+def _lloyd(X: torch.Tensor, C: torch.Tensor, n_iter: int) -> torch.Tensor:
+    K = C.shape[0]
     for _ in range(n_iter):
         labels = torch.cdist(X, C).argmin(-1)  # (N,)
-        onehot = torch.nn.functional.one_hot(labels, n_components).to(X.dtype)  # (N, K)
+        onehot = torch.nn.functional.one_hot(labels, K).to(X.dtype)  # (N, K)
         counts = onehot.sum(0)  # (K,)
         new = (onehot.T @ X) / counts.clamp_min(1).unsqueeze(-1)
         new = torch.where(counts.unsqueeze(-1) > 0, new, C)  # keep empty clusters where they were
@@ -69,6 +68,19 @@ def kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_ite
             break
         C = new
     return C
+
+
+def kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_iter: int = 30,
+           n_init: int = 4) -> torch.Tensor:
+    """k-means: ``n_init`` k-means++ seedings, each refined by up to ``n_iter`` Lloyd iterations;
+    returns the (K, D) centres with the lowest within-cluster sum of squares."""
+    best, best_inertia = None, float("inf")
+    for _ in range(n_init):
+        C = _lloyd(X, kmeans_plusplus(X, n_components, generator), n_iter)
+        inertia = float(torch.cdist(X, C).amin(-1).square().sum())
+        if inertia < best_inertia:
+            best, best_inertia = C, inertia
+    return best
 
 
 METHODS = {"kmeans++": kmeans_plusplus, "kmeans": kmeans, "random_from_data": random_from_data}
@@ -84,8 +96,8 @@ def data_covariance(X: torch.Tensor) -> torch.Tensor:
 def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: float = 1e-6):
     """Set ``model``'s parameters from data and return the model.
 
-    Means come from ``method``: ``"kmeans"`` (default; k-means++ seeding refined by Lloyd
-    iterations, like scikit-learn's default), ``"kmeans++"`` (the seeding alone) or
+    Means come from ``method``: ``"kmeans"`` (default; the best of four k-means++ seedings
+    refined by Lloyd iterations, like scikit-learn's default), ``"kmeans++"`` (the seeding alone) or
     ``"random_from_data"``;
     each point is then assigned to its nearest mean, and the weights and covariances are those
     of the assigned points (a cluster with fewer than two points takes the data covariance),
