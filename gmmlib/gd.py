@@ -190,8 +190,9 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
         if not grads_ok:
             history.diverged = True
-            warnings.warn(f"fit_gd: non-finite gradient at step {step}; stopped and kept the last "
-                          "finite parameters. Switch the guard on or raise min_variance.",
+            warnings.warn(f"fit_gd: the gradient became non-finite at step {step} (a component "
+                          "collapsed onto data points); stopped and kept the last finite parameters. "
+                          "Switch the singularity guard on (guard=True) or raise min_variance.",
                           RuntimeWarning, stacklevel=2)
             break
         for p, good in zip(params, last_good):

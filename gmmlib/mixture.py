@@ -191,11 +191,13 @@ class GaussianMixture(nn.Module):
         """Mean negative log-likelihood of the data, a scalar (the objective ``fit_gd`` lowers)."""
         return -self.log_prob(X).mean()
 
+    @torch.no_grad()
     def predict_proba(self, X) -> torch.Tensor:
-        """Responsibilities p(k | x_n), (N, K); each row sums to 1."""
+        """Responsibilities p(k | x_n), (N, K), detached; each row sums to 1."""
         X = self._check(X)
         return numerics.log_responsibilities(self.log_weights, self._component_log_prob(X)).exp()
 
+    @torch.no_grad()
     def predict(self, X) -> torch.Tensor:
         """Most responsible component of each point, (N,) int64."""
         X = self._check(X)

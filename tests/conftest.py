@@ -1,0 +1,26 @@
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+FAMILIES = ["full", "tied", "diagonal", "isotropic", "shared_isotropic", "constant"]
+SKLEARN = {"full": "full", "tied": "tied", "diagonal": "diag", "isotropic": "spherical"}
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
+
+
+def random_model(family, K=3, D=2, seed=0, dtype=torch.float64):
+    """A mixture of ``family`` with random (non-trivial) parameters."""
+    import numpy as np
+
+    from gmmlib import GaussianMixture
+    from gmmlib.data import random_covariances
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet(np.ones(K) * 2)
+    m = rng.normal(scale=3, size=(K, D))
+    c = random_covariances(rng, K, D, family, constant_variance=0.7)
+    return GaussianMixture.from_parameters(w, m, c, family, dtype=dtype)

@@ -1,0 +1,160 @@
+"""fit_gd: convergence against scikit-learn's EM, the singularity guard, and its input checks."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture as SkGMM
+
+import gmmlib
+from conftest import FAMILIES, SKLEARN
+
+
+@pytest.fixture(scope="module")
+def demo_data():
+    # the seed demo's defaults: 1000 points, 5 components, 2-D, radius 8
+    X, labels, truth = gmmlib.generate_data(1000, 5, 2, 8.0, "full", seed=0)
+    return X
+
+
+@pytest.mark.parametrize("family", list(SKLEARN))
+def test_default_fit_reaches_sklearn_optimum(demo_data, family):
+    X = demo_data
+    model = gmmlib.GaussianMixture(5, 2, family, dtype=torch.float64)
+    gmmlib.initialize(model, X, "kmeans", generator=0)
+    cov = model.sklearn_covariances().numpy()
+    precisions = np.linalg.inv(cov) if family in ("full", "tied") else 1.0 / cov
+    sk = SkGMM(5, covariance_type=SKLEARN[family], means_init=model.means.numpy(),
+               weights_init=model.weights.numpy(), precisions_init=precisions,
+               tol=1e-12, max_iter=5000, reg_covar=1e-6).fit(X.numpy())
+    history = gmmlib.fit_gd(model, X, init=None, progress=False)  # default settings otherwise
+    assert history.n_iter <= 2000
+    assert history.final_loss == pytest.approx(float(model.nll(X).detach()), abs=1e-12)
+    gap = history.final_loss - (-sk.score(X.numpy()))
+    assert abs(gap) < 0.01, f"{family}: gmmlib {history.final_loss:.5f} vs sklearn {-sk.score(X.numpy()):.5f}"
+
+
+def test_fit_improves_on_every_family(family):
+    X, labels, truth = gmmlib.generate_data(600, 3, 2, 6.0, family, seed=1)
+    model = gmmlib.GaussianMixture(3, 2, family, dtype=torch.float64)
+    h = gmmlib.fit_gd(model, X, iterations=300, generator=0, progress=False, log_every=100)
+    assert h.loss[-1] < h.loss[0]
+    with torch.no_grad():
+        assert h.final_loss <= float(truth.nll(X)) + 0.02  # as good as the generating mixture
+    assert [s.step for s in h.snapshots] == [0, 100, 200, 300]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_fit_is_deterministic_given_a_seed():
+    X = gmmlib.generate_data(300, 3, 2, seed=2).X
+    a = gmmlib.GaussianMixture(3, 2)
+    b = gmmlib.GaussianMixture(3, 2)
+    gmmlib.fit_gd(a, X, iterations=50, generator=7, progress=False)
+    gmmlib.fit_gd(b, X, iterations=50, generator=7, progress=False)
+    assert torch.equal(a.means, b.means) and torch.equal(a.covariances, b.covariances)
+
+
+def test_init_does_not_touch_global_rng():
+    X = gmmlib.generate_data(300, 3, 2, seed=2).X
+    state = torch.random.get_rng_state()
+    for method in ("kmeans++", "kmeans", "random_from_data"):
+        gmmlib.initialize(gmmlib.GaussianMixture(3, 2), X, method, generator=1)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_kmeans_plusplus_picks_distinct_far_points():
+    X = torch.tensor([[0.0, 0], [0.1, 0], [10, 10], [10.1, 10], [-10, 5]])
+    C = gmmlib.kmeans_plusplus(X, 3, torch.Generator().manual_seed(0))
+    # the three centres fall in the three separated groups
+    groups = {0 if c[0] < 5 and c[0] > -5 else (1 if c[0] > 5 else 2) for c in C.tolist()}
+    assert groups == {0, 1, 2}
+
+
+def collapse_data():
+    """A blob plus 30 points whose second feature is clipped to exactly 5.0 (a saturated sensor):
+    a component can fit the clipped points and shrink its variance across the line to zero."""
+    rng = np.random.default_rng(0)
+    line = np.c_[rng.normal(size=30) + 5, np.full(30, 5.0)]
+    return np.concatenate([rng.normal(size=(100, 2)), line])
+
+
+# With every variance >= 1e-6 in D = 2, no density exceeds 1 / (2 pi 1e-6): the mean NLL is
+# bounded below by log(2 pi 1e-6) ~ -11.98. A fit below that has collapsed.
+FLOOR_BOUND = math.log(2 * math.pi * 1e-6)
+
+
+@pytest.mark.parametrize("family", ["full", "diagonal"])
+def test_guard_off_collapse_diverges(family):
+    X = collapse_data()
+    losses = []
+    for iterations in (1000, 2000):
+        model = gmmlib.GaussianMixture(2, 2, family, dtype=torch.float64)
+        h = gmmlib.fit_gd(model, X, iterations=iterations, component_lr=0.1, guard=False, generator=0,
+                          progress=False)
+        losses.append(h.final_loss)
+        assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert losses[1] < FLOOR_BOUND  # past what any floored model can reach ...
+    assert losses[1] < losses[0] - 5  # ... and more steps dive further: no bottom
+    assert min(torch.linalg.eigvalsh(model.covariances[k]).min() for k in range(2)) < 1e-12
+
+
+def test_guard_off_stops_at_the_first_non_finite_loss_with_finite_parameters():
+    # in float32 the collapsing standard deviation underflows to 0 and the loss becomes -inf
+    X = torch.as_tensor(collapse_data(), dtype=torch.float32)
+    model = gmmlib.GaussianMixture(2, 2, "diagonal")
+    with pytest.warns(RuntimeWarning, match="collapsed"):
+        h = gmmlib.fit_gd(model, X, iterations=4000, component_lr=0.1, guard=False, generator=0, progress=False)
+    assert h.diverged and h.n_iter < 4000
+    assert np.all(np.isfinite(h.loss))
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert bool(torch.isfinite(model.log_prob(X)).all())
+
+
+@pytest.mark.parametrize("family", ["full", "diagonal"])
+def test_guard_on_stays_finite_and_records_a_reset(family):
+    X = collapse_data()
+    model = gmmlib.GaussianMixture(2, 2, family, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = gmmlib.fit_gd(model, X, iterations=2000, component_lr=0.1, min_variance=1e-6,
+                          generator=0, progress=False)
+    assert not h.diverged and len(h.resets) >= 1
+    assert np.all(np.isfinite(h.loss)) and min(h.loss) > FLOOR_BOUND
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert float(torch.linalg.eigvalsh(model.covariances).min()) > 0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"iterations": 0}, "iterations must be a positive integer"),
+    ({"iterations": 2.5}, "iterations"),
+    ({"mixture_lr": 0}, "mixture_lr must be a positive"),
+    ({"component_lr": -1e-3}, "component_lr must be a positive"),
+    ({"component_lr": float("nan")}, "component_lr"),
+    ({"min_variance": -1.0}, "min_variance"),
+    ({"init": "best"}, "unknown init method 'best'"),
+    ({"log_every": -1}, "log_every"),
+])
+def test_bad_fit_arguments(kwargs, match):
+    X = gmmlib.generate_data(50, 2, 2).X
+    with pytest.raises(ValueError, match=match):
+        gmmlib.fit_gd(gmmlib.GaussianMixture(2, 2), X, progress=False, **kwargs)
+
+
+def test_too_few_points_for_k():
+    with pytest.raises(ValueError, match="3 samples but at least 5"):
+        gmmlib.fit_gd(gmmlib.GaussianMixture(5, 2), np.zeros((3, 2)), progress=False)
+
+
+def test_nan_data_is_refused():
+    X = gmmlib.generate_data(50, 2, 2).X.clone()
+    X[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        gmmlib.fit_gd(gmmlib.GaussianMixture(2, 2), X, progress=False)
+
+
+def test_float32_fit_is_finite():
+    X = gmmlib.generate_data(500, 3, 2, seed=3).X.float()
+    model = gmmlib.GaussianMixture(3, 2)
+    h = gmmlib.fit_gd(model, X, iterations=200, generator=0, progress=False)
+    assert model.loc.dtype == torch.float32 and math.isfinite(h.final_loss)

@@ -1,0 +1,203 @@
+"""GaussianMixture against independent references: scipy.stats, torch.distributions, scikit-learn."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn.mixture import GaussianMixture as SkGMM
+
+import gmmlib
+from conftest import FAMILIES, SKLEARN, random_model
+
+
+def scipy_mixture_logpdf(model, X):
+    w, m, c = model.weights.numpy(), model.means.numpy(), model.covariances.numpy()
+    comps = np.stack([stats.multivariate_normal(m[k], c[k]).logpdf(X) for k in range(len(w))], axis=1)
+    comps = comps.reshape(len(X), len(w))
+    top = comps.max(1, keepdims=True)
+    return (top + np.log((w * np.exp(comps - top)).sum(1, keepdims=True)))[:, 0]
+
+
+@pytest.mark.parametrize("D", [1, 2, 5])
+def test_log_prob_matches_scipy_for_every_family(family, D):
+    model = random_model(family, K=4, D=D, seed=D)
+    X = np.random.default_rng(1).normal(scale=4, size=(300, D))
+    ours = model.log_prob(X).detach().numpy()
+    ref = scipy_mixture_logpdf(model, X)
+    np.testing.assert_allclose(ours, ref, rtol=1e-10)
+    dist = model.to_distribution().log_prob(torch.as_tensor(X)).detach().numpy()
+    np.testing.assert_allclose(dist, ref, rtol=1e-10)
+
+
+def test_covariances_follow_the_family_structure(family):
+    model = random_model(family, K=3, D=3)
+    cov = model.covariances
+    off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    if family in ("diagonal", "isotropic", "shared_isotropic", "constant"):
+        assert torch.count_nonzero(off) == 0
+    if family in ("isotropic", "shared_isotropic", "constant"):
+        d = torch.diagonal(cov, dim1=-2, dim2=-1)
+        assert torch.allclose(d, d[:, :1].expand_as(d))
+    if family in ("tied", "shared_isotropic", "constant"):
+        assert torch.allclose(cov, cov[:1].expand_as(cov))
+    if family == "constant":
+        assert torch.allclose(cov, 0.7 * torch.eye(3, dtype=cov.dtype).expand_as(cov))
+    assert bool((torch.linalg.eigvalsh(cov) > 0).all())
+
+
+def test_univariate_reduces_to_normal_mixture():
+    model = random_model("full", K=3, D=1, seed=4)
+    x = np.linspace(-10, 10, 41)
+    w, m, s = model.weights.numpy(), model.means.numpy()[:, 0], np.sqrt(model.covariances.numpy()[:, 0, 0])
+    ref = np.log(sum(w[k] * stats.norm(m[k], s[k]).pdf(x) for k in range(3)))
+    np.testing.assert_allclose(model.log_prob(x[:, None]).detach().numpy(), ref, rtol=1e-10)
+
+
+def test_single_component_is_a_gaussian(family):
+    model = random_model(family, K=1, D=3, seed=2)
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    ref = stats.multivariate_normal(model.means.numpy()[0], model.covariances.numpy()[0]).logpdf(X)
+    np.testing.assert_allclose(model.log_prob(X).detach().numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(model.predict_proba(X).numpy(), 1.0)
+
+
+@pytest.mark.parametrize("family", list(SKLEARN))
+@pytest.mark.parametrize("K,D", [(1, 1), (3, 2), (5, 7)])
+def test_n_parameters_equals_sklearn(family, K, D):
+    X = np.random.default_rng(0).normal(size=(60, D))
+    sk = SkGMM(K, covariance_type=SKLEARN[family], max_iter=200, random_state=0).fit(X)
+    assert gmmlib.GaussianMixture(K, D, family).n_parameters() == sk._n_parameters()
+    ours = gmmlib.GaussianMixture.from_sklearn(sk)
+    assert math.isclose(ours.bic(X), sk.bic(X), rel_tol=1e-10)
+    assert math.isclose(ours.aic(X), sk.aic(X), rel_tol=1e-10)
+    np.testing.assert_allclose(ours.log_prob(X).detach().numpy(), sk.score_samples(X), rtol=1e-10)
+    np.testing.assert_allclose(ours.predict_proba(X).numpy(), sk.predict_proba(X), atol=1e-10)
+    np.testing.assert_array_equal(ours.predict(X).numpy(), sk.predict(X))
+
+
+def test_n_parameters_of_the_other_families():
+    # weights K-1, means K*D, then one shared variance or none
+    assert gmmlib.GaussianMixture(4, 3, "shared_isotropic").n_parameters() == 3 + 12 + 1
+    assert gmmlib.GaussianMixture(4, 3, "constant").n_parameters() == 3 + 12
+
+
+def test_gradcheck_of_the_nll(family):
+    model = random_model(family, K=3, D=2, seed=5)
+    X = torch.as_tensor(np.random.default_rng(0).normal(scale=3, size=(20, 2)))
+    params = [p for p in model.parameters()]
+    names = [n for n, _ in model.named_parameters()]
+
+    def nll(*values):
+        out = torch.func.functional_call(model, dict(zip(names, values)), (X,), {})
+        return -out.mean()
+
+    assert torch.autograd.gradcheck(nll, tuple(p.detach().clone().requires_grad_() for p in params))
+
+
+def test_sample_moments_match_the_parameters(family):
+    model = random_model(family, K=3, D=2, seed=7)
+    X, labels = model.sample(200_000, generator=torch.Generator().manual_seed(0), return_labels=True)
+    freq = torch.bincount(labels, minlength=3).double() / len(labels)
+    assert torch.allclose(freq, model.weights, atol=5e-3)
+    for k in range(3):
+        Xk = X[labels == k]
+        assert torch.allclose(Xk.mean(0), model.means[k], atol=0.03)
+        assert torch.allclose(torch.cov(Xk.T), model.covariances[k], atol=0.03)
+    # overall mixture mean and covariance (law of total covariance)
+    w, m, c = model.weights, model.means, model.covariances
+    mu = w @ m
+    total = (w[:, None, None] * (c + torch.einsum("ki,kj->kij", m - mu, m - mu))).sum(0)
+    assert torch.allclose(X.mean(0), mu, atol=0.03)
+    assert torch.allclose(torch.cov(X.T), total, rtol=0.02, atol=0.03)
+
+
+def test_sample_is_reproducible_with_a_generator_and_leaves_global_rng_alone():
+    model = random_model("full")
+    state = torch.random.get_rng_state()
+    a = model.sample(10, generator=torch.Generator().manual_seed(3))
+    b = model.sample(10, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_state_dict_round_trip(family, tmp_path):
+    model = random_model(family, K=3, D=3, seed=9)
+    model.min_variance = 1e-4
+    path = tmp_path / "gmm.pt"
+    torch.save(model.state_dict(), path)
+    other = gmmlib.GaussianMixture(3, 3, family, dtype=torch.float64)
+    other.load_state_dict(torch.load(path))
+    X = torch.randn(40, 3, dtype=torch.float64)
+    assert torch.equal(model.log_prob(X), other.log_prob(X))
+    assert other.min_variance == 1e-4
+
+
+def test_to_float32_follows(family):
+    model = random_model(family, K=2, D=2)
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    ref = model.log_prob(X)
+    model32 = model.to(torch.float32)
+    out = model32.log_prob(X)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out.double(), ref, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(family):
+    model = random_model(family, K=3, D=2)
+    X = torch.randn(100, 2, dtype=torch.float64)
+    ref = model.log_prob(X)
+    cuda = model.to("cuda")
+    assert torch.allclose(cuda.log_prob(X.cuda()).cpu(), ref, rtol=1e-10)
+    assert cuda.sample(5, generator=torch.Generator("cuda").manual_seed(0)).device.type == "cuda"
+    h = gmmlib.fit_gd(cuda, X.cuda(), iterations=50, generator=0, progress=False)
+    assert math.isfinite(h.final_loss)
+
+
+def test_from_parameters_checks_its_input():
+    m = np.zeros((2, 2))
+    with pytest.raises(ValueError, match="sum to 1"):
+        gmmlib.GaussianMixture.from_parameters([0.5, 0.6], m, np.stack([np.eye(2)] * 2))
+    with pytest.raises(ValueError, match="positive definite"):
+        gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, np.stack([np.eye(2), -np.eye(2)]))
+    with pytest.raises(ValueError, match="symmetric"):
+        gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, np.stack([np.eye(2), [[1, 0.5], [0, 1]]]))
+    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
+        gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, np.ones((2, 3)), "diagonal")
+    with pytest.raises(ValueError, match="positive variances"):
+        gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, [1.0, -1.0], "spherical")
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="unknown covariance_type 'ful'.*full, tied, diagonal"):
+        gmmlib.GaussianMixture(2, 2, "ful")
+    with pytest.raises(ValueError, match="n_components"):
+        gmmlib.GaussianMixture(0, 2)
+    with pytest.raises(ValueError, match="n_features"):
+        gmmlib.GaussianMixture(2, 2.5)
+    with pytest.raises(ValueError, match="constant_variance"):
+        gmmlib.GaussianMixture(2, 2, "constant", constant_variance=0)
+    assert gmmlib.GaussianMixture(2, 2, "spherical").covariance_type == "isotropic"
+    assert gmmlib.GaussianMixture(2, 2, "diag").covariance_type == "diagonal"
+
+
+@pytest.mark.parametrize("X,match", [
+    (np.zeros(5), "2-D"),
+    (np.zeros((5, 3)), "3 features but the model was built for 2"),
+    (np.array([[0.0, np.nan], [1, 1]]), "NaN or infinity in 1 row"),
+    (np.array([[0.0, np.inf], [1, 1]]), "NaN or infinity"),
+    (np.array([["a", "b"]]), "numbers"),
+])
+def test_bad_data_is_named(X, match):
+    model = gmmlib.GaussianMixture(2, 2)
+    with pytest.raises(ValueError, match=match):
+        model.log_prob(X)
+
+
+def test_variance_floor_bounds_the_density():
+    model = gmmlib.GaussianMixture.from_parameters([1.0], [[0.0, 0.0]], [[[1e-12, 0], [0, 1e-12]]], min_variance=0)
+    model.min_variance = 1e-4
+    assert torch.allclose(model.covariances, 1e-4 * torch.eye(2, dtype=torch.float64))
+    bound = -math.log(2 * math.pi * 1e-4)  # log of (2 pi floor)^(-D/2) for D = 2
+    assert float(model.log_prob([[0.0, 0.0]]).detach()) == pytest.approx(bound, rel=1e-12)
