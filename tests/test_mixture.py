@@ -76,6 +76,14 @@ def test_n_parameters_equals_sklearn(family, K, D):
     np.testing.assert_array_equal(ours.predict(X).numpy(), sk.predict(X))
 
 
+@pytest.mark.parametrize("family", FAMILIES[:5])
+def test_n_parameters_in_one_dimension_is_the_univariate_count(family):
+    # K-component univariate mixture: K - 1 weights, K means, and K variances (1 if shared)
+    K = 4
+    shared = family in ("tied", "shared_isotropic")
+    assert gmmlib.GaussianMixture(K, 1, family).n_parameters() == (K - 1) + K + (1 if shared else K)
+
+
 def test_n_parameters_of_the_other_families():
     # weights K-1, means K*D, then one shared variance or none
     assert gmmlib.GaussianMixture(4, 3, "shared_isotropic").n_parameters() == 3 + 12 + 1
