@@ -1,0 +1,107 @@
+"""gmmlib.widgets: the static form (jshtml frames) and the live form (ipywidgets) of a control."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gmmlib.widgets import frames, interactive, log_slider
+
+
+def draw(ax, k=1.0, amp=1.0):
+    x = np.linspace(0, 6, 60)
+    ax.plot(x, amp * np.sin(k * x))
+
+
+def test_frames_embeds_one_png_per_value_and_does_not_autoplay():
+    html = frames(lambda ax, k: draw(ax, k=k), np.linspace(1, 3, 7), label="k", figsize=(3, 2))
+    s = html.data
+    assert "new Array(7)" in s
+    frames_src = re.findall(r'frames\[\d+\] = "data:image/png;base64,', s)
+    assert len(frames_src) == 7
+    assert re.search(r'value="once" id="[^"]+"\s+checked', s)  # plays once, only when asked
+    assert "play_animation()" in s and "setInterval" in s  # controls present
+    assert repr(html) == "<IPython.core.display.HTML object>"  # what nbval compares
+
+
+def test_frames_html_is_offline():
+    s = frames(lambda ax, k: draw(ax, k=k), [1, 2], figsize=(2, 2)).data
+    assert not re.search(r"https?://", s)  # matplotlib's Font Awesome CDN link is removed
+    assert 'class="fa ' not in s and s.count('class="anim-icon"') == 9
+
+
+def test_frames_are_different_and_no_pyplot_figure_is_left_open():
+    import matplotlib.pyplot as plt
+    before = plt.get_fignums()
+    s = frames(lambda ax, k: draw(ax, k=k), [1, 2], figsize=(3, 2)).data
+    pngs = re.findall(r'frames\[\d+\] = "(data:image/png;base64,[^"]+)"', s)
+    assert len(pngs) == 2 and pngs[0] != pngs[1]
+    assert plt.get_fignums() == before
+
+
+def test_frames_label_format_falls_back_to_str():
+    seen = []
+    frames(lambda ax, v: seen.append(v), ["a", "b"], label="name", figsize=(2, 2))
+    assert seen[-2:] == ["a", "b"]
+
+
+@pytest.mark.parametrize("values", [[], ()])
+def test_frames_rejects_empty_values(values):
+    with pytest.raises(ValueError, match="values is empty"):
+        frames(draw, values)
+
+
+def test_frames_rejects_non_callable():
+    with pytest.raises(ValueError, match="draw must be a function"):
+        frames(None, [1])
+
+
+def _png(w):
+    (out,) = w.output.outputs
+    return out["data"]["image/png"]
+
+
+def test_interactive_redraws_when_a_control_changes(capsys):
+    w = interactive(draw, figsize=(3, 2), k=(1.0, 5.0, 0.5), amp=log_slider("amp", 0.1, 10, 1.0))
+    assert set(w.controls) == {"k", "amp"}
+    first = _png(w)
+    w.controls["k"].value = 4.5
+    second = _png(w)
+    assert second != first
+    w.controls["amp"].value = 5.0
+    assert _png(w) != second
+    line = w.ax.get_lines()[0]
+    assert np.isclose(np.abs(line.get_ydata()).max(), 5.0, rtol=0.05)
+    assert capsys.readouterr().out == ""  # nothing printed from callbacks (nbval would see it)
+    assert repr(w) == "interactive(k, amp)"
+
+
+def test_interactive_control_kinds():
+    import ipywidgets as W
+    w = interactive(lambda ax, n, c, x: None, n=(1, 9), c=["a", "b"], x=(0.0, 1.0))
+    assert isinstance(w.controls["n"], W.IntSlider) and w.controls["n"].value == 5
+    assert isinstance(w.controls["c"], W.Dropdown)
+    assert isinstance(w.controls["x"], W.FloatSlider)
+    with pytest.raises(ValueError, match="control 'x'"):
+        interactive(draw, x="nope")
+    with pytest.raises(ValueError, match="min must be below max"):
+        interactive(draw, x=(2.0, 1.0))
+    with pytest.raises(ValueError, match="at least one control"):
+        interactive(draw)
+
+
+def test_log_slider_bounds():
+    s = log_slider("s", 0.01, 100, 1.0)
+    assert s.min == pytest.approx(-2) and s.max == pytest.approx(2) and s.value == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="0 < min < max"):
+        log_slider("s", 0, 1, 0.5)
+    with pytest.raises(ValueError, match="outside"):
+        log_slider("s", 1, 2, 3)
+
+
+def test_import_gmmlib_stays_light():
+    code = ("import sys, gmmlib, gmmlib.widgets; "
+            "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
