@@ -1,0 +1,97 @@
+"""Sphinx extension for the book's API page (loaded from _config.yml as a local extension).
+
+Two jobs, so that chapters and modules added later need no edit here:
+
+* ``source-read``: in ``book/api.md`` the marker ``<!-- gmmlib-api -->`` becomes one section per
+  public module of ``gmmlib`` (found with :mod:`pkgutil`; names starting with ``_`` and
+  ``__main__`` are skipped), in the library's layer order, each an ``automodule`` with members.
+* ``missing-reference``: docstrings write ``:class:`gmmlib.GaussianMixture``` or a bare
+  ``Snapshot`` (names re-exported by ``gmmlib/__init__.py`` or imported into a module); such a
+  reference is resolved to where the object is documented (``obj.__module__ + qualname``).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+MARKER = "<!-- gmmlib-api -->"
+# Reading order of the library's layers; modules not listed follow alphabetically.
+LAYERS = ["numerics", "families", "mixture", "init", "gd", "em", "priors", "history", "data",
+          "mdn", "teaching", "plot", "widgets", "cli"]
+
+
+def public_modules(package: str = "gmmlib") -> list[str]:
+    """Dotted names of the package's public modules, in layer order."""
+    pkg = importlib.import_module(package)
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__)
+             if not m.name.startswith("_")]
+    order = {n: i for i, n in enumerate(LAYERS)}
+    names.sort(key=lambda n: (order.get(n, len(LAYERS)), n))
+    return [f"{package}.{n}" for n in names]
+
+
+def api_markdown(package: str = "gmmlib") -> str:
+    parts = []
+    for mod in public_modules(package):
+        parts.append(f"## `{mod}`\n\n```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n```\n")
+    return "\n".join(parts)
+
+
+def _source_read(app, docname, source):
+    if MARKER in source[0]:
+        source[0] = source[0].replace(MARKER, api_markdown())
+
+
+def _lookup(dotted: str):
+    """The object a dotted name points to, importing modules on the way; None if there is none."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _missing_reference(app, env, node, contnode):
+    if node.get("refdomain") != "py":
+        return None
+    target = node["reftarget"].lstrip("~.")
+    context = node.get("py:module") or ""
+    candidates = [target] + ([f"{context}.{target}"] if context else []) + [f"gmmlib.{target}"]
+    name = target.removeprefix("gmmlib.")
+    if "." not in name:  # a name some public module defines but the package does not re-export
+        candidates += [f"{mod}.{name}" for mod in public_modules()]
+    domain = env.get_domain("py")
+    for cand in candidates:
+        if not cand.startswith("gmmlib"):
+            continue
+        obj = _lookup(cand)
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        if module is None and type(obj).__name__ == "module":
+            module, qualname = obj.__name__, None
+        if not module or not module.startswith("gmmlib"):
+            continue
+        canonical = f"{module}.{qualname}" if qualname else module
+        if canonical == node["reftarget"]:
+            continue
+        ref = domain.resolve_xref(env, node.get("refdoc", ""), app.builder, node["reftype"],
+                                  canonical, node, contnode)
+        if ref is None and node["reftype"] in ("class", "func", "meth"):
+            ref = domain.resolve_xref(env, node.get("refdoc", ""), app.builder, "obj",
+                                      canonical, node, contnode)
+        if ref is not None:
+            return ref
+    return None
+
+
+def setup(app):
+    app.connect("source-read", _source_read)
+    app.connect("missing-reference", _missing_reference)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
