@@ -24,7 +24,9 @@ functions, so ``import gmmlib`` stays light.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -127,8 +129,21 @@ _ICONS = {"fa-minus": "\u2212", "fa-fast-backward": "\u21e4", "fa-step-backward"
           "fa-step-forward": "\u203a", "fa-fast-forward": "\u21e5", "fa-plus": "+"}
 
 
+_COUNTER = itertools.count()
+
+
 def _offline(html: str) -> str:
-    """The jshtml with no remote reference: CDN stylesheet removed, icons as characters."""
+    """The jshtml with no remote reference: CDN stylesheet removed, icons as characters.
+
+    matplotlib names the animation's elements with a random uuid; it is replaced by a hash of
+    the content and of the call's position in the session, so re-running a notebook rewrites
+    the same HTML (clean diffs) while two animations on one page still get different ids.
+    """
+    old = re.search(r'id="_anim_img([0-9a-f]+)"', html)
+    if old:
+        stripped = html.replace(old.group(1), "")
+        new = hashlib.sha1(f"{next(_COUNTER)}:{stripped}".encode()).hexdigest()[:32]
+        html = html.replace(old.group(1), new)
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*"\s*/?>', "", html)
     return re.sub(r'<i class="fa ([a-z -]+)"></i>',
                   lambda m: f'<span class="anim-icon">{_ICONS.get(m.group(1), "?")}</span>', html)

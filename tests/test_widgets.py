@@ -105,3 +105,19 @@ def test_import_gmmlib_stays_light():
             "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_frames_ids_are_stable_across_runs_but_unique_within_one(monkeypatch):
+    import itertools
+
+    import gmmlib.widgets as widgets
+
+    def ids():
+        monkeypatch.setattr(widgets, "_COUNTER", itertools.count())  # a fresh kernel
+        return [re.search(r'_anim_img(\w+)"', frames(lambda ax, v: ax.plot([v]), [1, 2],
+                                                       figsize=(2, 2)).data).group(1)
+                for _ in range(2)]
+
+    first, second = ids(), ids()
+    assert first == second  # re-running a notebook rewrites the same HTML
+    assert first[0] != first[1]  # two animations on one page do not share element ids
