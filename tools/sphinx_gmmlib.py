@@ -15,8 +15,6 @@ Two jobs, so that chapters and modules added later need no edit here:
 """
 from __future__ import annotations
 
-import re
-
 import importlib
 import pkgutil
 import re
