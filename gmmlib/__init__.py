@@ -10,6 +10,7 @@ Layers, imported one way only:
 * :mod:`gmmlib.plot`, :mod:`gmmlib.widgets`, :mod:`gmmlib.cli` – at the edge (imported lazily).
 """
 from .data import GeneratedData, generate_data
+from .em import GaussianMixtureEM, fit_em
 from .families import FAMILIES, get_family
 from .gd import fit_gd
 from .history import FitHistory, Snapshot
@@ -19,4 +20,5 @@ from .mixture import GaussianMixture
 
 __all__ = ["GaussianMixture", "FAMILIES", "get_family", "fit_gd", "initialize", "kmeans_plusplus",
            "generate_data", "GeneratedData", "FitHistory", "Snapshot", "MDNHead"]
+__all__ += ["fit_em", "GaussianMixtureEM"]
 __version__ = "0.1.0"

@@ -1,0 +1,357 @@
+"""fit_em and GaussianMixtureEM: step-for-step parity with scikit-learn's EM, the closed-form
+M-step for the families scikit-learn lacks, monotone likelihood, float32 far from the origin,
+input checks, n_init, the convergence warning, and the scikit-learn interface."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.mixture import GaussianMixture as SkGMM
+
+import gmmlib
+from conftest import FAMILIES, SKLEARN
+from gmmlib.em import ConvergenceWarning, GaussianMixtureEM, fit_em
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These problems are small: one thread is fastest, and on a loaded 2-core machine torch's
+    thread pool was seen to make them 50x slower (each parallel region waits for a descheduled
+    worker). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------
+# data sets and the shared start
+# ------------------------------------------------------------------------------------------------
+def blobs(seed=1):
+    """Four overlapping 3-D Gaussian clusters of different shapes (2000 points)."""
+    return gmmlib.generate_data(2000, 4, 3, 3.0, "full", seed=seed).X.numpy()
+
+
+def stretched(seed=2):
+    """Five elongated, correlated 5-D clusters, far from the origin and unevenly sized."""
+    rng = np.random.default_rng(seed)
+    sizes = [600, 300, 200, 100, 300]
+    parts = []
+    for k, n in enumerate(sizes):
+        A = rng.normal(size=(5, 5)) * [3.0, 1.0, 0.5, 0.2, 0.1]
+        parts.append(rng.normal(size=(n, 5)) @ A + rng.normal(scale=4, size=5) + 50.0)
+    return rng.permutation(np.concatenate(parts))
+
+
+DATASETS = {"blobs": (blobs, 4), "stretched": (stretched, 5)}
+
+
+def start(X, K, family, seed=3, dtype=torch.float64):
+    """A model of ``family`` initialised by gmmlib from k-means++ seeds."""
+    model = gmmlib.GaussianMixture(K, X.shape[1], family, dtype=dtype)
+    gmmlib.initialize(model, X, "kmeans++", generator=seed)
+    return model
+
+
+def sklearn_from(model, **kwargs):
+    """scikit-learn's GaussianMixture started from exactly ``model``'s parameters."""
+    fam = model.family.name
+    cov = model.sklearn_covariances().numpy()
+    precisions = np.linalg.inv(cov) if fam in ("full", "tied") else 1.0 / cov
+    return SkGMM(model.n_components, covariance_type=SKLEARN[fam], weights_init=model.weights.numpy(),
+                 means_init=model.means.numpy(), precisions_init=precisions, **kwargs)
+
+
+def run_quiet(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit_em(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# parity with scikit-learn, iteration by iteration
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("data", list(DATASETS))
+@pytest.mark.parametrize("family", list(SKLEARN))
+def test_every_iteration_matches_sklearn(data, family):
+    make, K = DATASETS[data]
+    X = make()
+    model = start(X, K, family)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0 never converges, on either side
+        sk = sklearn_from(model, max_iter=20, tol=0.0, reg_covar=1e-6).fit(X)
+    history = run_quiet(model, X, init=None, max_iter=20, tol=0.0, reg_covar=1e-6, progress=False)
+
+    ours = -np.asarray(history.loss[:20])  # mean log-likelihood before each M-step
+    theirs = np.asarray(sk.lower_bounds_)
+    assert history.n_iter == 20 and len(theirs) == 20
+    np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=0)
+    assert history.lower_bound == pytest.approx(sk.lower_bound_, rel=1e-10)
+    assert theirs[-1] - theirs[0] > 1e-3  # a real trajectory, not a flat line
+    # the final parameters, and the final likelihood under them
+    np.testing.assert_allclose(model.weights.numpy(), sk.weights_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model.means.numpy(), sk.means_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model.sklearn_covariances().numpy(), sk.covariances_, rtol=1e-6, atol=1e-9)
+    assert history.final_loss == pytest.approx(-sk.score(X), rel=1e-10)
+
+
+@pytest.mark.parametrize("family", ["shared_isotropic", "constant", "full", "isotropic"])
+def test_one_step_is_the_closed_form(family):
+    """One EM step against the M-step written out from the model's own responsibilities
+    (computed by GaussianMixture.predict_proba, a different code path from fit_em's E-step)."""
+    X = torch.as_tensor(blobs(seed=4))
+    N, D = X.shape
+    model = start(X, 3, family)
+    R = model.predict_proba(X)  # (N, K)
+    old_cov = model.covariances
+    ll0 = float(model.log_prob(X).detach().mean())
+    h = run_quiet(model, X, init=None, max_iter=1, reg_covar=1e-6, progress=False)
+    assert h.loss[0] == pytest.approx(-ll0, rel=1e-12)
+
+    nk = R.sum(0) + 10 * torch.finfo(X.dtype).eps
+    mu = (R.T @ X) / nk[:, None]
+    torch.testing.assert_close(model.weights, nk / nk.sum(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(model.means, mu, rtol=1e-10, atol=1e-10)
+    diff = X[:, None, :] - mu[None]  # (N, K, D)
+    if family == "shared_isotropic":
+        var = (R[:, :, None] * diff ** 2).sum() / (nk.sum() * D) + 1e-6
+        expected = var * torch.eye(D, dtype=X.dtype).expand(3, D, D)
+    elif family == "constant":
+        expected = old_cov  # the variance is fixed
+    elif family == "isotropic":
+        var = ((R[:, :, None] * diff ** 2).sum(0) / nk[:, None]).mean(-1) + 1e-6  # (K,)
+        expected = var[:, None, None] * torch.eye(D, dtype=X.dtype)
+    else:
+        expected = torch.einsum("nk,nkd,nke->kde", R, diff, diff) / nk[:, None, None] \
+            + 1e-6 * torch.eye(D, dtype=X.dtype)
+    torch.testing.assert_close(model.covariances, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_history_and_the_fitted_model_agree(family):
+    X = blobs(seed=5)
+    model = start(X, 4, family)
+    h = fit_em(model, X, init=None, max_iter=2000, tol=1e-6, progress=False, log_every=3)
+    assert h.converged and h.method == "em"
+    assert len(h.loss) == h.n_iter + 1 == len(h.time)
+    # the last loss is the NLL the fitted model evaluates (its own, independent density code)
+    assert h.final_loss == pytest.approx(float(model.nll(X).detach()), rel=1e-12)
+    assert h.lower_bound == pytest.approx(-h.loss[h.n_iter - 1], rel=1e-15)
+    steps = [s.step for s in h.snapshots]
+    assert steps[:-1] == list(range(0, h.n_iter, 3)) and steps[-1] == h.n_iter
+    assert h.snapshots[-1].loss == h.final_loss
+    np.testing.assert_allclose(h.snapshots[-1].covariances, model.covariances.numpy(), rtol=1e-12)
+
+
+def test_variance_floor_is_what_log_prob_sees():
+    """With min_variance above reg_covar the model's floor binds, and the E-step uses it."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(scale=1e-3, size=(200, 2)), rng.normal(5, 1, size=(200, 2))])
+    for family in ["diagonal", "full"]:
+        model = gmmlib.GaussianMixture(2, 2, family, min_variance=1e-2, dtype=torch.float64)
+        h = fit_em(model, X, generator=0, progress=False)
+        assert float(torch.linalg.eigvalsh(model.covariances).min()) >= 1e-2 * (1 - 1e-9) or family == "full"
+        assert torch.diagonal(model.scale_tril(), dim1=-2, dim2=-1).min() >= 0.1 * (1 - 1e-12)
+        assert h.final_loss == pytest.approx(float(model.nll(X).detach()), rel=1e-12)
+        assert np.all(np.diff(h.loss) < 1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# properties
+# ------------------------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(family=st.sampled_from(FAMILIES), K=st.integers(1, 4), D=st.integers(1, 3),
+       n_per=st.integers(8, 40), spread=st.floats(0.2, 5.0), seed=st.integers(0, 10_000))
+def test_log_likelihood_never_decreases(family, K, D, n_per, spread, seed):
+    """EM's guarantee holds for the exact M-step, so reg_covar=0 here (the model's variance floor
+    still guards against collapse). A positive reg_covar is a perturbation of the maximiser:
+    hypothesis found a 1-D component of variance 2e-6 whose reg_covar=1e-6 cost 8e-7 nats."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread * 3, size=(K, D))
+    X = np.concatenate([c + rng.normal(scale=rng.uniform(0.1, 1.0), size=(n_per, D)) for c in centres])
+    model = gmmlib.GaussianMixture(K, D, family, dtype=torch.float64)
+    h = run_quiet(model, X, init="random_from_data", generator=seed, max_iter=25, tol=0.0,
+                  reg_covar=0.0, progress=False)
+    loss = np.asarray(h.loss)  # before each M-step, then the fitted model's
+    assert np.all(np.isfinite(loss))
+    assert np.all(np.diff(loss) <= 1e-9 * (1 + np.abs(loss[:-1]))), np.diff(loss).max()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float32_far_from_the_origin(family):
+    """1e4 + a spread of 1e-2: E[x²] - E[x]² would lose every digit in float32."""
+    rng = np.random.default_rng(0)
+    centres = 1e4 + rng.normal(scale=0.1, size=(3, 2))
+    X = np.concatenate([c + rng.normal(scale=1e-2, size=(300, 2)) for c in centres])
+    kwargs = dict(constant_variance=1e-4) if family == "constant" else {}
+    m64 = gmmlib.GaussianMixture(3, 2, family, dtype=torch.float64, min_variance=1e-9, **kwargs)
+    gmmlib.initialize(m64, X, "kmeans++", generator=0)
+    m32 = gmmlib.GaussianMixture(3, 2, family, dtype=torch.float32, min_variance=1e-9, **kwargs)
+    m32.load_state_dict(m64.state_dict())
+    h32 = run_quiet(m32, X.astype(np.float32), init=None, max_iter=30, reg_covar=1e-8, progress=False)
+    h64 = run_quiet(m64, X, init=None, max_iter=30, reg_covar=1e-8, progress=False)
+    assert all(math.isfinite(v) for v in h32.loss)
+    var32 = torch.diagonal(m32.covariances, dim1=-2, dim2=-1)
+    assert bool((var32 > 0).all()) and bool(torch.isfinite(m32.covariances).all())
+    assert bool(torch.isfinite(m32.log_prob(X.astype(np.float32))).all())
+    # and close to the float64 fit: variances to a few percent, the NLL to 1e-3
+    var64 = torch.diagonal(m64.covariances, dim1=-2, dim2=-1)
+    torch.testing.assert_close(var32.double(), var64, rtol=0.05, atol=0)
+    assert h32.final_loss == pytest.approx(h64.final_loss, abs=1e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# n_init, convergence, bad input
+# ------------------------------------------------------------------------------------------------
+def test_n_init_keeps_the_best_run():
+    X = blobs(seed=6)
+    runs = []
+    g = torch.Generator().manual_seed(11)
+    for _ in range(6):
+        m = gmmlib.GaussianMixture(6, 3, "full", dtype=torch.float64)
+        h = run_quiet(m, X, init="random_from_data", generator=g, max_iter=30, progress=False)
+        runs.append((h.lower_bound, m.means))
+    assert len({round(lb, 6) for lb, _ in runs}) > 1  # the starts do lead to different optima
+    model = gmmlib.GaussianMixture(6, 3, "full", dtype=torch.float64)
+    h = run_quiet(model, X, init="random_from_data", generator=torch.Generator().manual_seed(11),
+                  n_init=6, max_iter=30, progress=False)
+    best = max(range(6), key=lambda i: runs[i][0])
+    assert h.lower_bound == runs[best][0]  # that run's own bound, not the last run's
+    torch.testing.assert_close(model.means, runs[best][1], rtol=0, atol=0)
+
+
+def test_warns_when_it_does_not_converge_and_not_otherwise():
+    X = blobs()
+    model = gmmlib.GaussianMixture(4, 3, dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        h = fit_em(model, X, max_iter=2, tol=1e-12, generator=0, progress=False)
+    assert not h.converged and h.n_iter == 2
+    assert issubclass(ConvergenceWarning, RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = fit_em(model, X, max_iter=500, generator=0, progress=False)
+    assert h.converged and h.n_iter < 500
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(max_iter=0), "max_iter"), (dict(max_iter=2.5), "max_iter"), (dict(n_init=0), "n_init"),
+    (dict(tol=-1e-3), "tol"), (dict(tol=float("nan")), "tol"), (dict(reg_covar=-1.0), "reg_covar"),
+    (dict(reg_covar=float("inf")), "reg_covar"), (dict(init="bogus"), "init"),
+    (dict(init=None, n_init=3), "n_init"), (dict(log_every=-1), "log_every"),
+])
+def test_bad_arguments_raise(kwargs, match):
+    X = blobs()[:100]
+    with pytest.raises(ValueError, match=match):
+        fit_em(gmmlib.GaussianMixture(3, 3), X, progress=False, **kwargs)
+
+
+def test_bad_data_raise():
+    model = gmmlib.GaussianMixture(3, 2)
+    with pytest.raises(ValueError, match="2-D"):
+        fit_em(model, np.zeros(10), progress=False)
+    with pytest.raises(ValueError, match="features"):
+        fit_em(model, np.zeros((10, 3)), progress=False)
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fit_em(model, X, progress=False)
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_em(model, np.ones((2, 2)), progress=False)
+    with pytest.raises(ValueError, match="GaussianMixture"):
+        fit_em("not a model", X, progress=False)
+
+
+def test_singular_covariance_is_caught_with_a_remedy():
+    points = np.random.default_rng(0).normal(scale=5, size=(3, 2))
+    X = np.repeat(points, 10, axis=0)  # 3 distinct points: each component collapses onto one
+    model = gmmlib.GaussianMixture.from_parameters(np.ones(3) / 3, points, np.stack([np.eye(2)] * 3))
+    with pytest.raises(ValueError, match="increase reg_covar"):
+        run_quiet(model, X, init=None, reg_covar=0.0, progress=False)
+    # the default reg_covar keeps the same fit finite
+    h = run_quiet(model, X, init=None, progress=False)
+    assert math.isfinite(h.final_loss)
+
+
+# ------------------------------------------------------------------------------------------------
+# the scikit-learn interface
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", list(SKLEARN))
+def test_estimator_matches_sklearn(family):
+    X = stretched(seed=7)
+    model = start(X, 5, family)
+    sk = sklearn_from(model, max_iter=200, tol=1e-6).fit(X)
+    ours = GaussianMixtureEM(5, covariance_type=SKLEARN[family], weights_init=model.weights.numpy(),
+                             means_init=model.means.numpy(), precisions_init=sk.precisions_init,
+                             max_iter=200, tol=1e-6).fit(X)
+    assert ours.n_iter_ == sk.n_iter_ and ours.converged_ == sk.converged_
+    assert ours.lower_bound_ == pytest.approx(sk.lower_bound_, rel=1e-9)
+    np.testing.assert_allclose(ours.lower_bounds_, sk.lower_bounds_, rtol=1e-8)
+    for name in ["weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"]:
+        a, b = getattr(ours, name), getattr(sk, name)
+        assert isinstance(a, np.ndarray) and a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-9)
+    assert ours.score(X) == pytest.approx(sk.score(X), rel=1e-10)
+    assert ours.score(X) < 0 or ours.score(X) == sk.score(X)  # mean log-likelihood, sklearn's sign
+    assert ours.bic(X) == pytest.approx(sk.bic(X), rel=1e-10)
+    assert ours.aic(X) == pytest.approx(sk.aic(X), rel=1e-10)
+    np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-8)
+    np.testing.assert_array_equal(ours.predict(X), sk.predict(X))
+    assert isinstance(ours.model_, gmmlib.GaussianMixture)
+
+
+def test_estimator_protocol():
+    X = blobs(seed=8)
+    est = GaussianMixtureEM(4, covariance_type="diag", random_state=0, n_init=2)
+    labels = est.fit_predict(X)
+    np.testing.assert_array_equal(labels, est.fit(X).predict(X))
+    again = clone(est).fit(X)  # scikit-learn's clone: get_params / set_params
+    np.testing.assert_array_equal(again.means_, est.means_)  # same random_state, same fit
+    assert est.get_params()["n_init"] == 2 and est.set_params(n_init=3).n_init == 3
+    assert "covariance_type='diag'" in repr(est)
+    P = est.predict_proba(X[:50])
+    assert P.shape == (50, 4) and np.allclose(P.sum(1), 1)
+    Xs, ys = est.sample(300)
+    assert Xs.shape == (300, 3) and ys.shape == (300,) and np.all(np.diff(ys) >= 0)
+    np.testing.assert_array_equal(est.sample(300)[0], Xs)  # an int random_state repeats draws
+    assert est.score(X) == pytest.approx(float(est.model_.log_prob(X).detach().mean()), rel=1e-12)
+    assert est.covariances_.shape == (4, 3) and est.precisions_cholesky_.shape == (4, 3)
+    with pytest.raises(ValueError, match="not fitted"):
+        GaussianMixtureEM(2).predict(X)
+    with pytest.raises(ValueError, match="init_params"):
+        GaussianMixtureEM(2, init_params="random").fit(X)
+    with pytest.raises(ValueError, match="invalid parameter"):
+        est.set_params(bogus=1)
+    with pytest.raises(ValueError, match="features"):
+        est.predict(X[:, :2])
+
+
+def test_estimator_float32_follows_input():
+    X = blobs(seed=9).astype(np.float32)
+    est = GaussianMixtureEM(4, random_state=0).fit(X)
+    assert est.model_.loc.dtype == torch.float32 and est.means_.dtype == np.float32
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cuda_matches_cpu(family):
+    X = blobs(seed=10)
+    cpu = start(X, 4, family)
+    gpu = start(X, 4, family).to("cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    h_cpu = run_quiet(cpu, X, init=None, max_iter=30, tol=0.0, progress=False)
+    h_gpu = run_quiet(gpu, torch.as_tensor(X, device="cuda"), init=None, max_iter=30, tol=0.0,
+                      progress=False)
+    assert gpu.loc.device.type == "cuda"
+    np.testing.assert_allclose(h_gpu.loss, h_cpu.loss, rtol=1e-10)
+    torch.testing.assert_close(gpu.covariances.cpu(), cpu.covariances, rtol=1e-8, atol=1e-10)
+    est = GaussianMixtureEM(4, covariance_type=SKLEARN.get(family, family), device="cuda",
+                            random_state=0).fit(X)
+    assert est.model_.loc.device.type == "cuda" and isinstance(est.means_, np.ndarray)
