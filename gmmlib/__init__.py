@@ -17,8 +17,10 @@ from .history import FitHistory, Snapshot
 from .init import initialize, kmeans_plusplus
 from .mdn import MDNHead
 from .mixture import GaussianMixture
+from .priors import InverseWishartPrior, RidgePrior, inverse_wishart_log_prob
 
 __all__ = ["GaussianMixture", "FAMILIES", "get_family", "fit_gd", "initialize", "kmeans_plusplus",
            "generate_data", "GeneratedData", "FitHistory", "Snapshot", "MDNHead"]
 __all__ += ["fit_em", "GaussianMixtureEM"]
+__all__ += ["InverseWishartPrior", "RidgePrior", "inverse_wishart_log_prob"]
 __version__ = "0.1.0"

@@ -1,0 +1,166 @@
+"""gmmlib.priors: the inverse-Wishart log-density against scipy, the MAP objective's gradient
+against finite differences, and each prior's fixed point against an independent closed form
+(the conjugate MAP update) or scikit-learn's ``reg_covar`` M-step."""
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from sklearn.mixture import GaussianMixture as SkGMM
+
+import gmmlib
+from gmmlib.priors import InverseWishartPrior, RidgePrior, covariance_factors, inverse_wishart_log_prob
+
+from conftest import random_model
+
+
+def random_spd(rng, D, scale=1.0):
+    A = rng.normal(size=(D, D))
+    return scale * (A @ A.T / D + 0.3 * np.eye(D))
+
+
+@pytest.mark.parametrize("D,df", [(1, 0.5), (1, 3.0), (2, 1.5), (2, 4.0), (3, 7.5), (5, 5.0)])
+def test_inverse_wishart_log_density_matches_scipy(D, df):
+    rng = np.random.default_rng(D * 10 + int(df))
+    Psi = random_spd(rng, D, 2.0)
+    covs = np.stack([random_spd(rng, D, s) for s in (0.05, 1.0, 30.0)])  # (3, D, D)
+    L = torch.linalg.cholesky(torch.as_tensor(covs))
+    ours = inverse_wishart_log_prob(L, df, Psi).numpy()
+    ref = np.array([scipy.stats.invwishart(df=df, scale=Psi).logpdf(c) for c in covs])
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_inverse_wishart_scalar_scale_means_identity():
+    L = torch.linalg.cholesky(torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=torch.float64))
+    ref = scipy.stats.invwishart(df=4.0, scale=0.7 * np.eye(2)).logpdf(L.numpy() @ L.numpy().T)
+    assert float(inverse_wishart_log_prob(L, 4.0, 0.7)) == pytest.approx(ref, rel=1e-12)
+
+
+@pytest.mark.parametrize("family", ["full", "tied", "diagonal", "isotropic", "shared_isotropic"])
+def test_prior_sums_inverse_wishart_over_distinct_covariances(family):
+    model = random_model(family, K=3, D=2, seed=1)
+    Psi = np.array([[1.0, 0.2], [0.2, 0.5]])
+    covs = model.covariances.numpy()  # (K, D, D)
+    distinct = covs if model.family.per_component else covs[:1]
+    ref = sum(scipy.stats.invwishart(df=3.5, scale=Psi).logpdf(c) for c in distinct)
+    assert float(InverseWishartPrior(3.5, Psi)(model).detach()) == pytest.approx(ref, rel=1e-10)
+    L, w = covariance_factors(model)
+    assert L.shape == (len(distinct), 2, 2) and w.shape == (len(distinct),)
+
+
+def test_priors_are_zero_for_the_constant_family():
+    model = random_model("constant")
+    assert float(InverseWishartPrior(3.0, 1.0)(model)) == 0.0
+    assert float(RidgePrior(0.1, 10)(model)) == 0.0
+
+
+def test_ridge_penalty_is_the_weighted_trace_of_the_inverse_covariances():
+    model = random_model("full", K=3, D=2, seed=2)
+    w, covs = model.weights.numpy(), model.covariances.numpy()
+    ref = -0.5 * 0.3 * 50 * sum(w[k] * np.trace(np.linalg.inv(covs[k])) for k in range(3))
+    assert float(RidgePrior(0.3, 50)(model).detach()) == pytest.approx(ref, rel=1e-12)
+
+
+def map_objective(model, X, prior):
+    return model.nll(X) - prior(model) / X.shape[0]
+
+
+@pytest.mark.parametrize("family", ["full", "tied", "diagonal", "isotropic"])
+@pytest.mark.parametrize("which", ["iw", "ridge"])
+def test_map_objective_gradient_matches_finite_differences(family, which):
+    X = gmmlib.generate_data(40, 2, 2, seed=3).X
+    model = random_model(family, K=2, D=2, seed=4)
+    prior = InverseWishartPrior(3.0, np.array([[0.8, 0.1], [0.1, 0.4]])) if which == "iw" else RidgePrior(0.05, 40)
+    # The ridge holds the weights constant (detached), so it is differentiated in the means and
+    # covariances only; the inverse-Wishart in every parameter.
+    names = ["loc", "raw_scale"] if which == "ridge" else ["logits", "loc", "raw_scale"]
+
+    class Objective(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, X):
+            return map_objective(self.m, X, prior)
+
+    obj = Objective()
+
+    def f(*ps):
+        return torch.func.functional_call(obj, {f"m.{n}": p for n, p in zip(names, ps)}, (X,))
+
+    inputs = tuple(getattr(model, n).detach().clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_inverse_wishart_map_fixed_point_is_the_conjugate_update():
+    # K = 1: the MAP mean is the sample mean and the MAP covariance is (N S + Psi) / (N + nu + D + 1)
+    X = gmmlib.generate_data(30, 1, 3, seed=5).X
+    N, D = X.shape
+    mu = X.mean(0)
+    S = (X - mu).T @ (X - mu) / N
+    prior = InverseWishartPrior(6.0, np.diag([0.5, 1.0, 2.0]))
+    Sigma = prior.map_covariance(S, N)
+    expected = (N * S.numpy() + np.diag([0.5, 1.0, 2.0])) / (N + 6.0 + D + 1)
+    np.testing.assert_allclose(Sigma.numpy(), expected, rtol=1e-12)
+    model = gmmlib.GaussianMixture.from_parameters([1.0], mu[None], Sigma[None], "full")
+    map_objective(model, X, prior).backward()
+    assert float(model.loc.grad.abs().max()) < 1e-12 and float(model.raw_scale.grad.abs().max()) < 1e-12
+    # ... and the maximum-likelihood covariance is NOT a stationary point of the MAP objective
+    model = gmmlib.GaussianMixture.from_parameters([1.0], mu[None], S[None], "full")
+    map_objective(model, X, prior).backward()
+    assert float(model.raw_scale.grad.abs().max()) > 1e-2
+
+
+def test_gradient_descent_map_fit_reaches_the_conjugate_update():
+    X = gmmlib.generate_data(50, 1, 2, seed=6).X
+    N, D = X.shape
+    S = torch.cov(X.T, correction=0)
+    prior = InverseWishartPrior.from_variance(0.5, 2)
+    model = gmmlib.GaussianMixture(1, 2, dtype=torch.float64)
+    gmmlib.fit_gd(model, X, iterations=400, component_lr=0.05, prior=prior, guard=False, generator=0,
+                  progress=False)
+    np.testing.assert_allclose(model.covariances[0].numpy(), prior.map_covariance(S, N).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["full", "tied", "diagonal", "isotropic"])
+def test_ridge_fixed_point_is_scikit_learns_reg_covar(family):
+    X = gmmlib.generate_data(120, 2, 2, seed=7).X.numpy()
+    sk_name = {"diagonal": "diag", "isotropic": "spherical"}.get(family, family)
+    sk = SkGMM(2, covariance_type=sk_name, reg_covar=0.5, tol=1e-14, max_iter=5000, random_state=0).fit(X)
+    for prior, small in ((RidgePrior(0.5, len(X)), True), (None, False)):
+        model = gmmlib.GaussianMixture.from_sklearn(sk)
+        objective = model.nll(X) if prior is None else map_objective(model, X, prior)
+        objective.backward()
+        g = max(float(p.grad.abs().max()) for p in (model.logits, model.loc, model.raw_scale))
+        assert (g < 1e-7) if small else (g > 1e-2), (prior, g)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"df": 0.5, "scale": 1.0}, "df must be a number > D - 1 = 1"),
+    ({"df": 4.0, "scale": np.eye(3)}, r"scale must be a positive number or a \(2, 2\)"),
+    ({"df": 4.0, "scale": np.array([[1.0, 2.0], [2.0, 1.0]])}, "scale must be positive definite"),
+])
+def test_inverse_wishart_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        inverse_wishart_log_prob(torch.eye(2, dtype=torch.float64), **kwargs)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: InverseWishartPrior(-1.0), "df must be a positive"),
+    (lambda: InverseWishartPrior(3.0, scale=0.0), "scale must be a positive"),
+    (lambda: InverseWishartPrior.from_variance(0.1, 3, df=1.0), "df must be a number > D - 1 = 2"),
+    (lambda: RidgePrior(0.0, 10), "reg_covar must be a positive"),
+    (lambda: RidgePrior(1e-3, 0), "n_samples must be a positive integer"),
+])
+def test_prior_constructor_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_from_variance_sets_the_empty_component_covariance():
+    prior = InverseWishartPrior.from_variance(0.2, 3)
+    assert prior.df == 5.0
+    np.testing.assert_allclose(prior.map_covariance(torch.zeros(3, 3, dtype=torch.float64), 0).numpy(),
+                               0.2 * np.eye(3), rtol=1e-12)
+    assert math.isclose(prior.scale, (5 + 3 + 1) * 0.2)
