@@ -180,7 +180,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def interactive(draw: Callable[..., Any], *, figsize=(5, 4), **controls):
+def interactive(draw: Callable[..., Any], *, figsize=(5, 4), dpi: float = 80, **controls):
     """Live controls that redraw one figure in Jupyter whenever a value changes.
 
     Parameters
@@ -190,6 +190,8 @@ def interactive(draw: Callable[..., Any], *, figsize=(5, 4), **controls):
         named as the control. The axes is cleared before each call.
     figsize : (float, float), default (5, 4)
         Figure size in inches.
+    dpi : float, default 80
+        Resolution of the figure, as in :func:`frames` (so both forms look the same).
     **controls
         One per keyword argument of ``draw``: an ipywidgets control (e.g. from
         :func:`log_slider`), a ``(min, max)`` or ``(min, max, step)`` tuple (an ``IntSlider`` if
@@ -230,6 +232,7 @@ def interactive(draw: Callable[..., Any], *, figsize=(5, 4), **controls):
 
     ctrls = {name: _control(name, spec) for name, spec in controls.items()}
     fig, ax = _figure(figsize)
+    fig.set_dpi(dpi)
     out = W.Output()
 
     def redraw(change=None):

@@ -5,6 +5,9 @@ Two jobs, so that chapters and modules added later need no edit here:
 * ``source-read``: in ``book/api.md`` the marker ``<!-- gmmlib-api -->`` becomes one section per
   public module of ``gmmlib`` (found with :mod:`pkgutil`; names starting with ``_`` and
   ``__main__`` are skipped), in the library's layer order, each an ``automodule`` with members.
+* ``html-page-context``: drop repeated identical ``<script>`` entries. sphinx-thebe and
+  sphinx-togglebutton register their inline scripts twice under jupyter-book 1.0.4, and the
+  second ``const THEBE_JS_URL`` is a JavaScript error on every page.
 * ``missing-reference``: docstrings write ``:class:`gmmlib.GaussianMixture``` or a bare
   ``Snapshot`` (names re-exported by ``gmmlib/__init__.py`` or imported into a module); such a
   reference is resolved to where the object is documented (``obj.__module__ + qualname``).
@@ -101,7 +104,22 @@ def _missing_reference(app, env, node, contnode):
     return None
 
 
+def _dedupe_scripts(app, pagename, templatename, context, doctree):
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        key = (getattr(js, "filename", str(js)) or "",  # the copy has filename '' vs None
+               tuple(sorted((k, str(v)) for k, v in getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    context["script_files"] = unique
+
+
 def setup(app):
     app.connect("source-read", _source_read)
+    app.connect("html-page-context", _dedupe_scripts)
     app.connect("missing-reference", _missing_reference)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
