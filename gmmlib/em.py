@@ -612,6 +612,15 @@ class GaussianMixtureEM:
     def _data(self, X, fitting: bool):
         if fitting:
             dtype = self.dtype
+            if isinstance(dtype, str) or (dtype is not None and not isinstance(dtype, torch.dtype)):
+                try:  # "float32", np.float32, np.dtype("float64")
+                    dtype = torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
+                except TypeError as exc:
+                    raise ValueError(f"dtype must be a floating dtype such as torch.float64 or "
+                                     f"'float32', got {self.dtype!r}") from exc
+            if dtype is not None and not dtype.is_floating_point:
+                raise ValueError(f"dtype must be a floating dtype such as torch.float64 or "
+                                 f"'float32', got {self.dtype!r}")
             if dtype is None:
                 is32 = (isinstance(X, torch.Tensor) and X.dtype == torch.float32) or \
                     (isinstance(X, np.ndarray) and X.dtype == np.float32)
