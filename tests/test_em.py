@@ -333,6 +333,7 @@ def test_estimator_protocol():
         est.predict(X[:, :2])
 
 
+@pytest.mark.filterwarnings("ignore::gmmlib.em.ConvergenceWarning")
 def test_estimator_float32_follows_input():
     X = blobs(seed=9).astype(np.float32)
     est = GaussianMixtureEM(4, random_state=0).fit(X)
