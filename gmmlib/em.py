@@ -112,8 +112,9 @@ class _Workspace:
         self.shift = shift  # (D,)
         self.XT = (X - shift).T.contiguous()  # (D, N)
         budget = 1 << 24 if X.device.type == "cuda" else 1 << 19
-        self.chunk = int(chunk or max(256, budget // (K * D)))  # M-step scatter, tril E-step
-        self.chunk_e = self.chunk if family.kind == "tril" else int(chunk or max(256, budget // (K + D)))
+        self.chunk = min(N, int(chunk or max(256, budget // (K * D))))  # M-step, tril E-step
+        self.chunk_e = self.chunk if family.kind == "tril" else \
+            min(N, int(chunk or max(256, budget // (K + D))))
         self.RT = None  # (K, N), allocated on first use
         self._buffers = {}
 
