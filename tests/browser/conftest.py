@@ -32,7 +32,7 @@ def chromium_path() -> str | None:
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
+        if Path(item.path).parent == Path(__file__).parent:
             item.add_marker(pytest.mark.browser)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from .conftest import ROOT
 
 CHAPTER_1 = ROOT / "book" / "01_gaussian_pdf.ipynb"
 START_TIMEOUT_S = 90

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import site_dir
+from .conftest import site_dir
 
 # Sphinx's own index/search pages are not chapters (search.html needs no math or figures).
 NOT_CHAPTERS = {"genindex.html", "search.html", "py-modindex.html"}
