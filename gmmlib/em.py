@@ -192,15 +192,25 @@ def _e_step(family, state: _State, ws: _Workspace, *, resp: bool = False,
     with the responsibilities; ``log_prob`` (N,), when given, receives log p(x_n)."""
     e = _EStep(family, state)
     RT = ws.resp() if resp else None
-    total = torch.zeros((), dtype=ws.XT.dtype, device=ws.XT.device)
+    dt = ws.XT.dtype
+    total = torch.zeros((), dtype=dt, device=ws.XT.device)
+    ones = torch.ones(e.K, 1, dtype=dt, device=ws.XT.device)  # (K, 1)
+    log_tiny = math.log(torch.finfo(dt).tiny)
     for a, b in ws.chunks(ws.chunk_e):
         w = e.weighted_log_prob(ws.XT[:, a:b].T, ws)  # (n, K)
-        lse = torch.logsumexp(w, dim=-1, keepdim=True)  # (n, 1)
+        # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. Terms
+        # below the smallest normal number are set to exactly 0 first: exp producing subnormals
+        # was measured 25x slower, and they change neither the sum nor any printed digit.
+        top = w.amax(-1, keepdim=True)  # (n, 1)
+        z = w.sub_(top)
+        p = z.masked_fill_(z < log_tiny, -math.inf).exp_()  # (n, K), max 1 per row
+        s = p @ ones  # (n, 1), >= 1
+        lse = s.log().add_(top)  # (n, 1)
         total += lse.sum()
         if log_prob is not None:
             log_prob[a:b] = lse.squeeze(-1)
         if RT is not None:
-            RT[:, a:b] = w.sub_(lse).exp_().T
+            RT[:, a:b] = p.div_(s).T
     return total
 
 
