@@ -12,7 +12,8 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "check_positive", "check_positive_int", "check_probability_vector"]
+__all__ = ["as_data", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
+           "check_probability_vector"]
 
 
 def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X") -> torch.Tensor:
@@ -60,6 +61,21 @@ def check_positive(value, name: str) -> float:
             or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def check_nonnegative(value, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number >= 0, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative_int(value, name: str) -> int:
+    """Return ``value`` if it is an integer >= 0, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def check_positive_int(value, name: str) -> int:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validation import as_data, check_positive_int
+from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive_int
 from .history import FitHistory, Snapshot
 from .init import METHODS, initialize, make_generator
 from .mixture import GaussianMixture
@@ -320,13 +320,6 @@ def _covariances(family, state: _State) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # The public function
 # ------------------------------------------------------------------------------------------------
-def _check_nonneg(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
            reg_covar: float = 1e-6, n_init: int = 1, init: str | None = "kmeans", generator=None,
            progress: bool | None = None, log_every: int = 0) -> FitHistory:
@@ -398,10 +391,9 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
         raise ValueError(f"model must be a gmmlib.GaussianMixture, got {type(model).__name__}")
     max_iter = check_positive_int(max_iter, "max_iter")
     n_init = check_positive_int(n_init, "n_init")
-    tol = _check_nonneg(tol, "tol")
-    reg_covar = _check_nonneg(reg_covar, "reg_covar")
-    if log_every is None or isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
-        raise ValueError(f"log_every must be an integer >= 0, got {log_every!r}")
+    tol = check_nonnegative(tol, "tol")
+    reg_covar = check_nonnegative(reg_covar, "reg_covar")
+    log_every = check_nonnegative_int(log_every, "log_every")
     if init is not None and init not in METHODS:
         raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(METHODS)}, or None to "
                          "start from the model's current parameters")
@@ -670,8 +662,8 @@ class GaussianMixtureEM:
         K = check_positive_int(self.n_components, "n_components")
         max_iter = check_positive_int(self.max_iter, "max_iter")
         n_init = check_positive_int(self.n_init, "n_init")
-        tol = _check_nonneg(self.tol, "tol")
-        reg_covar = _check_nonneg(self.reg_covar, "reg_covar")
+        tol = check_nonnegative(self.tol, "tol")
+        reg_covar = check_nonnegative(self.reg_covar, "reg_covar")
         if self.init_params not in _SKLEARN_INIT:
             raise ValueError(f"init_params must be one of {', '.join(_SKLEARN_INIT)}, got "
                              f"{self.init_params!r}")

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from ._validation import as_data, check_positive, check_positive_int
+from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive, check_positive_int
 from .history import FitHistory, Snapshot
 from .init import data_covariance, initialize, make_generator
 
@@ -133,8 +133,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     iterations = check_positive_int(iterations, "iterations")
     mixture_lr = check_positive(mixture_lr, "mixture_lr")
     component_lr = check_positive(component_lr, "component_lr")
-    if log_every is None or isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
-        raise ValueError(f"log_every must be an integer >= 0, got {log_every!r}")
+    log_every = check_nonnegative_int(log_every, "log_every")
     if tol is not None:
         tol = check_positive(tol, "tol")
     X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
@@ -144,9 +143,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     if not guard:
         min_variance, reset_collapsed = 0.0, False
     if min_variance is not None:
-        if not (isinstance(min_variance, (int, float)) and math.isfinite(min_variance) and min_variance >= 0):
-            raise ValueError(f"min_variance must be a finite number >= 0, got {min_variance!r}")
-        model.min_variance = float(min_variance)
+        model.min_variance = check_nonnegative(min_variance, "min_variance")
     if init is not None:
         initialize(model, X, init, g)
     threshold = model.min_variance * (1 + 1e-6) if model.min_variance > 0 else \

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from . import numerics
-from ._validation import as_data, check_positive, check_positive_int, check_probability_vector
+from ._validation import (as_data, check_nonnegative, check_positive, check_positive_int,
+                          check_probability_vector)
 from .families import Family, get_family
 
 __all__ = ["GaussianMixture"]
@@ -51,10 +52,9 @@ class GaussianMixture(nn.Module):
         D = check_positive_int(n_features, "n_features")
         family = get_family(covariance_type)
         constant_variance = check_positive(constant_variance, "constant_variance")
-        if not (isinstance(min_variance, (int, float)) and math.isfinite(min_variance) and min_variance >= 0):
-            raise ValueError(f"min_variance must be a finite number >= 0, got {min_variance!r}")
+        min_variance = check_nonnegative(min_variance, "min_variance")
         self.n_components, self.n_features, self.family = K, D, family
-        self.min_variance = float(min_variance)
+        self.min_variance = min_variance
         factory = {"dtype": dtype, "device": device}
         self.logits = nn.Parameter(torch.zeros(K, **factory))
         self.loc = nn.Parameter(torch.zeros(K, D, **factory))
