@@ -85,12 +85,7 @@ def _write_state(model: GaussianMixture, state: _State, shift: torch.Tensor) -> 
     model.logits.copy_(state.log_weights)
     model.loc.copy_(state.means + shift)
     if model.family.learned:
-        f = state.factor
-        if model.family.kind == "tril":
-            raw = torch.tril(f, diagonal=-1) + torch.diag_embed(torch.diagonal(f, dim1=-2, dim2=-1).log())
-        else:
-            raw = f.log()
-        model.raw_scale.copy_(raw.reshape(model.raw_scale.shape))
+        model.raw_scale.copy_(model.family.raw_from_factor(state.factor).reshape(model.raw_scale.shape))
 
 
 class _Workspace:

@@ -71,12 +71,18 @@ class Family:
             std = std.clamp_min(floor)
         return std
 
+    def raw_from_factor(self, factor: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`factor` (above the floor): raw parameter from a Cholesky factor
+        (tril kind) or standard deviations (std kind)."""
+        if self.kind == "tril":
+            return torch.tril(factor, diagonal=-1) + torch.diag_embed(torch.diagonal(factor, dim1=-2, dim2=-1).log())
+        return factor.log()
+
     def encode(self, cov: torch.Tensor, K: int, D: int) -> torch.Tensor:
         """Raw parameter from covariances in this family's scikit-learn shape (see ``to_sklearn``)."""
         cov = self.check_shape(cov, K, D)
         if self.kind == "tril":
-            L = cholesky(cov.reshape(-1, D, D))
-            return torch.tril(L, diagonal=-1) + torch.diag_embed(torch.diagonal(L, dim1=-2, dim2=-1).log())
+            return self.raw_from_factor(cholesky(cov.reshape(-1, D, D)))
         var = cov.reshape(self.raw_shape(K, D))
         if not bool(torch.isfinite(var).all()) or bool((var <= 0).any()):
             raise ValueError(f"covariances of a {self.name} mixture must be positive variances, "

@@ -7,7 +7,6 @@ log-likelihood to minimise. The seed project promised this stacking; here it is,
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -122,14 +121,12 @@ class MDNHead(nn.Module):
         log_weights = torch.log_softmax(logits, dim=-1)  # (B, K)
         means = means.reshape(B, K, D)
         raw = raw.reshape(B, K, self.n_scale)
-        floor = math.sqrt(self.min_variance)
         if self.family.name == "full":
             L = raw.new_zeros(B, K, D, D)
             L[..., self._tril_index[0], self._tril_index[1]] = raw
-            diag = torch.diagonal(L, dim1=-2, dim2=-1).exp().clamp_min(floor)
-            factor = torch.tril(L, diagonal=-1) + torch.diag_embed(diag)
-            return MDNOutput(log_weights, means, factor, "tril")
-        return MDNOutput(log_weights, means, raw.exp().clamp_min(floor), "std")
+            raw = L
+        # the same transform (exp of the diagonal, variance floor) as GaussianMixture's
+        return MDNOutput(log_weights, means, self.family.factor(raw, self.min_variance), self.family.kind)
 
     def nll(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean negative conditional log-likelihood ``-1/B sum_b log p(y_b | h_b)``."""
