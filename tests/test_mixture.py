@@ -195,12 +195,22 @@ def test_bad_constructor_arguments():
     (np.zeros((5, 3)), "3 features but the model was built for 2"),
     (np.array([[0.0, np.nan], [1, 1]]), "NaN or infinity in 1 row"),
     (np.array([[0.0, np.inf], [1, 1]]), "NaN or infinity"),
+    (np.array([[np.inf, 1.0], [-np.inf, 1]]), "NaN or infinity in 2 row"),  # the sum is NaN
     (np.array([["a", "b"]]), "numbers"),
 ])
 def test_bad_data_is_named(X, match):
     model = gmmlib.GaussianMixture(2, 2)
     with pytest.raises(ValueError, match=match):
         model.log_prob(X)
+
+
+def test_finite_data_whose_sum_overflows_are_accepted():
+    """as_data checks finiteness through one sum; an overflowing sum of finite values must not
+    be taken for bad data."""
+    X = np.array([[1e308, 0.0], [1e308, 1.0]])
+    assert not torch.isfinite(torch.as_tensor(X).sum())
+    model = gmmlib.GaussianMixture(2, 2, dtype=torch.float64)
+    assert model.log_prob(X).shape == (2,)
 
 
 def test_variance_floor_bounds_the_density():
