@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive_int
+from .families import get_family
 from .history import FitHistory, Snapshot
 from .init import METHODS, initialize, make_generator
 from .mixture import GaussianMixture
@@ -446,8 +447,9 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
 
 
 def _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, log_every,
-         override=None) -> FitHistory:
-    """fit_em after validation; ``override(model)``, when given, runs after each initialisation."""
+         override=None, previous=-math.inf) -> FitHistory:
+    """fit_em after validation; ``override(model)``, when given, runs after each initialisation;
+    ``previous`` is the lower bound the first iteration's gain is measured from (a warm start's)."""
     g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu") \
         if init is not None else None
     family, K = model.family, model.n_components
@@ -461,7 +463,8 @@ def _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, 
             initialize(model, X, init, g, reg_covar=reg_covar)
         if override is not None:
             override(model)
-        state, history = _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run)
+        state, history = _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run,
+                              previous)
         if best is None or history.lower_bound > best[0]:
             best = (history.lower_bound, state, history)
     _, state, history = best
@@ -487,7 +490,7 @@ def _shift(X: torch.Tensor) -> torch.Tensor:
     return X.mean(0)  # (D,)
 
 
-def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run):
+def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, previous=-math.inf):
     """One EM run from the model's current parameters; returns the final state and history."""
     N, shift = ws.N, ws.shift
     state = _read_state(model, shift)
@@ -496,7 +499,7 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run):
     if show:
         from tqdm.auto import tqdm
         bar = tqdm(total=max_iter, desc=f"fit_em run {run + 1}", unit="it", leave=True)
-    lower_bound = -math.inf
+    lower_bound = previous
     start = time.perf_counter()
     for it in range(1, max_iter + 1):
         previous = lower_bound
@@ -559,6 +562,11 @@ class GaussianMixtureEM:
     random_state : int, numpy or torch generator, optional
         Seeds the initialisation and :meth:`sample` (an int gives the same draws every call,
         as in scikit-learn).
+    warm_start : bool
+        As in scikit-learn: each :meth:`fit` after the first continues from the fitted
+        parameters (``n_init`` and the initialisation are then skipped), and its first
+        iteration's gain is measured from the previous ``lower_bound_``. Fitting ``max_iter``
+        iterations at a time this way retraces one long fit, iteration for iteration.
     constant_variance : float
         The fixed variance of the ``constant`` family.
     min_variance : float
@@ -597,7 +605,8 @@ class GaussianMixtureEM:
     def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
                  reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
                  init_params: str = "kmeans", weights_init=None, means_init=None,
-                 precisions_init=None, random_state=None, constant_variance: float = 1.0,
+                 precisions_init=None, random_state=None, warm_start: bool = False,
+                 constant_variance: float = 1.0,
                  min_variance: float = 0.0, dtype=None, device=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -610,6 +619,7 @@ class GaussianMixtureEM:
         self.means_init = means_init
         self.precisions_init = precisions_init
         self.random_state = random_state
+        self.warm_start = warm_start
         self.constant_variance = constant_variance
         self.min_variance = min_variance
         self.dtype = dtype
@@ -703,6 +713,38 @@ class GaussianMixtureEM:
         return 1.0 / P
 
     # -- fitting ----------------------------------------------------------------------------
+    def _initial_model(self, X, K, D):
+        """A new model holding the ``*_init`` parameters given; returns it, those parameters,
+        and the initialisation to run (None when every parameter was given)."""
+        model = GaussianMixture(K, D, self.covariance_type, constant_variance=self.constant_variance,
+                                min_variance=self.min_variance, dtype=X.dtype, device=X.device)
+        like = {"dtype": X.dtype, "device": X.device}
+        given = {}
+        if self.weights_init is not None:
+            given["weights"] = torch.as_tensor(np.asarray(self.weights_init, dtype=float), **like)
+        if self.means_init is not None:
+            given["means"] = torch.as_tensor(np.asarray(self.means_init, dtype=float), **like)
+        if self.precisions_init is not None and model.family.learned:
+            given["covariances"] = self._initial_covariances(model.family, K, D, **like)
+        everything = {"weights", "means"} | ({"covariances"} if model.family.learned else set())
+        if given:
+            model.set_parameters(**given)  # validates shapes early
+        init = None if set(given) >= everything else _SKLEARN_INIT[self.init_params]
+        return model, given, init
+
+    def _warm_model(self, X, K):
+        """``model_``, to continue from, once checked against this call's settings and data."""
+        m = self.model_
+        was = (m.n_components, m.family.name, m.n_features, m.loc.dtype, m.loc.device)
+        now = (K, get_family(self.covariance_type).name, X.shape[1], X.dtype, X.device)
+        if was != now:
+            names = ("n_components", "covariance_type", "n_features", "dtype", "device")
+            diff = "; ".join(f"{n} was {a} and is now {b}" for n, a, b in zip(names, was, now) if a != b)
+            raise ValueError(f"warm_start=True continues the previous fit, which no longer "
+                             f"matches: {diff}. Set warm_start=False to fit afresh.")
+        m.min_variance = check_nonnegative(self.min_variance, "min_variance")
+        return m
+
     def fit(self, X, y=None) -> "GaussianMixtureEM":
         """Fit the mixture to ``X`` (n_samples, n_features) by EM; returns ``self``."""
         K = check_positive_int(self.n_components, "n_components")
@@ -718,25 +760,18 @@ class GaussianMixtureEM:
             raise ValueError(f"X has {X.shape[0]} samples but n_components={K} needs at least "
                              f"{max(K, 2)}; pass more data or use fewer components")
         D = X.shape[1]
-        model = GaussianMixture(K, D, self.covariance_type, constant_variance=self.constant_variance,
-                                min_variance=self.min_variance, dtype=X.dtype, device=X.device)
-        like = {"dtype": X.dtype, "device": X.device}
-        given = {}
-        if self.weights_init is not None:
-            given["weights"] = torch.as_tensor(np.asarray(self.weights_init, dtype=float), **like)
-        if self.means_init is not None:
-            given["means"] = torch.as_tensor(np.asarray(self.means_init, dtype=float), **like)
-        if self.precisions_init is not None and model.family.learned:
-            given["covariances"] = self._initial_covariances(model.family, K, D, **like)
-        everything = {"weights", "means"} | ({"covariances"} if model.family.learned else set())
-        if given:
-            model.set_parameters(**given)  # validates shapes early
-        init = None if set(given) >= everything else _SKLEARN_INIT[self.init_params]
+        warm = bool(self.warm_start) and hasattr(self, "model_")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            history = _fit(model, X, max_iter, tol, reg_covar, n_init if init else 1, init,
-                           self._seed("the initialisation"), False, 0,
-                           override=(lambda m: m.set_parameters(**given)) if given and init else None)
+            if warm:  # scikit-learn's warm start: one run, from the fitted parameters
+                model = self._warm_model(X, K)
+                history = _fit(model, X, max_iter, tol, reg_covar, 1, None, None, False, 0,
+                               previous=self.lower_bound_)
+            else:
+                model, given, init = self._initial_model(X, K, D)
+                history = _fit(model, X, max_iter, tol, reg_covar, n_init if init else 1, init,
+                               self._seed("the initialisation"), False, 0,
+                               override=(lambda m: m.set_parameters(**given)) if given and init else None)
         for w in caught:  # re-raise, from here
             warnings.warn(w.message, w.category, stacklevel=2)
         self.model_, self.history_ = model, history

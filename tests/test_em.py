@@ -334,6 +334,47 @@ def test_estimator_protocol():
 
 
 @pytest.mark.filterwarnings("ignore::gmmlib.em.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("family", ["full", "diagonal"])
+def test_warm_start_continues_like_sklearn(family):
+    """Three fits of 4 iterations with warm_start retrace one fit of 12, iteration for
+    iteration, and scikit-learn's warm start does the same from the same start."""
+    X = stretched(seed=11)
+    model = start(X, 5, family)
+    sk = sklearn_from(model, max_iter=4, tol=0.0, warm_start=True)
+    ours = GaussianMixtureEM(5, covariance_type=SKLEARN[family], weights_init=model.weights.numpy(),
+                             means_init=model.means.numpy(), precisions_init=sk.precisions_init,
+                             max_iter=4, tol=0.0, warm_start=True)
+    bounds, sk_bounds = [], []
+    for _ in range(3):
+        bounds += ours.fit(X).lower_bounds_
+        sk_bounds += sk.fit(X).lower_bounds_
+        assert ours.n_iter_ == sk.n_iter_ == 4 and not ours.converged_
+    one = GaussianMixtureEM(**{**ours.get_params(), "warm_start": False, "max_iter": 12}).fit(X)
+    np.testing.assert_allclose(bounds, one.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(one.means_, ours.means_, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bounds, sk_bounds, rtol=1e-8)
+    np.testing.assert_allclose(ours.covariances_, sk.covariances_, rtol=1e-6, atol=1e-9)
+
+
+def test_warm_start_after_convergence_and_on_changed_settings():
+    X = blobs(seed=12)
+    est = GaussianMixtureEM(4, random_state=0, warm_start=True, tol=1e-4, max_iter=500).fit(X)
+    first = est.n_iter_
+    sk = SkGMM(4, random_state=0, warm_start=True, tol=1e-4, max_iter=500, weights_init=est.weights_,
+               means_init=est.means_, precisions_init=est.precisions_).fit(X)
+    assert est.converged_ and first > 1
+    # refitting a converged model: the first gain is measured from lower_bound_, so one iteration
+    assert est.fit(X).n_iter_ == 1 and est.converged_
+    assert sk.fit(X).n_iter_ == 1  # scikit-learn's behaviour, the same
+    with pytest.raises(ValueError, match="n_components was 4 and is now 3.*warm_start=False"):
+        est.set_params(n_components=3).fit(X)
+    with pytest.raises(ValueError, match="n_features was 3 and is now 2"):
+        est.set_params(n_components=4).fit(X[:, :2])
+    assert est.set_params(warm_start=False, n_components=3).fit(X).means_.shape == (3, 3)
+
+
+@pytest.mark.filterwarnings("ignore::gmmlib.em.ConvergenceWarning")
 def test_estimator_float32_follows_input():
     X = blobs(seed=9).astype(np.float32)
     est = GaussianMixtureEM(4, random_state=0).fit(X)
