@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=8.0, help="Means of the mock data are uniform in [-radius, radius]")
     p.add_argument("--mixture_lr", type=float, default=0.05, help="Learning rate of the mixture weights (pi)")
     p.add_argument("--component_lr", type=float, default=0.05, help="Learning rate of the components (mus, sigmas)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="Points per optimization step (minibatch Adam, reshuffled every pass); default: all")
     p.add_argument("--visualize", action=argparse.BooleanOptionalAction, default=False,
                    help="Show the fit in a window at the end (needs a display); see --plot for a file")
     p.add_argument("--plot", metavar="PATH", default=None, help="Write a PNG of the data, fit and loss curve to PATH")
@@ -46,7 +48,8 @@ def run(args) -> float:
     X, labels, truth = generate_data(args.samples, args.components, args.dims, args.radius, args.family, args.seed)
     model = GaussianMixture(args.components, args.dims, args.family, dtype=torch.float64)
     history = fit_gd(model, X, iterations=args.iterations, mixture_lr=args.mixture_lr,
-                     component_lr=args.component_lr, generator=args.seed, log_every=args.log_freq,
+                     component_lr=args.component_lr, batch_size=args.batch_size, generator=args.seed,
+                     log_every=args.log_freq,
                      progress=args.progress)
     for snap in history.snapshots:
         print(f"step {snap.step:>6d}  mean NLL {snap.loss:.4f}")

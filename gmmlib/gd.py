@@ -19,7 +19,7 @@ from ._validation import as_data, check_nonnegative, check_nonnegative_int, chec
 from .history import FitHistory, Snapshot
 from .init import data_covariance, initialize, make_generator
 
-__all__ = ["fit_gd", "collapsed_components", "reset_components", "snapshot"]
+__all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
 
 
 def snapshot(model, step: int, loss: float) -> Snapshot:
@@ -82,10 +82,18 @@ def reset_components(model, X: torch.Tensor, components, generator: torch.Genera
                             state[key][rows] = 0
 
 
+def minibatches(n: int, batch_size: int, generator: torch.Generator, device="cpu"):
+    """Endless index tensors of ``batch_size`` (the last of an epoch may be shorter) that visit
+    each of ``n`` points once per epoch, in a fresh random order every epoch."""
+    while True:
+        order = torch.randperm(n, generator=generator, device=generator.device).to(device)
+        yield from order.split(batch_size)
+
+
 def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, component_lr: float = 0.05,
            init: str | None = "kmeans", generator=None, min_variance: float | None = None,
            reset_collapsed: bool = True, guard: bool = True, prior=None, tol: float | None = None,
-           log_every: int = 0, progress: bool | None = None) -> FitHistory:
+           batch_size: int | None = None, log_every: int = 0, progress: bool | None = None) -> FitHistory:
     """Fit ``model`` to ``X`` by Adam on the mean negative log-likelihood.
 
     Parameters
@@ -114,7 +122,15 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     prior : callable, optional
         ``prior(model) -> scalar`` log-prior added to the objective (MAP), divided by N.
     tol : float, optional
-        Stop once the loss improved by less than ``tol`` over the last 10 steps.
+        Stop once the loss improved by less than ``tol`` over the last 10 steps (full-batch
+        fits only: minibatch losses are too noisy to stop on).
+    batch_size : int, optional
+        Minibatch gradient descent: each step's loss is the mean NLL of ``batch_size`` points,
+        drawn without replacement from a fresh shuffle of the data every epoch (an unbiased
+        estimate of the full loss and its gradient). ``iterations`` counts steps, so
+        ``iterations * batch_size / N`` passes over the data. None (default) uses all points
+        every step. With minibatches ``history.loss`` holds each step's minibatch NLL, and its
+        last entry the full-data NLL of the fitted model.
     log_every : int
         Record a parameter :class:`Snapshot` every ``log_every`` steps (0: none).
     progress : bool, optional
@@ -127,8 +143,8 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     Raises
     ------
     ValueError
-        On malformed data, fewer points than components, or a non-positive learning rate or
-        iteration count.
+        On malformed data, fewer points than components, a non-positive learning rate,
+        iteration count or batch size, or ``tol`` given with ``batch_size``.
     """
     iterations = check_positive_int(iterations, "iterations")
     mixture_lr = check_positive(mixture_lr, "mixture_lr")
@@ -136,6 +152,11 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     log_every = check_nonnegative_int(log_every, "log_every")
     if tol is not None:
         tol = check_positive(tol, "tol")
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if tol is not None:
+            raise ValueError("tol stops on the change of the loss, which minibatches make noisy; "
+                             "with batch_size, choose the number of steps with iterations instead")
     X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
                 min_rows=model.n_components)
     N = X.shape[0]
@@ -161,12 +182,14 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         from tqdm.auto import tqdm
         bar = tqdm(total=iterations, desc="fit_gd", unit="step", leave=True)
     params = [model.logits] + comp_params
+    # a batch of every point is the full-batch fit: same order, same arithmetic
+    batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, device=X.device)
     last_good = [p.detach().clone() for p in params]
     start = time.perf_counter()
     for step in range(iterations):
         mix_opt.zero_grad(set_to_none=True)
         comp_opt.zero_grad(set_to_none=True)
-        loss = -model._log_prob(X).mean()
+        loss = -model._log_prob(X if batches is None else X[next(batches)]).mean()
         objective = loss if prior is None else loss - prior(model) / N
         value = float(loss.detach())
         if not math.isfinite(value) or not math.isfinite(float(objective.detach())):

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_fit", "plot_loss",
-           "ellipse_points"]
+__all__ = ["density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_responsibilities",
+           "responsibility_colours", "plot_fit", "plot_loss", "ellipse_points"]
 
 
 def _params(model_or_snapshot, dims=(0, 1)):
@@ -106,6 +106,33 @@ def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0
     X = np.asarray(X.cpu() if torch.is_tensor(X) else X)
     c = None if labels is None else [f"C{int(k) % 10}" for k in np.asarray(labels)]
     ax.scatter(X[:, dims[0]], X[:, dims[1]], s=s, alpha=alpha, c=c if c is not None else "k",
+               linewidths=0, **kwargs)
+    return ax
+
+
+def responsibility_colours(model, X, colors=None) -> np.ndarray:
+    """RGB colours (N, 3): each point's mix of its components' colours, weighted by the
+    responsibilities p(k | x_n) (a point a component owns outright takes its colour).
+
+    ``model`` may be a :class:`~gmmlib.GaussianMixture` or a :class:`~gmmlib.Snapshot`; the
+    responsibilities use every feature of ``X``.
+    """
+    from matplotlib.colors import to_rgb
+
+    from .mixture import GaussianMixture
+    if not isinstance(model, GaussianMixture):  # a Snapshot: its parameters, as a full model
+        model = GaussianMixture.from_parameters(model.weights, model.means, model.covariances, "full")
+    R = model.predict_proba(X).cpu().numpy()  # (N, K)
+    K = R.shape[1]
+    palette = np.array([to_rgb(c) for c in (colors or [f"C{k % 10}" for k in range(K)])])  # (K, 3)
+    return (R @ palette).clip(0, 1)
+
+
+def plot_responsibilities(ax, model, X, *, dims=(0, 1), colors=None, s: float = 5, **kwargs):
+    """Scatter ``X`` with each point coloured by its responsibilities under ``model`` (see
+    :func:`responsibility_colours`): the E-step, drawn."""
+    Xn = np.asarray(X.cpu() if torch.is_tensor(X) else X)
+    ax.scatter(Xn[:, dims[0]], Xn[:, dims[1]], c=responsibility_colours(model, X, colors), s=s,
                linewidths=0, **kwargs)
     return ax
 

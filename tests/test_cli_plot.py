@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gmmlib
-from gmmlib import plot
+from gmmlib import cli, plot
 
 
 def run_cli(*args):
@@ -36,12 +36,24 @@ def test_cli_with_the_seed_flags_writes_a_png(tmp_path):
     (["--iterations", "-5"], "iterations must be a positive integer"),
     (["--log_freq", "0"], "--log_freq must be a positive integer"),
     (["--dims", "0"], "n_features must be a positive integer"),
+    (["--batch_size", "0"], "batch_size must be a positive integer"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(args, match):
     r = run_cli("--no-progress", *args)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and match in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cli_minibatches_in_process(capsys):
+    """--batch_size reaches fit_gd: 300 steps of 50 of the 400 points end near the full fit."""
+    args = ["--samples", "400", "--components", "3", "--iterations", "300", "--seed", "1", "--no-progress"]
+    assert cli.main(args) == 0
+    full = float(capsys.readouterr().out.split("final mean NLL ")[1].split()[0])
+    assert cli.main(args + ["--batch_size", "50"]) == 0
+    out = capsys.readouterr().out
+    assert abs(float(out.split("final mean NLL ")[1].split()[0]) - full) < 0.01
+    assert "final mean NLL" in out
 
 
 def test_cli_unknown_family_lists_choices():
@@ -88,4 +100,24 @@ def test_plot_helpers_return_their_axes():
     assert len(axes[3].images) == 1
     with pytest.raises(ValueError, match="kind"):
         plot.plot_density(axes[3], model, X, kind="surface")
+    plt.close(fig)
+
+
+def test_responsibility_colours_mix_the_component_colours():
+    """Two unit Gaussians at 0 and 4: the midpoint is shared exactly half and half; a point at
+    -3 belongs to the first with odds e^20 (hand-computed from the two squared distances)."""
+    from matplotlib.colors import to_rgb
+    model = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0, 0.0], [4.0, 0.0]],
+                                                    np.eye(2)[None].repeat(2, 0))
+    X = np.array([[-3.0, 0.0], [2.0, 0.0], [7.0, 0.0]])
+    c0, c1 = np.array(to_rgb("C0")), np.array(to_rgb("C1"))
+    rgb = plot.responsibility_colours(model, X)
+    r = 1 / (1 + np.exp(-20.0))
+    np.testing.assert_allclose(rgb, [r * c0 + (1 - r) * c1, (c0 + c1) / 2, r * c1 + (1 - r) * c0], atol=1e-12)
+    snap = gmmlib.Snapshot(0, model.weights.numpy(), model.means.numpy(), model.covariances.numpy(), 0.0)
+    np.testing.assert_allclose(plot.responsibility_colours(snap, X), rgb, atol=1e-12)
+    np.testing.assert_allclose(plot.responsibility_colours(model, X, colors=["red", "blue"])[1], [0.5, 0, 0.5])
+    fig, ax = plt.subplots()
+    assert plot.plot_responsibilities(ax, snap, X) is ax
+    np.testing.assert_allclose(ax.collections[0].get_facecolors()[:, :3], rgb, atol=1e-12)
     plt.close(fig)
