@@ -12,6 +12,7 @@ run. A CUDA column appears when a GPU is present.
 
     python benchmarks/bench_em.py            # the full table -> benchmarks/results/em.md
     python benchmarks/bench_em.py --quick    # two sizes, full and diag, float64; prints only
+    python benchmarks/bench_em.py --sizes 1e5,64,16 --types diagonal   # any sizes; prints only
 """
 import argparse
 import os
@@ -124,23 +125,25 @@ def time_sklearn(model0, X, iters, repeat):
     return best_of(lambda: sk.fit(X), repeat) / iters  # each fit restarts from the *_init
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two sizes, full and diagonal, float64")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5, help="EM iterations per timed fit (tol=0)")
     ap.add_argument("--repeat", type=int, default=2, help="timed fits per side at least (more "
                     "for fits under 0.5 s); the best counts")
+    ap.add_argument("--sizes", nargs="+", default=None, metavar="N,D,K", type=_size,
+                    help="problem sizes instead of the standard four, e.g. 1e5,16,16")
     ap.add_argument("--types", nargs="+", default=None, choices=TYPES)
     ap.add_argument("--dtypes", nargs="+", default=None, choices=list(DTYPES))
     ap.add_argument("--out", default=None, help=f"Markdown file for the table (default {RESULTS} "
                     "for a full run; --quick only prints)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
-    sizes = SIZES[:2] if args.quick else SIZES
+    sizes = args.sizes or (SIZES[:2] if args.quick else SIZES)
     types = args.types or (["full", "diagonal"] if args.quick else TYPES)
     dtypes = args.dtypes or (["float64"] if args.quick else list(DTYPES))
-    out = Path(args.out) if args.out else (None if args.quick else RESULTS)
+    out = Path(args.out) if args.out else (None if args.quick or args.sizes else RESULTS)
     cuda = torch.cuda.is_available()
 
     warnings.filterwarnings("ignore", category=gmmlib.em.ConvergenceWarning)
@@ -200,6 +203,15 @@ def main():
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(table)
         print(f"saved to {out}")
+
+
+def _size(text: str):
+    """'1e5,16,16' -> (100000, 16, 16)."""
+    try:
+        N, D, K = (int(float(v)) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size is N,D,K such as 1e5,16,16, got {text!r}") from None
+    return N, D, K
 
 
 def _cast(model, dtype):

@@ -1,0 +1,24 @@
+"""The benchmark scripts still run against the current API (a smoke test: tiny sizes, and no
+assertion on any timing; speed is judged from their tables, not here)."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_em_writes_a_table(tmp_path):
+    out = tmp_path / "em.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_em.py"), "--sizes", "2e3,2,3",
+                        "--types", "full", "diagonal", "shared_isotropic", "--dtypes", "float64",
+                        "--iters", "2", "--repeat", "1", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| 2e3")]
+    assert [row[3].strip() for row in rows] == ["full", "diagonal", "shared_isotropic"]
+    for row in rows[:2]:  # scikit-learn has these two: a positive ratio
+        assert float(row[7].strip().strip("*x")) > 0
+    assert rows[2][6].strip() == "—"  # and not this one
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_em.py"), "--sizes", "1e3,2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "N,D,K" in bad.stderr
