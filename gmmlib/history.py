@@ -54,6 +54,14 @@ class FitHistory:
         """The last recorded loss (mean NLL)."""
         return self.loss[-1] if self.loss else float("nan")
 
+    def steps_to(self, target: float, gap: float = 1e-3) -> int | None:
+        """The first step whose loss is within ``gap`` of ``target`` (``loss - target < gap``),
+        e.g. of the optimum; None if the fit never got there."""
+        for step, value in enumerate(self.loss):
+            if value - target < gap:
+                return step
+        return None
+
     @property
     def wall_time(self) -> float:
         """Total seconds the fit took."""

@@ -32,6 +32,16 @@ def _marginal(model, dims):
     return GaussianMixture.from_parameters(w, m, c, "full", dtype=model.loc.dtype)
 
 
+def _as_model(model_or_snapshot):
+    """A :class:`~gmmlib.GaussianMixture` from a model (itself) or a :class:`~gmmlib.Snapshot`
+    (its parameters, as a full-covariance model)."""
+    from .mixture import GaussianMixture
+    if isinstance(model_or_snapshot, GaussianMixture):
+        return model_or_snapshot
+    s = model_or_snapshot
+    return GaussianMixture.from_parameters(s.weights, s.means, s.covariances, "full")
+
+
 def _limits(model, X, dims, pad=0.15):
     pts = [np.asarray(_params(model, dims)[1])]
     if X is not None:
@@ -48,8 +58,9 @@ def _limits(model, X, dims, pad=0.15):
 
 @torch.no_grad()
 def density_grid(model, xlim, ylim, n: int = 200, dims=(0, 1)):
-    """Log-density of ``model`` on an ``n``×``n`` grid: returns (xx, yy, logp), each (n, n)."""
-    m = _marginal(model, dims)
+    """Log-density of ``model`` (or a :class:`~gmmlib.Snapshot`) on an ``n``×``n`` grid: returns
+    (xx, yy, logp), each (n, n)."""
+    m = _marginal(_as_model(model), dims)
     xs = torch.linspace(*xlim, n, dtype=m.loc.dtype, device=m.loc.device)
     ys = torch.linspace(*ylim, n, dtype=m.loc.dtype, device=m.loc.device)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
@@ -60,7 +71,8 @@ def density_grid(model, xlim, ylim, n: int = 200, dims=(0, 1)):
 
 def plot_density(ax, model, X=None, *, xlim=None, ylim=None, n: int = 200, kind: str = "heatmap",
                  dims=(0, 1), cmap="viridis", levels: int = 12, **kwargs):
-    """Draw the mixture density as a heat-map (``kind="heatmap"``) or contours (``"contour"``)."""
+    """Draw the mixture density of ``model`` (or a :class:`~gmmlib.Snapshot`) as a heat-map
+    (``kind="heatmap"``) or contours (``"contour"``)."""
     if kind not in ("heatmap", "contour"):
         raise ValueError(f"kind must be 'heatmap' or 'contour', got {kind!r}")
     if xlim is None or ylim is None:
@@ -119,10 +131,7 @@ def responsibility_colours(model, X, colors=None) -> np.ndarray:
     """
     from matplotlib.colors import to_rgb
 
-    from .mixture import GaussianMixture
-    if not isinstance(model, GaussianMixture):  # a Snapshot: its parameters, as a full model
-        model = GaussianMixture.from_parameters(model.weights, model.means, model.covariances, "full")
-    R = model.predict_proba(X).cpu().numpy()  # (N, K)
+    R = _as_model(model).predict_proba(X).cpu().numpy()  # (N, K)
     K = R.shape[1]
     palette = np.array([to_rgb(c) for c in (colors or [f"C{k % 10}" for k in range(K)])])  # (K, 3)
     return (R @ palette).clip(0, 1)

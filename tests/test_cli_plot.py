@@ -69,6 +69,9 @@ def test_density_grid_is_the_pointwise_density():
     pts = np.array([[xx[i, j], yy[i, j]] for i, j in idx])
     ref = truth.log_prob(pts).detach().numpy()
     np.testing.assert_allclose([logp[i, j] for i, j in idx], ref, rtol=1e-12)
+    # a Snapshot of the same parameters draws the same density
+    snap = gmmlib.Snapshot(0, truth.weights.numpy(), truth.means.numpy(), truth.covariances.numpy(), 0.0)
+    np.testing.assert_allclose(plot.density_grid(snap, (-8, 8), (-6, 6), n=50)[2], logp, rtol=1e-12)
 
 
 def test_marginal_plot_of_higher_dimensional_model_uses_the_exact_marginal():
@@ -121,3 +124,9 @@ def test_responsibility_colours_mix_the_component_colours():
     assert plot.plot_responsibilities(ax, snap, X) is ax
     np.testing.assert_allclose(ax.collections[0].get_facecolors()[:, :3], rgb, atol=1e-12)
     plt.close(fig)
+
+
+def test_steps_to_is_the_first_step_within_the_gap():
+    h = gmmlib.FitHistory(loss=[5.0, 3.2, 3.0015, 3.0009, 3.0002])
+    assert h.steps_to(3.0) == 3 and h.steps_to(3.0, gap=1e-2) == 2 and h.steps_to(3.0, gap=1e-4) is None
+    assert h.steps_to(6.0) == 0
