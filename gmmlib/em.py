@@ -378,7 +378,8 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
         Fitted in place; its dtype and device are used for the computation.
     X : (N, D) array or tensor
     max_iter : int
-        Maximum number of EM iterations per run.
+        Maximum number of EM iterations per run; 0 only initialises (as in scikit-learn, a way
+        to get the initial parameters), with no warning.
     tol : float
         Stop once the mean log-likelihood changed by less than ``tol`` between two iterations
         (scikit-learn's criterion). 0 runs all ``max_iter`` iterations.
@@ -411,7 +412,7 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     ------
     ValueError
         On malformed data (wrong shape, NaN/inf, fewer points than components), a
-        non-positive ``max_iter`` or ``n_init``, a negative ``tol`` or ``reg_covar``, an unknown
+        negative ``max_iter``, a non-positive ``n_init``, a negative ``tol`` or ``reg_covar``, an unknown
         ``init``, or when a covariance estimate stops being positive definite.
 
     Warns
@@ -430,7 +431,7 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     """
     if not isinstance(model, GaussianMixture):
         raise ValueError(f"model must be a gmmlib.GaussianMixture, got {type(model).__name__}")
-    max_iter = check_positive_int(max_iter, "max_iter")
+    max_iter = check_nonnegative_int(max_iter, "max_iter")
     n_init = check_positive_int(n_init, "n_init")
     tol = check_nonnegative(tol, "tol")
     reg_covar = check_nonnegative(reg_covar, "reg_covar")
@@ -465,7 +466,7 @@ def _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, 
             override(model)
         state, history = _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run,
                               previous)
-        if best is None or history.lower_bound > best[0]:
+        if best is None or history.lower_bound > best[0] or best[0] == -math.inf:  # as scikit-learn
             best = (history.lower_bound, state, history)
     _, state, history = best
     _write_state(model, state, shift)
@@ -476,7 +477,7 @@ def _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, 
     history.time.append(history.time[-1] if history.time else 0.0)
     if history.snapshots:
         history.snapshots[-1].loss = history.loss[-1]
-    if not history.converged:
+    if not history.converged and max_iter > 0:
         warnings.warn(f"fit_em: the best of {n_init} run(s) did not converge in max_iter={max_iter} "
                       f"iterations (last change of the mean log-likelihood above tol={tol:g}); "
                       "increase max_iter or tol, or check for degenerate data.",
@@ -748,7 +749,7 @@ class GaussianMixtureEM:
     def fit(self, X, y=None) -> "GaussianMixtureEM":
         """Fit the mixture to ``X`` (n_samples, n_features) by EM; returns ``self``."""
         K = check_positive_int(self.n_components, "n_components")
-        max_iter = check_positive_int(self.max_iter, "max_iter")
+        max_iter = check_nonnegative_int(self.max_iter, "max_iter")
         n_init = check_positive_int(self.n_init, "n_init")
         tol = check_nonnegative(self.tol, "tol")
         reg_covar = check_nonnegative(self.reg_covar, "reg_covar")

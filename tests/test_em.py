@@ -241,7 +241,7 @@ def test_warns_when_it_does_not_converge_and_not_otherwise():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(max_iter=0), "max_iter"), (dict(max_iter=2.5), "max_iter"), (dict(n_init=0), "n_init"),
+    (dict(max_iter=-1), "max_iter"), (dict(max_iter=2.5), "max_iter"), (dict(n_init=0), "n_init"),
     (dict(tol=-1e-3), "tol"), (dict(tol=float("nan")), "tol"), (dict(reg_covar=-1.0), "reg_covar"),
     (dict(reg_covar=float("inf")), "reg_covar"), (dict(init="bogus"), "init"),
     (dict(init=None, n_init=3), "n_init"), (dict(log_every=-1), "log_every"),
@@ -331,6 +331,28 @@ def test_estimator_protocol():
         est.set_params(bogus=1)
     with pytest.raises(ValueError, match="features"):
         est.predict(X[:, :2])
+
+
+def test_max_iter_zero_only_initialises_like_sklearn():
+    """scikit-learn's way to get the initial parameters: max_iter=0 runs no iteration, warns
+    nothing, reports lower_bound_ = -inf and keeps the initialisation (here the *_init given).
+    (scikit-learn itself fails at max_iter=0 with precisions_init, so it gets only the means.)"""
+    X = blobs(seed=13)
+    model = start(X, 4, "full")
+    precisions = np.linalg.inv(model.covariances.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither side may warn
+        sk = SkGMM(4, means_init=model.means.numpy(), max_iter=0, random_state=0).fit(X)
+        ours = GaussianMixtureEM(4, weights_init=model.weights.numpy(), means_init=model.means.numpy(),
+                                 precisions_init=precisions, max_iter=0).fit(X)
+        h = fit_em(start(X, 4, "full"), X, init=None, max_iter=0, progress=False)
+    assert ours.n_iter_ == sk.n_iter_ == 0 and not ours.converged_ and not sk.converged_
+    assert ours.lower_bound_ == sk.lower_bound_ == -np.inf and ours.lower_bounds_ == sk.lower_bounds_ == []
+    np.testing.assert_allclose(ours.means_, model.means.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.weights_, model.weights.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.precisions_, precisions, rtol=1e-9)
+    assert h.n_iter == 0 and len(h.loss) == 1
+    assert h.final_loss == pytest.approx(float(model.nll(X).detach()), rel=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore::gmmlib.em.ConvergenceWarning")
