@@ -7,6 +7,8 @@ Layers, imported one way only:
 * :mod:`gmmlib.mixture` – :class:`GaussianMixture`, a ``torch.nn.Module``;
 * :mod:`gmmlib.init`, :mod:`gmmlib.gd`, :mod:`gmmlib.em`, :mod:`gmmlib.priors` – initialisation,
   gradient-descent and EM fitting, and MAP priors against the singularity;
+* :mod:`gmmlib.selection` – the grid of families and component counts, ranked by BIC, AIC
+  or held-out likelihood;
 * :mod:`gmmlib.data` – mock data; :mod:`gmmlib.mdn` – the mixture density network head;
 * :mod:`gmmlib.plot`, :mod:`gmmlib.widgets`, :mod:`gmmlib.cli` – at the edge (imported lazily).
 """
@@ -19,9 +21,10 @@ from .init import initialize, kmeans_plusplus
 from .mdn import MDNHead
 from .mixture import GaussianMixture
 from .priors import InverseWishartPrior, RidgePrior, inverse_wishart_log_prob
+from .selection import Selection, select_model
 
 __all__ = ["GaussianMixture", "FAMILIES", "get_family", "fit_gd", "fit_em", "GaussianMixtureEM",
            "ConvergenceWarning", "initialize", "kmeans_plusplus", "InverseWishartPrior", "RidgePrior",
            "inverse_wishart_log_prob", "generate_data", "GeneratedData", "FitHistory", "Snapshot",
-           "MDNHead"]
+           "MDNHead", "select_model", "Selection"]
 __version__ = "0.1.0"

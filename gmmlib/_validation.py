@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
+__all__ = ["as_data", "float_dtype_like", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
            "check_probability_vector"]
 
 
@@ -55,6 +55,14 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
         raise ValueError(f"{name} contains NaN or infinity in {bad} row(s); remove or impute "
                          "those rows before fitting")
     return t
+
+
+def float_dtype_like(X) -> torch.dtype:
+    """float32 for float32 input (a tensor or an array), float64 for anything else, as
+    scikit-learn keeps float32 and promotes the rest."""
+    is32 = (isinstance(X, torch.Tensor) and X.dtype == torch.float32) or \
+        (isinstance(X, np.ndarray) and X.dtype == np.float32)
+    return torch.float32 if is32 else torch.float64
 
 
 def check_positive(value, name: str) -> float:

@@ -49,7 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive_int
+from ._validation import (as_data, check_nonnegative, check_nonnegative_int, check_positive_int,
+                          float_dtype_like)
 from .families import get_family
 from .history import FitHistory, Snapshot
 from .init import METHODS, initialize, make_generator
@@ -682,9 +683,7 @@ class GaussianMixtureEM:
                 raise ValueError(f"dtype must be a floating dtype such as torch.float64 or "
                                  f"'float32', got {self.dtype!r}")
             if dtype is None:
-                is32 = (isinstance(X, torch.Tensor) and X.dtype == torch.float32) or \
-                    (isinstance(X, np.ndarray) and X.dtype == np.float32)
-                dtype = torch.float32 if is32 else torch.float64
+                dtype = float_dtype_like(X)
             device = self.device
             if device is None:
                 device = X.device if isinstance(X, torch.Tensor) else "cpu"

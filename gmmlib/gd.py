@@ -145,6 +145,15 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     ValueError
         On malformed data, fewer points than components, a non-positive learning rate,
         iteration count or batch size, or ``tol`` given with ``batch_size``.
+
+    Examples
+    --------
+    >>> import gmmlib, torch
+    >>> X = gmmlib.generate_data(500, 3, 2, seed=0).X
+    >>> model = gmmlib.GaussianMixture(3, 2, "full", dtype=torch.float64)
+    >>> history = gmmlib.fit_gd(model, X, iterations=200, generator=0, progress=False)
+    >>> history.n_iter, history.final_loss < history.loss[0]
+    (200, True)
     """
     iterations = check_positive_int(iterations, "iterations")
     mixture_lr = check_positive(mixture_lr, "mixture_lr")

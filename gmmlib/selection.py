@@ -1,0 +1,154 @@
+"""Model selection: fit every (covariance family, number of components) on a grid and rank the
+fits by BIC, AIC (both as scikit-learn defines them; lower is better) or the mean negative
+log-likelihood of held-out data.
+
+This sits beside the fitting functions it calls (:func:`~gmmlib.fit_em`, :func:`~gmmlib.fit_gd`)
+and below plotting; it only loops over them and scores the results.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+import torch
+
+from ._validation import as_data, check_positive_int, float_dtype_like
+from .em import fit_em
+from .families import get_family
+from .gd import fit_gd
+from .history import FitHistory
+from .init import make_generator
+from .mixture import GaussianMixture
+
+__all__ = ["select_model", "Selection", "Candidate", "CRITERIA"]
+
+CRITERIA = ("bic", "aic", "heldout")
+
+
+@dataclass
+class Candidate:
+    """One fitted point of the grid; ``score`` is its criterion value (lower is better)."""
+    covariance_type: str
+    n_components: int
+    model: GaussianMixture
+    history: FitHistory
+    score: float
+
+
+@dataclass
+class Selection:
+    """What :func:`select_model` returns: every candidate, in the grid's order, and the best."""
+    criterion: str
+    candidates: list = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate:
+        """The candidate with the lowest score (the first of equals, in grid order)."""
+        return min(self.candidates, key=lambda c: c.score)
+
+    def score(self, covariance_type: str, n_components: int) -> float:
+        """The criterion value of one grid point."""
+        name = get_family(covariance_type).name
+        for c in self.candidates:
+            if c.covariance_type == name and c.n_components == n_components:
+                return c.score
+        raise KeyError(f"({covariance_type!r}, {n_components}) is not on the grid")
+
+    def table(self) -> str:
+        """The candidates as a text table, best first."""
+        lines = [f"{'covariance':17s} {'K':>3s} {'params':>6s} {'train NLL':>10s} {self.criterion:>12s}"]
+        for c in sorted(self.candidates, key=lambda c: c.score):
+            lines.append(f"{c.covariance_type:17s} {c.n_components:3d} {c.model.n_parameters():6d} "
+                         f"{c.history.final_loss:10.4f} {c.score:12.4f}")
+        return "\n".join(lines)
+
+
+def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", "diagonal", "isotropic"),
+                 *, criterion: str = "bic", X_val=None, method: str = "em", generator=0, dtype=None,
+                 **fit_kwargs) -> Selection:
+    """Fit a mixture for every covariance type and number of components, and rank the fits.
+
+    Parameters
+    ----------
+    X : (N, D) array or tensor
+        Training data.
+    n_components : iterable of int
+        The numbers of components to try (each at most N).
+    covariance_types : iterable of str
+        Families to try (any name or alias :class:`~gmmlib.GaussianMixture` accepts).
+    criterion : str
+        ``"bic"`` or ``"aic"`` on the training data (scikit-learn's definitions), or
+        ``"heldout"``: the mean negative log-likelihood of ``X_val``.
+    X_val : (M, D) array or tensor, optional
+        Held-out data; required for ``criterion="heldout"`` and only then.
+    method : str
+        ``"em"`` (:func:`~gmmlib.fit_em`) or ``"gd"`` (:func:`~gmmlib.fit_gd`).
+    generator : int or torch.Generator
+        An int seeds every fit alike, so each grid point is reproducible on its own; a
+        generator is drawn from in grid order.
+    dtype : torch.dtype, optional
+        Defaults to float32 for float32 input, float64 otherwise.
+    **fit_kwargs
+        Passed to the fitting function (e.g. ``n_init``, ``max_iter``, ``reg_covar`` for EM;
+        ``iterations``, ``min_variance`` for gradient descent).
+
+    Returns
+    -------
+    Selection
+        ``candidates`` in grid order (family-major); ``best`` the lowest score; ``table()``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown criterion, method or covariance type, ``X_val`` missing for (or given
+        without) ``"heldout"``, a number of components below 1 or above N, or malformed data.
+
+    Examples
+    --------
+    >>> import gmmlib
+    >>> X = gmmlib.generate_data(600, 3, 2, radius=6.0, seed=0).X
+    >>> sel = gmmlib.select_model(X, range(1, 5), ["full", "diagonal"], max_iter=200)
+    >>> sel.best.covariance_type, sel.best.n_components
+    ('full', 3)
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    if (criterion == "heldout") != (X_val is not None):
+        raise ValueError("criterion='heldout' scores held-out data: pass X_val with it, and only with it"
+                         if X_val is None else
+                         f"X_val is only used by criterion='heldout', not {criterion!r}; drop X_val "
+                         "or choose criterion='heldout'")
+    fits = {"em": fit_em, "gd": fit_gd}
+    if method not in fits:
+        raise ValueError(f"method must be 'em' or 'gd', got {method!r}")
+    X = as_data(X, dtype=dtype or float_dtype_like(X))
+    dtype = X.dtype
+    N, D = X.shape
+    if isinstance(n_components, numbers.Integral):
+        n_components = [n_components]
+    Ks = [check_positive_int(K, "each of n_components") for K in n_components]
+    if not Ks or max(Ks) > N:
+        raise ValueError(f"n_components must list numbers of components from 1 to N = {N}, got "
+                         f"{list(n_components)}")
+    families = [get_family(t).name for t in covariance_types]
+    if not families:
+        raise ValueError("covariance_types is empty; pass at least one, e.g. ['full']")
+    X_val = None if X_val is None else as_data(X_val, n_features=D, dtype=dtype, name="X_val")
+    shared = generator if isinstance(generator, torch.Generator) else None
+    fit_kwargs.setdefault("progress", False)
+
+    selection = Selection(criterion)
+    for family in families:
+        for K in Ks:
+            model = GaussianMixture(K, D, family, dtype=dtype, device=X.device)
+            g = shared if shared is not None else make_generator(generator)
+            try:
+                history = fits[method](model, X, generator=g, **fit_kwargs)
+            except ValueError as exc:
+                raise ValueError(f"select_model: fitting covariance_type={family!r} with "
+                                 f"n_components={K} failed: {exc}") from exc
+            with torch.no_grad():
+                score = (model.bic(X) if criterion == "bic" else model.aic(X) if criterion == "aic"
+                         else float(model.nll(X_val)))
+            selection.candidates.append(Candidate(family, K, model, history, float(score)))
+    return selection
