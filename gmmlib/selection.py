@@ -54,12 +54,14 @@ class Selection:
                 return c.score
         raise KeyError(f"({covariance_type!r}, {n_components}) is not on the grid")
 
-    def table(self) -> str:
-        """The candidates as a text table, best first."""
-        lines = [f"{'covariance':17s} {'K':>3s} {'params':>6s} {'train NLL':>10s} {self.criterion:>12s}"]
-        for c in sorted(self.candidates, key=lambda c: c.score):
+    def table(self, rows: int | None = None) -> str:
+        """The candidates as a text table, best first (the first ``rows`` of them, or all).
+        BIC and AIC print to 0.1, a held-out NLL to 1e-4 nats."""
+        digits = 4 if self.criterion == "heldout" else 1
+        lines = [f"{'covariance':17s} {'K':>3s} {'params':>6s} {'train NLL':>10s} {self.criterion:>10s}"]
+        for c in sorted(self.candidates, key=lambda c: c.score)[:rows]:
             lines.append(f"{c.covariance_type:17s} {c.n_components:3d} {c.model.n_parameters():6d} "
-                         f"{c.history.final_loss:10.4f} {c.score:12.4f}")
+                         f"{c.history.final_loss:10.4f} {c.score:10.{digits}f}")
         return "\n".join(lines)
 
 

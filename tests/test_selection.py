@@ -48,7 +48,8 @@ def test_grid_agrees_with_sklearn(three_clusters):
     best = sel.best
     assert rows[1].split()[:2] == [best.covariance_type, str(best.n_components)] and len(rows) == 17
     scores = [float(r.split()[-1]) for r in rows[1:]]
-    assert scores == sorted(scores)
+    assert scores == sorted(scores) and scores[0] == round(best.score, 1)
+    assert sel.table(rows=3).splitlines() == rows[:4]
 
 
 def test_heldout_and_gradient_descent(three_clusters):
