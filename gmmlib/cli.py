@@ -1,13 +1,15 @@
 """Command line: ``python -m gmmlib`` fits a mixture to generated mock data (the seed's demo).
 
-Every option of the seed's ``demo.py`` is kept; ``--visualize`` is a real boolean and
-``--plot PATH`` writes the final fit to a PNG. Bad input ends with a one-line message and a
+Every option of the seed's ``demo.py`` is kept; ``--visualize`` is a real boolean,
+``--plot PATH`` writes the final fit to a PNG, ``--batch_size`` makes the gradient steps
+minibatch steps and ``--method em`` fits by EM instead. Bad input ends with a one-line message and a
 non-zero exit, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import torch
 
@@ -28,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=8.0, help="Means of the mock data are uniform in [-radius, radius]")
     p.add_argument("--mixture_lr", type=float, default=0.05, help="Learning rate of the mixture weights (pi)")
     p.add_argument("--component_lr", type=float, default=0.05, help="Learning rate of the components (mus, sigmas)")
+    p.add_argument("--method", choices=["gd", "em"], default="gd",
+                   help="gd: Adam on the mean NLL (the seed's method); em: expectation-maximisation, "
+                        "--iterations is then its maximum number of iterations and the learning rates "
+                        "and --batch_size do not apply")
     p.add_argument("--batch_size", type=int, default=None,
                    help="Points per optimization step (minibatch Adam, reshuffled every pass); default: all")
     p.add_argument("--visualize", action=argparse.BooleanOptionalAction, default=False,
@@ -40,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> float:
     from .data import generate_data
+    from .em import fit_em
     from .gd import fit_gd
     from .mixture import GaussianMixture
 
@@ -47,15 +54,21 @@ def run(args) -> float:
         raise ValueError(f"--log_freq must be a positive integer, got {args.log_freq}")
     X, labels, truth = generate_data(args.samples, args.components, args.dims, args.radius, args.family, args.seed)
     model = GaussianMixture(args.components, args.dims, args.family, dtype=torch.float64)
-    history = fit_gd(model, X, iterations=args.iterations, mixture_lr=args.mixture_lr,
-                     component_lr=args.component_lr, batch_size=args.batch_size, generator=args.seed,
-                     log_every=args.log_freq,
-                     progress=args.progress)
+    if args.method == "em":
+        if args.batch_size is not None:
+            raise ValueError("--batch_size is for --method gd; EM's M-step needs every point")
+        history = fit_em(model, X, max_iter=args.iterations, generator=args.seed,
+                         log_every=args.log_freq, progress=args.progress)
+    else:
+        history = fit_gd(model, X, iterations=args.iterations, mixture_lr=args.mixture_lr,
+                         component_lr=args.component_lr, batch_size=args.batch_size,
+                         generator=args.seed, log_every=args.log_freq, progress=args.progress)
     for snap in history.snapshots:
         print(f"step {snap.step:>6d}  mean NLL {snap.loss:.4f}")
     with torch.no_grad():
         true_nll = float(truth.nll(X))
-    print(f"final mean NLL {history.final_loss:.4f} after {history.n_iter} steps "
+    unit = "iterations" if args.method == "em" else "steps"
+    print(f"final mean NLL {history.final_loss:.4f} after {history.n_iter} {unit} "
           f"({history.wall_time:.2f} s, {len(history.resets)} resets); generating mixture: {true_nll:.4f}")
     if args.plot or args.visualize:
         import matplotlib
@@ -80,8 +93,13 @@ def run(args) -> float:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)  # ConvergenceWarning, divergence
+            run(args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for w in caught:  # one line each, not Python's file-and-line format
+            print(f"warning: {w.message}", file=sys.stderr)
     return 0

@@ -56,6 +56,20 @@ def test_cli_minibatches_in_process(capsys):
     assert "final mean NLL" in out
 
 
+def test_cli_em_reaches_the_gd_optimum_and_warns_in_one_line(capsys):
+    args = ["--samples", "400", "--components", "3", "--seed", "1", "--no-progress"]
+    assert cli.main(args) == 0
+    gd = float(capsys.readouterr().out.split("final mean NLL ")[1].split()[0])
+    assert cli.main(args + ["--method", "em"]) == 0
+    out = capsys.readouterr().out
+    assert "iterations" in out and abs(float(out.split("final mean NLL ")[1].split()[0]) - gd) < 1e-3
+    assert cli.main(args + ["--method", "em", "--iterations", "1"]) == 0  # stops before converging
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: fit_em") and "max_iter=1" in err[0]
+    assert cli.main(args + ["--method", "em", "--batch_size", "10"]) == 2
+    assert "--batch_size is for --method gd" in capsys.readouterr().err
+
+
 def test_cli_unknown_family_lists_choices():
     r = run_cli("--family", "bogus")
     assert r.returncode != 0 and "shared_isotropic" in r.stderr and "Traceback" not in r.stderr
