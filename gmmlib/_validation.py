@@ -45,15 +45,27 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
         raise ValueError(f"{name} has {t.shape[0]} samples but at least {min_rows} are needed "
                          f"(a mixture of {min_rows} components needs at least that many points); "
                          "pass more data or use fewer components")
+    if t.is_complex():
+        raise ValueError(f"{name} is complex; a mixture of real Gaussians needs real data (pass "
+                         "X.real, or stack real and imaginary parts as separate features)")
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype() if dtype is None else dtype)
     t = t.to(device=device, dtype=dtype)
-    # one fast reduction: a finite sum means every entry is finite (NaN and inf propagate); only
-    # when it is not (an overflow of finite values included) look entry by entry
-    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+    if t.numel() == 0:
+        return t
+    # one reduction, the largest magnitude: NaN or inf anywhere makes it non-finite
+    largest = float(torch.linalg.vector_norm(t, ord=math.inf))
+    if not math.isfinite(largest):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
-        raise ValueError(f"{name} contains NaN or infinity in {bad} row(s); remove or impute "
+        hint = (f" (values beyond ±{torch.finfo(t.dtype).max:.3g} overflow {t.dtype} when "
+                "converted: rescale X)") if t.dtype != torch.float64 else ""
+        raise ValueError(f"{name} contains NaN or infinity in {bad} row(s){hint}; remove or impute "
                          "those rows before fitting")
+    limit = math.sqrt(torch.finfo(t.dtype).max) * 1e-4  # squared distances stay far from overflow
+    if largest > limit:
+        raise ValueError(f"{name} has values up to {largest:.3g}, too large for {t.dtype} arithmetic "
+                         f"(squared distances would overflow; the limit is {limit:.2g}): rescale X, "
+                         "for example standardise each feature")
     return t
 
 

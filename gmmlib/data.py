@@ -67,6 +67,9 @@ def generate_data(n_samples: int = 1000, n_components: int = 5, n_features: int 
     K = check_positive_int(n_components, "n_components")
     D = check_positive_int(n_features, "n_features")
     radius = check_positive(radius, "radius")
+    if radius > 1e100:
+        raise ValueError(f"radius must be at most 1e100 (the data's squared distances must not "
+                         f"overflow), got {radius:g}")
     rng = np.random.default_rng(seed)
     means = rng.uniform(-radius, radius, size=(K, D))
     weights = rng.dirichlet(np.full(K, 5.0))

@@ -37,6 +37,7 @@ def test_cli_with_the_seed_flags_writes_a_png(tmp_path):
     (["--log_freq", "0"], "--log_freq must be a positive integer"),
     (["--dims", "0"], "n_features must be a positive integer"),
     (["--batch_size", "0"], "batch_size must be a positive integer"),
+    (["--radius", "1e308"], "radius must be at most 1e100"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(args, match):
     r = run_cli("--no-progress", *args)

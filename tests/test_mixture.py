@@ -204,13 +204,22 @@ def test_bad_data_is_named(X, match):
         model.log_prob(X)
 
 
-def test_finite_data_whose_sum_overflows_are_accepted():
-    """as_data checks finiteness through one sum; an overflowing sum of finite values must not
-    be taken for bad data."""
-    X = np.array([[1e308, 0.0], [1e308, 1.0]])
-    assert not torch.isfinite(torch.as_tensor(X).sum())
-    model = gmmlib.GaussianMixture(2, 2, dtype=torch.float64)
-    assert model.log_prob(X).shape == (2,)
+def test_data_too_large_for_the_dtype_is_refused_with_a_remedy():
+    """Squared distances of values beyond ~sqrt(max float) overflow and turn every density and
+    responsibility into inf or NaN: refused up front. Values that overflow float32 when a float32
+    model converts them are named as such; complex data are refused."""
+    m64 = gmmlib.GaussianMixture(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"values up to 1e\+200, too large for torch.float64.*rescale X"):
+        m64.log_prob(np.array([[1e200, 0.0], [0.0, 1.0]]))
+    assert torch.isfinite(m64.log_prob(np.array([[1e100, 0.0], [0.0, 1.0]]))).all()
+    with pytest.raises(ValueError, match="too large for torch.float32"):
+        gmmlib.GaussianMixture(2, 2, dtype=torch.float32).log_prob(np.array([[1e20, 0.0]]))
+    with pytest.raises(ValueError, match="overflow torch.float32 when converted"):
+        gmmlib.GaussianMixture(2, 2, dtype=torch.float32).log_prob(np.array([[1e39, 0.0]]))
+    with pytest.raises(ValueError, match="complex"):
+        m64.log_prob(np.array([[1 + 1j, 0.0]]))
+    with pytest.raises(ValueError, match="too large"):
+        gmmlib.fit_em(gmmlib.GaussianMixture(2, 2, dtype=torch.float64), np.full((10, 2), 1e200))
 
 
 def test_variance_floor_bounds_the_density():
