@@ -82,6 +82,11 @@ def reset_components(model, X: torch.Tensor, components, generator: torch.Genera
                             state[key][rows] = 0
 
 
+def _remedy(guard: bool) -> str:
+    return ("Raise min_variance, or lower the learning rates." if guard else
+            "Switch the singularity guard on (guard=True) or raise min_variance.")
+
+
 def minibatches(n: int, batch_size: int, generator: torch.Generator, device="cpu"):
     """Endless index tensors of ``batch_size`` (the last of an epoch may be shorter) that visit
     each of ``n`` points once per epoch, in a fresh random order every epoch."""
@@ -207,8 +212,8 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
                 for p, good in zip(params, last_good):
                     p.copy_(good)
             warnings.warn(f"fit_gd: the loss became {value} at step {step} (a component collapsed "
-                          "onto data points); stopped and kept the last finite parameters. "
-                          "Switch the singularity guard on (guard=True) or raise min_variance.",
+                          "onto data points, or a prior returned a non-finite value); stopped and "
+                          f"kept the last finite parameters. {_remedy(guard)}",
                           RuntimeWarning, stacklevel=2)
             break
         history.loss.append(value)
@@ -221,13 +226,25 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
             history.diverged = True
             warnings.warn(f"fit_gd: the gradient became non-finite at step {step} (a component "
                           "collapsed onto data points); stopped and kept the last finite parameters. "
-                          "Switch the singularity guard on (guard=True) or raise min_variance.",
-                          RuntimeWarning, stacklevel=2)
+                          f"{_remedy(guard)}", RuntimeWarning, stacklevel=2)
             break
         for p, good in zip(params, last_good):
             good.copy_(p.detach())
         mix_opt.step()
         comp_opt.step()
+        with torch.no_grad():
+            exploded = not all(bool(torch.isfinite(p).all()) for p in params) or \
+                not bool(torch.isfinite(model.covariances).all())
+        if exploded:  # steps too long for the data's scale: the covariances overflowed
+            history.diverged = True
+            with torch.no_grad():
+                for p, good in zip(params, last_good):
+                    p.copy_(good)
+            warnings.warn(f"fit_gd: the parameters overflowed at step {step} (learning rates "
+                          f"mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large "
+                          "for the data's scale); stopped and kept the last finite parameters. "
+                          "Lower the learning rates, or standardise X.", RuntimeWarning, stacklevel=2)
+            break
         for s in scheds:
             s.step()
         history.n_iter = step + 1

@@ -180,6 +180,19 @@ def test_minibatch_fit_reaches_the_full_batch_optimum(demo_data):
     assert h_whole.loss == h_short.loss and torch.equal(whole.means, short.means)
 
 
+@pytest.mark.parametrize("family", ["full", "diagonal", "isotropic"])
+def test_a_learning_rate_too_large_stops_with_finite_parameters(family):
+    """component_lr=100 on data of unit scale overflows the covariances within a few dozen
+    steps; fit_gd stops there, warns with the remedy, and keeps the last finite parameters."""
+    X = gmmlib.generate_data(300, 3, 2, seed=0).X
+    model = gmmlib.GaussianMixture(3, 2, family, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="overflowed at step .*component_lr=100.*Lower the learning rates"):
+        h = gmmlib.fit_gd(model, X, component_lr=100, iterations=100, generator=0, progress=False)
+    assert h.diverged and h.n_iter < 100
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert bool(torch.isfinite(model.covariances).all()) and math.isfinite(h.final_loss)
+
+
 def test_too_few_points_for_k():
     with pytest.raises(ValueError, match="3 samples but at least 5"):
         gmmlib.fit_gd(gmmlib.GaussianMixture(5, 2), np.zeros((3, 2)), progress=False)
