@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "float_dtype_like", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
+__all__ = ["as_data", "float_dtype_like", "make_generator", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
            "check_probability_vector"]
 
 
@@ -67,6 +67,25 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
                          f"(squared distances would overflow; the limit is {limit:.2g}): rescale X, "
                          "for example standardise each feature")
     return t
+
+
+def make_generator(generator=None, device="cpu") -> torch.Generator:
+    """A ``torch.Generator`` from ``None`` (seeded from entropy), an int seed, or a generator
+    (returned as it is); anything else is a ``ValueError``."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    if generator is not None and (isinstance(generator, bool) or not isinstance(generator, numbers.Integral)):
+        raise ValueError(f"generator must be None, an int seed or a torch.Generator, got "
+                         f"{type(generator).__name__} {generator!r}")
+    g = torch.Generator(device=device)
+    if generator is None:
+        g.seed()
+        return g
+    try:
+        g.manual_seed(int(generator))
+    except (RuntimeError, OverflowError, ValueError) as exc:
+        raise ValueError(f"generator seed {generator} is out of range; use an int in [0, 2**64)") from exc
+    return g
 
 
 def float_dtype_like(X) -> torch.dtype:

@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import as_data
+from ._validation import as_data, make_generator  # make_generator: re-exported
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
            "initialize", "data_covariance"]
-
-
-def make_generator(generator=None, device="cpu") -> torch.Generator:
-    """A ``torch.Generator`` from ``None`` (seeded from entropy), an int seed, or a generator."""
-    if isinstance(generator, torch.Generator):
-        return generator
-    g = torch.Generator(device=device)
-    if generator is None:
-        g.seed()
-    else:
-        g.manual_seed(int(generator))
-    return g
 
 
 def _randint(n: int, g: torch.Generator) -> int:

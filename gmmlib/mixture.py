@@ -12,7 +12,7 @@ from torch import nn
 
 from . import numerics
 from ._validation import (as_data, check_nonnegative, check_positive, check_positive_int,
-                          check_probability_vector)
+                          check_probability_vector, make_generator)
 from .families import Family, get_family
 
 __all__ = ["GaussianMixture"]
@@ -204,9 +204,12 @@ class GaussianMixture(nn.Module):
         return (self._component_log_prob(X) + self.log_weights).argmax(dim=-1)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False):
-        """Draw ``n`` points, (n, D); with ``return_labels`` also their components, (n,)."""
+    def sample(self, n: int, generator: torch.Generator | int | None = None, *, return_labels: bool = False):
+        """Draw ``n`` points, (n, D); with ``return_labels`` also their components, (n,).
+        ``generator``: a torch.Generator, an int seed, or None for torch's global generator."""
         n = check_positive_int(n, "n")
+        if generator is not None:
+            generator = make_generator(generator, device=self.loc.device)
         dev = generator.device if generator is not None else self.loc.device
         labels = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=generator)
         eps = torch.randn(n, self.n_features, generator=generator, device=dev, dtype=self.loc.dtype)

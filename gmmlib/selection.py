@@ -8,6 +8,7 @@ and below plotting; it only loops over them and scores the results.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -128,10 +129,16 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     N, D = X.shape
     if isinstance(n_components, numbers.Integral):
         n_components = [n_components]
+    if not isinstance(n_components, Iterable) or isinstance(n_components, str):
+        raise ValueError(f"n_components must be an int or an iterable of ints such as range(1, 7), "
+                         f"got {n_components!r}")
+    n_components = list(n_components)
     Ks = [check_positive_int(K, "each of n_components") for K in n_components]
     if not Ks or max(Ks) > N:
         raise ValueError(f"n_components must list numbers of components from 1 to N = {N}, got "
                          f"{list(n_components)}")
+    if isinstance(covariance_types, str):  # one family, not its letters
+        covariance_types = [covariance_types]
     families = [get_family(t).name for t in covariance_types]
     if not families:
         raise ValueError("covariance_types is empty; pass at least one, e.g. ['full']")

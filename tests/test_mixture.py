@@ -228,3 +228,13 @@ def test_variance_floor_bounds_the_density():
     assert torch.allclose(model.covariances, 1e-4 * torch.eye(2, dtype=torch.float64))
     bound = -math.log(2 * math.pi * 1e-4)  # log of (2 pi floor)^(-D/2) for D = 2
     assert float(model.log_prob([[0.0, 0.0]]).detach()) == pytest.approx(bound, rel=1e-12)
+
+
+def test_sample_takes_an_int_seed_and_refuses_other_generators():
+    model = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0, 0.0], [5.0, 5.0]], np.eye(2)[None].repeat(2, 0))
+    assert torch.equal(model.sample(50, generator=3), model.sample(50, generator=torch.Generator().manual_seed(3)))
+    for bad in ["abc", 1.5, np.random.default_rng(0)]:
+        with pytest.raises(ValueError, match="generator must be None, an int seed or a torch.Generator"):
+            model.sample(5, generator=bad)
+    with pytest.raises(ValueError, match="out of range"):
+        model.sample(5, generator=2 ** 70)

@@ -68,6 +68,12 @@ def sel_bic(X, K):
     return gmmlib.select_model(X, [K], ["full"]).best.score
 
 
+def test_one_family_as_a_string():
+    X = gmmlib.generate_data(200, 2, 2, seed=4).X
+    sel = gmmlib.select_model(X, 2, "diag")
+    assert [(c.covariance_type, c.n_components) for c in sel.candidates] == [("diagonal", 2)]
+
+
 def test_float32_in_float32_out():
     X = gmmlib.generate_data(300, 2, 2, seed=2).X.float()
     sel = gmmlib.select_model(X, [1, 2], ["diagonal"])
@@ -86,6 +92,8 @@ def test_float32_in_float32_out():
     (dict(covariance_types=[]), "covariance_types is empty"),
     (dict(criterion="heldout", X_val=np.zeros((5, 3))), "3 features"),
     (dict(max_iter=-1), "fitting covariance_type='full' with n_components=1 failed: max_iter"),
+    (dict(n_components=2.5), "n_components must be an int or an iterable of ints"),
+    (dict(generator="abc"), "generator must be None, an int seed or a torch.Generator"),
 ])
 def test_bad_arguments_say_what_to_do(kwargs, match):
     X = gmmlib.generate_data(40, 2, 2, seed=3).X
