@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "float_dtype_like", "make_generator", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
+__all__ = ["as_data", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
            "check_probability_vector"]
 
 
@@ -86,6 +86,22 @@ def make_generator(generator=None, device="cpu") -> torch.Generator:
     except (RuntimeError, OverflowError, ValueError) as exc:
         raise ValueError(f"generator seed {generator} is out of range; use an int in [0, 2**64)") from exc
     return g
+
+
+def check_dtype_device(dtype=None, device=None):
+    """Return ``(dtype, device)`` if gmmlib can compute in them, else raise ``ValueError``:
+    float32 or float64 only (the Cholesky factorisations and triangular solves have no
+    half-precision kernels), and a device that exists here."""
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} needs CUDA, which this machine does not have; use 'cpu'")
+    return dtype, device
 
 
 def float_dtype_like(X) -> torch.dtype:

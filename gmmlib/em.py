@@ -49,8 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validation import (as_data, check_nonnegative, check_nonnegative_int, check_positive_int,
-                          float_dtype_like)
+from ._validation import (as_data, check_dtype_device, check_nonnegative, check_nonnegative_int,
+                          check_positive_int, float_dtype_like)
 from .families import get_family
 from .history import FitHistory, Snapshot
 from .init import METHODS, initialize, make_generator
@@ -687,6 +687,7 @@ class GaussianMixtureEM:
             device = self.device
             if device is None:
                 device = X.device if isinstance(X, torch.Tensor) else "cpu"
+            dtype, device = check_dtype_device(dtype, device)
             return as_data(X, dtype=dtype, device=device)
         self._check_fitted()
         m = self.model_

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from . import numerics
-from ._validation import (as_data, check_nonnegative, check_positive, check_positive_int,
-                          check_probability_vector, make_generator)
+from ._validation import (as_data, check_dtype_device, check_nonnegative, check_positive,
+                          check_positive_int, check_probability_vector, make_generator)
 from .families import Family, get_family
 
 __all__ = ["GaussianMixture"]
@@ -53,6 +53,7 @@ class GaussianMixture(nn.Module):
         family = get_family(covariance_type)
         constant_variance = check_positive(constant_variance, "constant_variance")
         min_variance = check_nonnegative(min_variance, "min_variance")
+        dtype, device = check_dtype_device(dtype, device)
         self.n_components, self.n_features, self.family = K, D, family
         self.min_variance = min_variance
         factory = {"dtype": dtype, "device": device}

@@ -405,6 +405,8 @@ def test_estimator_float32_follows_input():
         assert GaussianMixtureEM(2, dtype=dtype, max_iter=2).fit(X).means_.dtype == np.float64
     with pytest.raises(ValueError, match="dtype"):
         GaussianMixtureEM(2, dtype="int64").fit(X)
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        GaussianMixtureEM(2, dtype="float16").fit(X)
 
 
 # ------------------------------------------------------------------------------------------------

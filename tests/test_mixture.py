@@ -238,3 +238,22 @@ def test_sample_takes_an_int_seed_and_refuses_other_generators():
             model.sample(5, generator=bad)
     with pytest.raises(ValueError, match="out of range"):
         model.sample(5, generator=2 ** 70)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(dtype=torch.float16), "dtype must be torch.float32 or torch.float64"),
+    (dict(dtype=torch.int64), "dtype must be torch.float32 or torch.float64"),
+    (dict(device="bogus"), "device must be a torch device"),
+    (dict(device=3.5), "device must be a torch device"),
+])
+def test_unsupported_dtype_and_device_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gmmlib.GaussianMixture(2, 2, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_says_so():
+    with pytest.raises(ValueError, match="needs CUDA, which this machine does not have"):
+        gmmlib.GaussianMixture(2, 2, device="cuda")
+    with pytest.raises(ValueError, match="needs CUDA"):
+        gmmlib.GaussianMixtureEM(2, device="cuda").fit(np.random.default_rng(0).normal(size=(20, 2)))
