@@ -52,6 +52,8 @@ def run(args) -> float:
 
     if args.log_freq < 1:
         raise ValueError(f"--log_freq must be a positive integer, got {args.log_freq}")
+    if (args.plot or args.visualize) and args.dims < 2:
+        raise ValueError(f"--plot and --visualize draw two features; --dims {args.dims} has fewer")
     X, labels, truth = generate_data(args.samples, args.components, args.dims, args.radius, args.family, args.seed)
     model = GaussianMixture(args.components, args.dims, args.family, dtype=torch.float64)
     if args.method == "em":

@@ -15,11 +15,21 @@ __all__ = ["density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_r
            "responsibility_colours", "plot_fit", "plot_loss", "ellipse_points"]
 
 
+def _check_dims(n_features: int, dims) -> list:
+    """``dims`` as a list of two distinct feature indices of ``n_features``, or a ValueError."""
+    d = list(dims)
+    if len(d) != 2 or d[0] == d[1] or not all(isinstance(i, (int, np.integer)) and 0 <= i < n_features for i in d):
+        raise ValueError(f"dims must be two different feature indices in 0..{n_features - 1}, got "
+                         f"{tuple(dims)}" + ("; a model or data with one feature has no 2-D picture"
+                                             if n_features < 2 else ""))
+    return d
+
+
 def _params(model_or_snapshot, dims=(0, 1)):
     """(weights (K,), means (K, 2), covariances (K, 2, 2)) as NumPy arrays on ``dims``."""
     w, m, c = (np.asarray(getattr(model_or_snapshot, a).cpu() if torch.is_tensor(getattr(model_or_snapshot, a))
                           else getattr(model_or_snapshot, a)) for a in ("weights", "means", "covariances"))
-    d = list(dims)
+    d = _check_dims(m.shape[1], dims)
     return w, m[:, d], c[:, d][:, :, d]
 
 
@@ -116,6 +126,7 @@ def plot_ellipses(ax, model, *, nsig=(1, 2), dims=(0, 1), colors=None, weight_al
 def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0.5, **kwargs):
     """Scatter the data, coloured by ``labels`` when given."""
     X = np.asarray(X.cpu() if torch.is_tensor(X) else X)
+    dims = _check_dims(X.shape[1] if X.ndim == 2 else 0, dims)
     c = None if labels is None else [f"C{int(k) % 10}" for k in np.asarray(labels)]
     ax.scatter(X[:, dims[0]], X[:, dims[1]], s=s, alpha=alpha, c=c if c is not None else "k",
                linewidths=0, **kwargs)
@@ -141,6 +152,7 @@ def plot_responsibilities(ax, model, X, *, dims=(0, 1), colors=None, s: float = 
     """Scatter ``X`` with each point coloured by its responsibilities under ``model`` (see
     :func:`responsibility_colours`): the E-step, drawn."""
     Xn = np.asarray(X.cpu() if torch.is_tensor(X) else X)
+    dims = _check_dims(Xn.shape[1] if Xn.ndim == 2 else 0, dims)
     ax.scatter(Xn[:, dims[0]], Xn[:, dims[1]], c=responsibility_colours(model, X, colors), s=s,
                linewidths=0, **kwargs)
     return ax

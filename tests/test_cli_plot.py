@@ -38,6 +38,7 @@ def test_cli_with_the_seed_flags_writes_a_png(tmp_path):
     (["--dims", "0"], "n_features must be a positive integer"),
     (["--batch_size", "0"], "batch_size must be a positive integer"),
     (["--radius", "1e308"], "radius must be at most 1e100"),
+    (["--dims", "1", "--plot", "x.png"], "--plot and --visualize draw two features"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(args, match):
     r = run_cli("--no-progress", *args)
@@ -145,3 +146,16 @@ def test_steps_to_is_the_first_step_within_the_gap():
     h = gmmlib.FitHistory(loss=[5.0, 3.2, 3.0015, 3.0009, 3.0002])
     assert h.steps_to(3.0) == 3 and h.steps_to(3.0, gap=1e-2) == 2 and h.steps_to(3.0, gap=1e-4) is None
     assert h.steps_to(6.0) == 0
+
+
+def test_plot_helpers_name_bad_dims():
+    model = gmmlib.GaussianMixture.from_parameters([1.0], [[0.0, 0.0, 0.0]], np.eye(3)[None])
+    one = gmmlib.GaussianMixture.from_parameters([1.0], [[0.0]], np.eye(1)[None])
+    fig, ax = plt.subplots()
+    for call, match in [(lambda: plot.plot_ellipses(ax, model, dims=(0, 3)), r"dims must be two different feature indices in 0..2"),
+                        (lambda: plot.plot_density(ax, model, dims=(1, 1)), "two different"),
+                        (lambda: plot.plot_data(ax, np.zeros((5, 1))), "one feature has no 2-D picture"),
+                        (lambda: plot.plot_fit(ax, one, np.zeros((5, 1))), "one feature has no 2-D picture")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+    plt.close(fig)
