@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validation import check_positive_int
+from ._validation import check_nonnegative, check_positive_int
 from .families import get_family
 from .numerics import LOG_2PI
 
@@ -37,7 +37,12 @@ class MDNOutput:
 
     def component_log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """log N(y_b | mu_bk, Sigma_bk), (B, K)."""
-        D = y.shape[-1]
+        B, K, D = self.means.shape
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (B, D):
+            shape = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
+            raise ValueError(f"targets must be a tensor of shape (batch, n_features) = ({B}, {D}), got "
+                             f"{shape}" + (" (use y.reshape(-1, 1) for one target feature)"
+                                           if getattr(y, "ndim", 0) == 1 else ""))
         diff = y.unsqueeze(1) - self.means  # (B, K, D)
         if self.kind == "tril":
             z = torch.linalg.solve_triangular(self.factor, diff.unsqueeze(-1), upper=False).squeeze(-1)
@@ -104,7 +109,8 @@ class MDNHead(nn.Module):
         if family.name not in _SUPPORTED:
             raise ValueError(f"MDNHead supports covariance_type in {_SUPPORTED}, got {covariance_type!r}")
         self.n_components, self.n_features, self.family = K, D, family
-        self.min_variance = float(min_variance)
+        self.min_variance = check_nonnegative(min_variance, "min_variance")
+        self.in_features = H
         n_scale = {"full": D * (D + 1) // 2, "diagonal": D, "isotropic": 1}[family.name]
         self.n_scale = n_scale
         self.linear = nn.Linear(H, K * (1 + D + n_scale))
@@ -112,8 +118,16 @@ class MDNHead(nn.Module):
             self.register_buffer("_tril_index", torch.tril_indices(D, D), persistent=False)
 
     def forward(self, h: torch.Tensor) -> MDNOutput:
-        if h.ndim != 2:
-            raise ValueError(f"features must be 2-D (batch, in_features), got shape {tuple(h.shape)}")
+        if not isinstance(h, torch.Tensor):
+            raise ValueError(f"features must be a torch.Tensor, got {type(h).__name__}; convert with "
+                             "torch.as_tensor(h, dtype=torch.float32)")
+        if h.ndim != 2 or h.shape[-1] != self.in_features:
+            raise ValueError(f"features must be 2-D (batch, in_features={self.in_features}), got shape "
+                             f"{tuple(h.shape)}")
+        weight = self.linear.weight
+        if h.dtype != weight.dtype:
+            raise ValueError(f"features are {h.dtype} but the head's weights are {weight.dtype}; "
+                             f"convert one of them (h.to({weight.dtype}) or head.to({h.dtype}))")
         B = h.shape[0]
         K, D = self.n_components, self.n_features
         out = self.linear(h)
@@ -130,6 +144,6 @@ class MDNHead(nn.Module):
 
     def nll(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean negative conditional log-likelihood ``-1/B sum_b log p(y_b | h_b)``."""
-        if y.ndim != 2 or y.shape[-1] != self.n_features or y.shape[0] != h.shape[0]:
-            raise ValueError(f"targets must have shape ({h.shape[0]}, {self.n_features}), got {tuple(y.shape)}")
+        if getattr(h, "shape", (1,))[0] == 0:
+            raise ValueError("nll needs at least one (features, target) pair; the batch is empty")
         return -self(h).log_prob(y).mean()

@@ -64,5 +64,17 @@ def test_bad_input():
     with pytest.raises(ValueError, match="covariance_type"):
         MDNHead(3, 2, 2, "tied")
     head = MDNHead(3, 2, 2)
-    with pytest.raises(ValueError, match="targets must have shape"):
-        head.nll(torch.randn(4, 3), torch.randn(4, 3))
+    h = torch.randn(4, 3)
+    cases = [
+        (lambda: head.nll(h, torch.randn(4, 3)), r"targets must be a tensor of shape \(batch, n_features\) = \(4, 2\)"),
+        (lambda: MDNHead(3, 2, 1)(h).log_prob(torch.randn(4)), r"reshape\(-1, 1\)"),  # would broadcast
+        (lambda: head(torch.randn(4, 5)), "in_features=3"),
+        (lambda: head(h.numpy()), "must be a torch.Tensor"),
+        (lambda: head(h.double()), "features are torch.float64 but the head's weights are torch.float32"),
+        (lambda: head.nll(torch.randn(0, 3), torch.randn(0, 2)), "batch is empty"),
+        (lambda: MDNHead(3, 2, 2, min_variance=-1.0), "min_variance must be a finite number >= 0"),
+        (lambda: MDNHead(3, 2, 2, min_variance=float("nan")), "min_variance"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
