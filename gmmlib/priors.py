@@ -36,7 +36,11 @@ def _scale_matrix(scale, D: int, *, dtype, device, name: str = "scale") -> torch
     if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
         s = check_positive(scale, name)
         return s * torch.eye(D, dtype=dtype, device=device)
-    S = torch.as_tensor(scale, dtype=dtype, device=device)
+    try:
+        S = torch.as_tensor(scale, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be a positive number or a ({D}, {D}) positive-definite matrix, "
+                         f"got {scale!r}") from exc
     if S.shape != (D, D):
         raise ValueError(f"{name} must be a positive number or a ({D}, {D}) positive-definite "
                          f"matrix for {D}-dimensional covariances, got shape {tuple(S.shape)}")
@@ -146,6 +150,16 @@ class InverseWishartPrior:
             raise ValueError(f"df must be a positive finite number (and > D - 1), got {df!r}")
         if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
             check_positive(scale, "scale")
+        else:  # a matrix: check it now, not at the first step of a fit
+            try:
+                S = torch.as_tensor(scale, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ValueError(f"scale must be a positive number or a positive-definite matrix, "
+                                 f"got {scale!r}") from exc
+            if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
+                raise ValueError(f"scale must be a positive number or a finite square (D, D) "
+                                 f"positive-definite matrix, got shape {tuple(S.shape)}")
+            cholesky(S, name="scale")  # raises, naming it, unless positive definite
         self.df, self.scale = float(df), scale
 
     @classmethod

@@ -149,6 +149,10 @@ def test_inverse_wishart_bad_arguments(kwargs, match):
 @pytest.mark.parametrize("make,match", [
     (lambda: InverseWishartPrior(-1.0), "df must be a positive"),
     (lambda: InverseWishartPrior(3.0, scale=0.0), "scale must be a positive"),
+    (lambda: InverseWishartPrior(3.0, scale="abc"), "scale must be a positive number or a positive-definite matrix"),
+    (lambda: InverseWishartPrior(3.0, scale=np.ones(3)), r"finite square \(D, D\).*shape \(3,\)"),
+    (lambda: InverseWishartPrior(3.0, scale=[[np.nan, 0.0], [0.0, 1.0]]), "finite square"),
+    (lambda: InverseWishartPrior(3.0, scale=[[1.0, 2.0], [2.0, 1.0]]), "scale must be positive definite"),
     (lambda: InverseWishartPrior.from_variance(0.1, 3, df=1.0), "df must be a number > D - 1 = 2"),
     (lambda: RidgePrior(0.0, 10), "reg_covar must be a positive"),
     (lambda: RidgePrior(1e-3, 0), "n_samples must be a positive integer"),
