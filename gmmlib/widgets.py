@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
+from ._validation import check_positive, check_positive_int
+
 __all__ = ["frames", "interactive", "log_slider"]
 
 
@@ -87,7 +89,8 @@ def frames(draw: Callable[[Any, Any], Any], values: Iterable, *, figsize=(5, 4),
     Raises
     ------
     ValueError
-        If ``values`` is empty or ``draw`` is not callable.
+        If ``values`` is empty, ``draw`` is not callable, or ``interval`` or ``dpi`` is not
+        positive.
 
     Examples
     --------
@@ -104,6 +107,8 @@ def frames(draw: Callable[[Any, Any], Any], values: Iterable, *, figsize=(5, 4),
     if not values:
         raise ValueError("values is empty: pass at least one value to draw a frame for, "
                          "e.g. np.linspace(lo, hi, 11).")
+    interval = check_positive_int(interval, "interval")
+    dpi = check_positive(dpi, "dpi")
     from IPython.display import HTML
     from matplotlib.animation import FuncAnimation
 
@@ -158,9 +163,12 @@ def _control(name: str, spec):
         return spec
     if isinstance(spec, tuple) and len(spec) in (2, 3) and all(isinstance(v, (int, float)) for v in spec):
         lo, hi = spec[0], spec[1]
-        if not lo < hi:
-            raise ValueError(f"control {name!r}: min must be below max, got {spec}; "
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"control {name!r}: min must be below max, both finite, got {spec}; "
                              "write (min, max) or (min, max, step).")
+        if len(spec) == 3 and not (math.isfinite(spec[2]) and 0 < spec[2] <= hi - lo):
+            raise ValueError(f"control {name!r}: step must be positive and at most max - min, got "
+                             f"{spec[2]!r}")
         integer = all(isinstance(v, int) and not isinstance(v, bool) for v in spec)
         step = spec[2] if len(spec) == 3 else (1 if integer else (hi - lo) / 20)
         cls = W.IntSlider if integer else W.FloatSlider
@@ -298,6 +306,7 @@ def log_slider(name: str, min: float, max: float, value: float, *, steps: int = 
                          "a log scale cannot reach zero or negative values.")
     if not (min <= value <= max):
         raise ValueError(f"log_slider {name!r}: value={value} lies outside [{min}, {max}].")
+    steps = check_positive_int(steps, "steps")
     import ipywidgets as W
     lo, hi = math.log10(min), math.log10(max)
     return W.FloatLogSlider(value=value, base=10, min=lo, max=hi, step=(hi - lo) / steps,

@@ -52,6 +52,12 @@ def test_frames_rejects_empty_values(values):
         frames(draw, values)
 
 
+@pytest.mark.parametrize("kwargs,match", [(dict(interval=0), "interval"), (dict(dpi=0), "dpi")])
+def test_frames_rejects_non_positive_timing_and_resolution(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        frames(lambda ax, v: None, [1, 2], **kwargs)
+
+
 def test_frames_rejects_non_callable():
     with pytest.raises(ValueError, match="draw must be a function"):
         frames(None, [1])
@@ -87,6 +93,11 @@ def test_interactive_control_kinds():
         interactive(draw, x="nope")
     with pytest.raises(ValueError, match="min must be below max"):
         interactive(draw, x=(2.0, 1.0))
+    with pytest.raises(ValueError, match="both finite"):
+        interactive(draw, x=(0.0, float("inf")))
+    for step in (0, -1, 5):
+        with pytest.raises(ValueError, match="step must be positive and at most max - min"):
+            interactive(draw, n=(1, 3, step))
     with pytest.raises(ValueError, match="at least one control"):
         interactive(draw)
 
@@ -98,6 +109,8 @@ def test_log_slider_bounds():
         log_slider("s", 0, 1, 0.5)
     with pytest.raises(ValueError, match="outside"):
         log_slider("s", 1, 2, 3)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        log_slider("s", 1, 2, 1.5, steps=0)
 
 
 def test_import_gmmlib_stays_light():
