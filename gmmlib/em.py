@@ -53,7 +53,7 @@ from ._validation import (as_data, check_dtype_device, check_nonnegative, check_
                           check_positive_int, float_dtype_like)
 from .families import get_family
 from .history import FitHistory, Snapshot
-from .init import METHODS, initialize, make_generator
+from .init import METHODS, check_model, initialize, make_generator
 from .mixture import GaussianMixture
 from .numerics import LOG_2PI
 
@@ -430,8 +430,7 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     >>> history.converged
     True
     """
-    if not isinstance(model, GaussianMixture):
-        raise ValueError(f"model must be a gmmlib.GaussianMixture, got {type(model).__name__}")
+    check_model(model)
     max_iter = check_nonnegative_int(max_iter, "max_iter")
     n_init = check_positive_int(n_init, "n_init")
     tol = check_nonnegative(tol, "tol")

@@ -17,7 +17,7 @@ import torch
 
 from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive, check_positive_int
 from .history import FitHistory, Snapshot
-from .init import data_covariance, initialize, make_generator
+from .init import check_model, data_covariance, initialize, make_generator
 
 __all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
 
@@ -160,6 +160,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     >>> history.n_iter, history.final_loss < history.loss[0]
     (200, True)
     """
+    check_model(model)
     iterations = check_positive_int(iterations, "iterations")
     mixture_lr = check_positive(mixture_lr, "mixture_lr")
     component_lr = check_positive(component_lr, "component_lr")

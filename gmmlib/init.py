@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._validation import as_data, make_generator  # make_generator: re-exported
+from .mixture import GaussianMixture
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
            "initialize", "data_covariance"]
@@ -81,6 +82,16 @@ def data_covariance(X: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def check_model(model) -> GaussianMixture:
+    """``model`` if it is a :class:`~gmmlib.GaussianMixture`, else a ``ValueError`` that says so."""
+    if not isinstance(model, GaussianMixture):
+        raise ValueError(f"model must be a gmmlib.GaussianMixture, got {type(model).__name__}; build "
+                         "one with gmmlib.GaussianMixture(n_components, n_features, covariance_type)"
+                         + (" or convert a fitted scikit-learn model with GaussianMixture.from_sklearn"
+                            if type(model).__module__.startswith("sklearn") else ""))
+    return model
+
+
 def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: float = 1e-6):
     """Set ``model``'s parameters from data and return the model.
 
@@ -93,7 +104,7 @@ def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: f
     """
     if method not in METHODS:
         raise ValueError(f"unknown init method {method!r}; choose one of: {', '.join(METHODS)}")
-    K, D = model.n_components, model.n_features
+    K, D = check_model(model).n_components, model.n_features
     X = as_data(X, n_features=D, dtype=model.loc.dtype, device=model.loc.device, min_rows=K)
     g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu")
     means = METHODS[method](X, K, g)

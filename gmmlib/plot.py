@@ -100,7 +100,13 @@ def plot_density(ax, model, X=None, *, xlim=None, ylim=None, n: int = 200, kind:
 
 def ellipse_points(mean, cov, nsig: float = 1.0, n: int = 100) -> np.ndarray:
     """Points (n, 2) on the ``nsig``-sigma ellipse ``(x-m)ᵀ Σ⁻¹ (x-m) = nsig²`` of a 2-D Gaussian."""
-    L = np.linalg.cholesky(np.asarray(cov, dtype=float))
+    try:
+        L = np.linalg.cholesky(np.asarray(cov, dtype=float))
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(f"cov must be a positive-definite 2x2 covariance to draw its ellipse, got "
+                         f"{np.asarray(cov).tolist()}") from exc
+    if not np.isfinite(L).all():
+        raise ValueError(f"cov must be finite to draw its ellipse, got {np.asarray(cov).tolist()}")
     t = np.linspace(0, 2 * math.pi, n)
     circle = np.stack([np.cos(t), np.sin(t)])  # (2, n)
     return np.asarray(mean, dtype=float) + nsig * (L @ circle).T

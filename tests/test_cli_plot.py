@@ -159,3 +159,10 @@ def test_plot_helpers_name_bad_dims():
         with pytest.raises(ValueError, match=match):
             call()
     plt.close(fig)
+
+
+def test_ellipse_of_a_bad_covariance_is_named():
+    with pytest.raises(ValueError, match="positive-definite 2x2"):
+        plot.ellipse_points([0, 0], [[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(ValueError, match="positive-definite|finite"):
+        plot.ellipse_points([0, 0], [[np.nan, 0.0], [0.0, 1.0]])

@@ -193,6 +193,15 @@ def test_a_learning_rate_too_large_stops_with_finite_parameters(family):
     assert bool(torch.isfinite(model.covariances).all()) and math.isfinite(h.final_loss)
 
 
+def test_a_model_that_is_not_a_gmmlib_mixture_is_named():
+    X = gmmlib.generate_data(50, 2, 2).X
+    for call in (lambda m: gmmlib.fit_gd(m, X), lambda m: gmmlib.fit_em(m, X), lambda m: gmmlib.initialize(m, X)):
+        with pytest.raises(ValueError, match="model must be a gmmlib.GaussianMixture, got NoneType"):
+            call(None)
+        with pytest.raises(ValueError, match="from_sklearn"):
+            call(SkGMM(2))
+
+
 def test_too_few_points_for_k():
     with pytest.raises(ValueError, match="3 samples but at least 5"):
         gmmlib.fit_gd(gmmlib.GaussianMixture(5, 2), np.zeros((3, 2)), progress=False)
