@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from ._validation import check_positive_int
+
 __all__ = ["density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_responsibilities",
            "responsibility_colours", "plot_fit", "plot_loss", "ellipse_points"]
 
@@ -52,10 +54,21 @@ def _as_model(model_or_snapshot):
     return GaussianMixture.from_parameters(s.weights, s.means, s.covariances, "full")
 
 
+def _colors(colors, K: int) -> list:
+    """``colors`` (one per component), or matplotlib's cycle C0, C1, ... when None."""
+    if colors is None:
+        return [f"C{k % 10}" for k in range(K)]
+    colors = list(colors)
+    if len(colors) < K:
+        raise ValueError(f"colors has {len(colors)} entries for {K} components; pass one per component")
+    return colors
+
+
 def _limits(model, X, dims, pad=0.15):
     pts = [np.asarray(_params(model, dims)[1])]
     if X is not None:
-        pts.append(np.asarray(X.cpu() if torch.is_tensor(X) else X)[:, list(dims)])
+        Xn = np.asarray(X.cpu() if torch.is_tensor(X) else X)
+        pts.append(Xn[:, _check_dims(Xn.shape[1] if Xn.ndim == 2 else 0, dims)])
     else:
         w, m, c = _params(model, dims)
         s = 3 * np.sqrt(np.stack([np.diagonal(ci) for ci in c]))
@@ -70,6 +83,7 @@ def _limits(model, X, dims, pad=0.15):
 def density_grid(model, xlim, ylim, n: int = 200, dims=(0, 1)):
     """Log-density of ``model`` (or a :class:`~gmmlib.Snapshot`) on an ``n``×``n`` grid: returns
     (xx, yy, logp), each (n, n)."""
+    n = check_positive_int(n, "n")
     m = _marginal(_as_model(model), dims)
     xs = torch.linspace(*xlim, n, dtype=m.loc.dtype, device=m.loc.device)
     ys = torch.linspace(*ylim, n, dtype=m.loc.dtype, device=m.loc.device)
@@ -118,7 +132,7 @@ def plot_ellipses(ax, model, *, nsig=(1, 2), dims=(0, 1), colors=None, weight_al
     ``model`` may be a :class:`~gmmlib.GaussianMixture` or a :class:`~gmmlib.Snapshot`.
     """
     w, m, c = _params(model, dims)
-    colors = colors or [f"C{k % 10}" for k in range(len(w))]
+    colors = _colors(colors, len(w))
     for k in range(len(w)):
         alpha = 0.3 + 0.7 * w[k] / w.max() if weight_alpha else 1.0
         for j, s in enumerate(np.atleast_1d(nsig)):
@@ -150,7 +164,7 @@ def responsibility_colours(model, X, colors=None) -> np.ndarray:
 
     R = _as_model(model).predict_proba(X).cpu().numpy()  # (N, K)
     K = R.shape[1]
-    palette = np.array([to_rgb(c) for c in (colors or [f"C{k % 10}" for k in range(K)])])  # (K, 3)
+    palette = np.array([to_rgb(c) for c in _colors(colors, K)])  # (K, 3)
     return (R @ palette).clip(0, 1)
 
 

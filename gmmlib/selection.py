@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._validation import as_data, check_positive_int, float_dtype_like
+from ._validation import as_data, check_dtype_device, check_positive_int, float_dtype_like
 from .em import fit_em
 from .families import get_family
 from .gd import fit_gd
@@ -124,6 +124,7 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     fits = {"em": fit_em, "gd": fit_gd}
     if method not in fits:
         raise ValueError(f"method must be 'em' or 'gd', got {method!r}")
+    check_dtype_device(dtype)
     X = as_data(X, dtype=dtype or float_dtype_like(X))
     dtype = X.dtype
     N, D = X.shape

@@ -166,3 +166,15 @@ def test_ellipse_of_a_bad_covariance_is_named():
         plot.ellipse_points([0, 0], [[1.0, 2.0], [2.0, 1.0]])
     with pytest.raises(ValueError, match="positive-definite|finite"):
         plot.ellipse_points([0, 0], [[np.nan, 0.0], [0.0, 1.0]])
+
+
+def test_plot_helpers_name_bad_grid_sizes_and_short_colour_lists():
+    model = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0, 0.0], [3.0, 0.0]], np.eye(2)[None].repeat(2, 0))
+    fig, ax = plt.subplots()
+    for call, match in [(lambda: plot.density_grid(model, (-1, 1), (-1, 1), n=0), "n must be a positive integer"),
+                        (lambda: plot.plot_ellipses(ax, model, colors=["red"]), "colors has 1 entries for 2"),
+                        (lambda: plot.responsibility_colours(model, np.zeros((3, 2)), colors=["red"]), "one per component"),
+                        (lambda: plot.plot_fit(ax, model, np.zeros((5, 1))), "one feature")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+    plt.close(fig)

@@ -93,6 +93,7 @@ def test_float32_in_float32_out():
     (dict(criterion="heldout", X_val=np.zeros((5, 3))), "3 features"),
     (dict(max_iter=-1), "fitting covariance_type='full' with n_components=1 failed: max_iter"),
     (dict(n_components=2.5), "n_components must be an int or an iterable of ints"),
+    (dict(dtype=torch.int64), "dtype must be torch.float32 or torch.float64"),
     (dict(generator="abc"), "generator must be None, an int seed or a torch.Generator"),
 ])
 def test_bad_arguments_say_what_to_do(kwargs, match):
