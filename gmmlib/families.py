@@ -149,7 +149,7 @@ def get_family(covariance_type: str) -> Family:
     """The :class:`Family` called ``covariance_type`` (scikit-learn's names are accepted too)."""
     if isinstance(covariance_type, Family):
         return covariance_type
-    name = ALIASES.get(covariance_type, covariance_type)
+    name = ALIASES.get(covariance_type, covariance_type) if isinstance(covariance_type, str) else None
     if name not in FAMILIES:
         valid = ", ".join(list(FAMILIES) + list(ALIASES))
         raise ValueError(f"unknown covariance_type {covariance_type!r}; choose one of: {valid}")

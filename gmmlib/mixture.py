@@ -18,6 +18,15 @@ from .families import Family, get_family
 __all__ = ["GaussianMixture"]
 
 
+def _numbers(value, name: str, *, dtype, device) -> torch.Tensor:
+    """``value`` as a tensor of numbers, or a ``ValueError`` naming ``name`` (not torch's or
+    numpy's message about strings or ragged lists)."""
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be an array of numbers with a regular shape, got {value!r}") from exc
+
+
 class GaussianMixture(nn.Module):
     """A mixture of ``n_components`` Gaussians in ``n_features`` dimensions.
 
@@ -76,11 +85,11 @@ class GaussianMixture(nn.Module):
         The variance floor is off by default so the model is exactly the one described.
         """
         family = get_family(covariance_type)
-        means = torch.as_tensor(means, dtype=dtype, device=device)
+        means = _numbers(means, "means", dtype=dtype, device=device)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (n_components, n_features), got {tuple(means.shape)}")
         K, D = means.shape
-        cov = torch.as_tensor(covariances, dtype=dtype, device=device)
+        cov = _numbers(covariances, "covariances", dtype=dtype, device=device)
         kwargs = {}
         if family.name == "constant":
             family.check_shape(cov, K, D)
@@ -103,20 +112,20 @@ class GaussianMixture(nn.Module):
         K, D = self.n_components, self.n_features
         like = {"dtype": self.loc.dtype, "device": self.loc.device}
         if weights is not None:
-            w = torch.as_tensor(weights, **like)
+            w = _numbers(weights, "weights", **like)
             if w.shape != (K,):
                 raise ValueError(f"weights must have shape ({K},), got {tuple(w.shape)}")
             check_probability_vector(w)
             self.logits.copy_(w.clamp_min(torch.finfo(w.dtype).tiny).log())
         if means is not None:
-            m = torch.as_tensor(means, **like)
+            m = _numbers(means, "means", **like)
             if m.shape != (K, D):
                 raise ValueError(f"means must have shape ({K}, {D}), got {tuple(m.shape)}")
             if not bool(torch.isfinite(m).all()):
                 raise ValueError("means contain NaN or infinity")
             self.loc.copy_(m)
         if covariances is not None:
-            cov = torch.as_tensor(covariances, **like)
+            cov = _numbers(covariances, "covariances", **like)
             self.raw_scale.copy_(self.family.encode(cov, K, D).reshape(self.raw_scale.shape))
         return self
 

@@ -257,3 +257,15 @@ def test_cuda_without_cuda_says_so():
         gmmlib.GaussianMixture(2, 2, device="cuda")
     with pytest.raises(ValueError, match="needs CUDA"):
         gmmlib.GaussianMixtureEM(2, device="cuda").fit(np.random.default_rng(0).normal(size=(20, 2)))
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: gmmlib.GaussianMixture.from_parameters([1.0], [["a", "b"]], np.eye(2)[None]), "means must be an array of numbers"),
+    (lambda: gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0], [1.0, 2.0]], np.eye(2)[None]), "means must be an array"),
+    (lambda: gmmlib.GaussianMixture.from_parameters(["x"], [[0.0, 0.0]], np.eye(2)[None]), "weights must be an array"),
+    (lambda: gmmlib.GaussianMixture(1, 2).set_parameters(covariances="big"), "covariances must be an array"),
+    (lambda: gmmlib.GaussianMixture(1, 2, ["full"]), "unknown covariance_type"),
+])
+def test_parameters_that_are_not_numbers_are_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
