@@ -86,6 +86,10 @@ def inverse_wishart_log_prob(scale_tril: torch.Tensor, df: float, scale) -> torc
     >>> round(float(inverse_wishart_log_prob(L, 4.0, 1.0)), 4)  # scipy.stats.invwishart(4, I).logpdf(I)
     -4.2242
     """
+    if not isinstance(scale_tril, torch.Tensor) or scale_tril.ndim < 2 \
+            or scale_tril.shape[-1] != scale_tril.shape[-2] or not scale_tril.is_floating_point():
+        raise ValueError(f"scale_tril must be a floating tensor of (..., D, D) Cholesky factors, got "
+                         f"{tuple(scale_tril.shape) if isinstance(scale_tril, torch.Tensor) else type(scale_tril).__name__}")
     D = scale_tril.shape[-1]
     nu = _check_df(df, D)
     Psi = _scale_matrix(scale, D, dtype=scale_tril.dtype, device=scale_tril.device)
@@ -184,11 +188,18 @@ class InverseWishartPrior:
 
         ``S`` is the maximum-likelihood covariance ``(1/n) Σ (x - μ)(x - μ)ᵀ`` of the points (D, D).
         """
-        S = torch.as_tensor(scatter)
+        try:
+            S = torch.as_tensor(scatter)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"scatter must be a square (D, D) matrix of numbers, got {scatter!r}") from exc
         if not S.is_floating_point():
             S = S.to(torch.float64)
-        if S.ndim != 2 or S.shape[0] != S.shape[1]:
-            raise ValueError(f"scatter must be a square (D, D) matrix, got shape {tuple(S.shape)}")
+        if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
+            raise ValueError(f"scatter must be a finite square (D, D) matrix, got shape {tuple(S.shape)}")
+        if isinstance(n, torch.Tensor) and n.numel() == 1:  # e.g. a component's sum of responsibilities
+            n = float(n)
+        if isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or n < 0:
+            raise ValueError(f"n must be a finite number of points >= 0, got {n!r}")
         D = S.shape[-1]
         nu = _check_df(self.df, D)
         Psi = _scale_matrix(self.scale, D, dtype=S.dtype, device=S.device)

@@ -168,3 +168,17 @@ def test_from_variance_sets_the_empty_component_covariance():
     np.testing.assert_allclose(prior.map_covariance(torch.zeros(3, 3, dtype=torch.float64), 0).numpy(),
                                0.2 * np.eye(3), rtol=1e-12)
     assert math.isclose(prior.scale, (5 + 3 + 1) * 0.2)
+
+
+def test_low_level_prior_functions_name_bad_input():
+    prior = InverseWishartPrior(4.0, 1.0)
+    S = torch.eye(2, dtype=torch.float64)
+    for call, match in [(lambda: prior.map_covariance(S, -1), "n must be a finite number of points >= 0"),
+                        (lambda: prior.map_covariance(S, float("nan")), "n must be"),
+                        (lambda: prior.map_covariance(torch.full((2, 2), float("nan")), 3), "finite square"),
+                        (lambda: prior.map_covariance("S", 3), "matrix of numbers"),
+                        (lambda: inverse_wishart_log_prob(torch.ones(2, dtype=torch.float64), 4.0, 1.0), r"\(\.\.\., D, D\)"),
+                        (lambda: inverse_wishart_log_prob(np.eye(2), 4.0, 1.0), "floating tensor")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert torch.equal(prior.map_covariance(S, torch.tensor(3.0)), prior.map_covariance(S, 3))
