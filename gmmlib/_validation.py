@@ -12,7 +12,8 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive", "check_nonnegative", "check_positive_int", "check_nonnegative_int",
+__all__ = ["as_data", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive",
+           "check_nonnegative", "check_positive_int", "check_nonnegative_int",
            "check_probability_vector"]
 
 
@@ -98,7 +99,8 @@ def check_dtype_device(dtype=None, device=None):
         try:
             dev = torch.device(device)
         except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', "
+                             f"got {device!r}") from exc
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} needs CUDA, which this machine does not have; use 'cpu'")
     return dtype, device

@@ -26,8 +26,9 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
 * The diagonal families' scatter is two (K, N) x (N, D) products, ``sum_n r x²`` and
   ``sum_n r x``, accumulated in float64 whatever the data's dtype; a component whose
   difference would lose more than 5 of float64's digits (narrow and far from the data's mean)
-  is recomputed centred. Measured: as accurate as the centred sum in float32, 1e-14 relative in
-  float64, and 2-4x faster than the centred sum at (1e5, 64, 16).
+  is recomputed centred. Measured at (1e5, 64, 16) against a float64 reference: 5.7e-8
+  relative in float32 (the centred float32 sum: 8.3e-7), 1.6e-12 in float64, and 2-4x faster
+  than the centred sum.
 * The data are shifted once by their mean (EM is translation-equivariant), which keeps the
   whitening products accurate in float32 for data far from the origin.
 * Memory beyond the data: the (N, K) responsibilities and per-chunk temporaries.
@@ -412,9 +413,9 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     Raises
     ------
     ValueError
-        On malformed data (wrong shape, NaN/inf, fewer points than components), a
-        negative ``max_iter``, a non-positive ``n_init``, a negative ``tol`` or ``reg_covar``, an unknown
-        ``init``, or when a covariance estimate stops being positive definite.
+        On malformed data (wrong shape, NaN/inf, fewer points than components), a negative
+        ``max_iter``, a non-positive ``n_init``, a negative ``tol`` or ``reg_covar``, an
+        unknown ``init``, or when a covariance estimate stops being positive definite.
 
     Warns
     -----

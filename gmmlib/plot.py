@@ -20,7 +20,8 @@ __all__ = ["density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_r
 def _check_dims(n_features: int, dims) -> list:
     """``dims`` as a list of two distinct feature indices of ``n_features``, or a ValueError."""
     d = list(dims)
-    if len(d) != 2 or d[0] == d[1] or not all(isinstance(i, (int, np.integer)) and 0 <= i < n_features for i in d):
+    valid = all(isinstance(i, (int, np.integer)) and 0 <= i < n_features for i in d)
+    if len(d) != 2 or d[0] == d[1] or not valid:
         raise ValueError(f"dims must be two different feature indices in 0..{n_features - 1}, got "
                          f"{tuple(dims)}" + ("; a model or data with one feature has no 2-D picture"
                                              if n_features < 2 else ""))

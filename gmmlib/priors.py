@@ -88,8 +88,8 @@ def inverse_wishart_log_prob(scale_tril: torch.Tensor, df: float, scale) -> torc
     """
     if not isinstance(scale_tril, torch.Tensor) or scale_tril.ndim < 2 \
             or scale_tril.shape[-1] != scale_tril.shape[-2] or not scale_tril.is_floating_point():
-        raise ValueError(f"scale_tril must be a floating tensor of (..., D, D) Cholesky factors, got "
-                         f"{tuple(scale_tril.shape) if isinstance(scale_tril, torch.Tensor) else type(scale_tril).__name__}")
+        got = tuple(scale_tril.shape) if isinstance(scale_tril, torch.Tensor) else type(scale_tril).__name__
+        raise ValueError(f"scale_tril must be a floating tensor of (..., D, D) Cholesky factors, got {got}")
     D = scale_tril.shape[-1]
     nu = _check_df(df, D)
     Psi = _scale_matrix(scale, D, dtype=scale_tril.dtype, device=scale_tril.device)
