@@ -167,6 +167,9 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     log_every = check_nonnegative_int(log_every, "log_every")
     if tol is not None:
         tol = check_positive(tol, "tol")
+    if prior is not None and not callable(prior):
+        raise ValueError(f"prior must be a function prior(model) -> scalar log-prior, such as "
+                         f"gmmlib.RidgePrior(reg_covar, n_samples), got {prior!r}")
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
         if tol is not None:
@@ -205,7 +208,14 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         mix_opt.zero_grad(set_to_none=True)
         comp_opt.zero_grad(set_to_none=True)
         loss = -model._log_prob(X if batches is None else X[next(batches)]).mean()
-        objective = loss if prior is None else loss - prior(model) / N
+        if prior is None:
+            objective = loss
+        else:
+            log_prior = prior(model)
+            if not isinstance(log_prior, torch.Tensor) or log_prior.numel() != 1:
+                got = tuple(log_prior.shape) if isinstance(log_prior, torch.Tensor) else repr(log_prior)
+                raise ValueError(f"prior(model) must return a scalar tensor (the log-prior), got {got}")
+            objective = loss - log_prior.reshape(()) / N
         value = float(loss.detach())
         if not math.isfinite(value) or not math.isfinite(float(objective.detach())):
             history.diverged = True

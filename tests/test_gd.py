@@ -137,6 +137,8 @@ def test_guard_on_stays_finite_and_records_a_reset(family):
     ({"batch_size": 0}, "batch_size must be a positive integer"),
     ({"batch_size": 2.5}, "batch_size"),
     ({"batch_size": 10, "tol": 1e-4}, "tol stops on the change of the loss.*iterations"),
+    ({"prior": "ridge"}, "prior must be a function prior.model."),
+    ({"prior": lambda m: torch.ones(3)}, r"must return a scalar tensor.*\(3,\)"),
 ])
 def test_bad_fit_arguments(kwargs, match):
     X = gmmlib.generate_data(50, 2, 2).X
