@@ -12,3 +12,4 @@ def test_readme_python_blocks_run(capsys):
         exec(compile(code, str(README), "exec"), {})
     out = capsys.readouterr().out
     assert "mean NLL" in out and "True" in out  # the fit's summary and EM's converged_
+    assert "covariance" in out and "bic" in out  # select_model's table
