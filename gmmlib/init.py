@@ -81,7 +81,6 @@ def data_covariance(X: torch.Tensor) -> torch.Tensor:
     return Xc.T @ Xc / max(X.shape[0] - 1, 1)
 
 
-@torch.no_grad()
 def check_model(model) -> GaussianMixture:
     """``model`` if it is a :class:`~gmmlib.GaussianMixture`, else a ``ValueError`` that says so."""
     if not isinstance(model, GaussianMixture):
@@ -92,6 +91,7 @@ def check_model(model) -> GaussianMixture:
     return model
 
 
+@torch.no_grad()
 def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: float = 1e-6):
     """Set ``model``'s parameters from data and return the model.
 
