@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive",
+__all__ = ["as_data", "as_numbers", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive",
            "check_nonnegative", "check_positive_int", "check_nonnegative_int",
            "check_probability_vector"]
 
@@ -68,6 +68,15 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
                          f"(squared distances would overflow; the limit is {limit:.2g}): rescale X, "
                          "for example standardise each feature")
     return t
+
+
+def as_numbers(value, name: str, expected: str, *, dtype=None, device=None) -> torch.Tensor:
+    """``value`` as a tensor, or a ``ValueError`` saying "``name`` must be ``expected``" instead
+    of torch's or numpy's message about strings or ragged lists."""
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be {expected}, got {value!r}") from exc
 
 
 def make_generator(generator=None, device="cpu") -> torch.Generator:

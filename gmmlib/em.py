@@ -679,9 +679,6 @@ class GaussianMixtureEM:
                 except TypeError as exc:
                     raise ValueError(f"dtype must be a floating dtype such as torch.float64 or "
                                      f"'float32', got {self.dtype!r}") from exc
-            if dtype is not None and not dtype.is_floating_point:
-                raise ValueError(f"dtype must be a floating dtype such as torch.float64 or "
-                                 f"'float32', got {self.dtype!r}")
             if dtype is None:
                 dtype = float_dtype_like(X)
             device = self.device

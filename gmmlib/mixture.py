@@ -11,20 +11,16 @@ import torch
 from torch import nn
 
 from . import numerics
-from ._validation import (as_data, check_dtype_device, check_nonnegative, check_positive,
-                          check_positive_int, check_probability_vector, make_generator)
+from ._validation import (as_data, as_numbers, check_dtype_device, check_nonnegative,
+                          check_positive, check_positive_int, check_probability_vector,
+                          make_generator)
 from .families import Family, get_family
 
 __all__ = ["GaussianMixture"]
 
 
 def _numbers(value, name: str, *, dtype, device) -> torch.Tensor:
-    """``value`` as a tensor of numbers, or a ``ValueError`` naming ``name`` (not torch's or
-    numpy's message about strings or ragged lists)."""
-    try:
-        return torch.as_tensor(value, dtype=dtype, device=device)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{name} must be an array of numbers with a regular shape, got {value!r}") from exc
+    return as_numbers(value, name, "an array of numbers with a regular shape", dtype=dtype, device=device)
 
 
 class GaussianMixture(nn.Module):

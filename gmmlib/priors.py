@@ -25,7 +25,7 @@ import numbers
 
 import torch
 
-from ._validation import check_positive, check_positive_int
+from ._validation import as_numbers, check_positive, check_positive_int
 from .numerics import cholesky
 
 __all__ = ["inverse_wishart_log_prob", "covariance_factors", "InverseWishartPrior", "RidgePrior"]
@@ -36,11 +36,8 @@ def _scale_matrix(scale, D: int, *, dtype, device, name: str = "scale") -> torch
     if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
         s = check_positive(scale, name)
         return s * torch.eye(D, dtype=dtype, device=device)
-    try:
-        S = torch.as_tensor(scale, dtype=dtype, device=device)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{name} must be a positive number or a ({D}, {D}) positive-definite matrix, "
-                         f"got {scale!r}") from exc
+    S = as_numbers(scale, name, f"a positive number or a ({D}, {D}) positive-definite matrix",
+                   dtype=dtype, device=device)
     if S.shape != (D, D):
         raise ValueError(f"{name} must be a positive number or a ({D}, {D}) positive-definite "
                          f"matrix for {D}-dimensional covariances, got shape {tuple(S.shape)}")
@@ -155,11 +152,8 @@ class InverseWishartPrior:
         if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
             check_positive(scale, "scale")
         else:  # a matrix: check it now, not at the first step of a fit
-            try:
-                S = torch.as_tensor(scale, dtype=torch.float64)
-            except (TypeError, ValueError, RuntimeError) as exc:
-                raise ValueError(f"scale must be a positive number or a positive-definite matrix, "
-                                 f"got {scale!r}") from exc
+            S = as_numbers(scale, "scale", "a positive number or a positive-definite matrix",
+                           dtype=torch.float64)
             if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
                 raise ValueError(f"scale must be a positive number or a finite square (D, D) "
                                  f"positive-definite matrix, got shape {tuple(S.shape)}")
@@ -188,10 +182,7 @@ class InverseWishartPrior:
 
         ``S`` is the maximum-likelihood covariance ``(1/n) Σ (x - μ)(x - μ)ᵀ`` of the points (D, D).
         """
-        try:
-            S = torch.as_tensor(scatter)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"scatter must be a square (D, D) matrix of numbers, got {scatter!r}") from exc
+        S = as_numbers(scatter, "scatter", "a square (D, D) matrix of numbers")
         if not S.is_floating_point():
             S = S.to(torch.float64)
         if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
