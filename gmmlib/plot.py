@@ -28,6 +28,12 @@ def _check_dims(n_features: int, dims) -> list:
     return d
 
 
+def _columns(X, dims) -> np.ndarray:
+    """The two columns ``dims`` of the data ``X`` (tensor or array), (N, 2), as NumPy."""
+    Xn = np.asarray(X.cpu() if torch.is_tensor(X) else X)
+    return Xn[:, _check_dims(Xn.shape[1] if Xn.ndim == 2 else 0, dims)]
+
+
 def _params(model_or_snapshot, dims=(0, 1)):
     """(weights (K,), means (K, 2), covariances (K, 2, 2)) as NumPy arrays on ``dims``."""
     w, m, c = (np.asarray(getattr(model_or_snapshot, a).cpu() if torch.is_tensor(getattr(model_or_snapshot, a))
@@ -66,12 +72,11 @@ def _colors(colors, K: int) -> list:
 
 
 def _limits(model, X, dims, pad=0.15):
-    pts = [np.asarray(_params(model, dims)[1])]
+    w, m, c = _params(model, dims)
+    pts = [m]
     if X is not None:
-        Xn = np.asarray(X.cpu() if torch.is_tensor(X) else X)
-        pts.append(Xn[:, _check_dims(Xn.shape[1] if Xn.ndim == 2 else 0, dims)])
+        pts.append(_columns(X, dims))
     else:
-        w, m, c = _params(model, dims)
         s = 3 * np.sqrt(np.stack([np.diagonal(ci) for ci in c]))
         pts += [m - s, m + s]
     allp = np.concatenate(pts)
@@ -146,10 +151,9 @@ def plot_ellipses(ax, model, *, nsig=(1, 2), dims=(0, 1), colors=None, weight_al
 
 def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0.5, **kwargs):
     """Scatter the data, coloured by ``labels`` when given."""
-    X = np.asarray(X.cpu() if torch.is_tensor(X) else X)
-    dims = _check_dims(X.shape[1] if X.ndim == 2 else 0, dims)
+    xy = _columns(X, dims)  # (N, 2)
     c = None if labels is None else [f"C{int(k) % 10}" for k in np.asarray(labels)]
-    ax.scatter(X[:, dims[0]], X[:, dims[1]], s=s, alpha=alpha, c=c if c is not None else "k",
+    ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, c=c if c is not None else "k",
                linewidths=0, **kwargs)
     return ax
 
@@ -172,9 +176,8 @@ def responsibility_colours(model, X, colors=None) -> np.ndarray:
 def plot_responsibilities(ax, model, X, *, dims=(0, 1), colors=None, s: float = 5, **kwargs):
     """Scatter ``X`` with each point coloured by its responsibilities under ``model`` (see
     :func:`responsibility_colours`): the E-step, drawn."""
-    Xn = np.asarray(X.cpu() if torch.is_tensor(X) else X)
-    dims = _check_dims(Xn.shape[1] if Xn.ndim == 2 else 0, dims)
-    ax.scatter(Xn[:, dims[0]], Xn[:, dims[1]], c=responsibility_colours(model, X, colors), s=s,
+    xy = _columns(X, dims)  # (N, 2)
+    ax.scatter(xy[:, 0], xy[:, 1], c=responsibility_colours(model, X, colors), s=s,
                linewidths=0, **kwargs)
     return ax
 
