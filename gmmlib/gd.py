@@ -82,6 +82,13 @@ def reset_components(model, X: torch.Tensor, components, generator: torch.Genera
                             state[key][rows] = 0
 
 
+@torch.no_grad()
+def _restore(params, saved) -> None:
+    """Copy ``saved`` back into ``params`` (the last parameters whose loss was finite)."""
+    for p, good in zip(params, saved):
+        p.copy_(good)
+
+
 def _remedy(guard: bool) -> str:
     return ("Raise min_variance, or lower the learning rates." if guard else
             "Switch the singularity guard on (guard=True) or raise min_variance.")
@@ -219,9 +226,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         value = float(loss.detach())
         if not math.isfinite(value) or not math.isfinite(float(objective.detach())):
             history.diverged = True
-            with torch.no_grad():
-                for p, good in zip(params, last_good):
-                    p.copy_(good)
+            _restore(params, last_good)
             warnings.warn(f"fit_gd: the loss became {value} at step {step} (a component collapsed "
                           "onto data points, or a prior returned a non-finite value); stopped and "
                           f"kept the last finite parameters. {_remedy(guard)}",
@@ -247,9 +252,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
             exploded = not math.isfinite(float(model.covariances.sum() + model.loc.sum() + model.logits.sum()))
         if exploded:  # steps too long for the data's scale: the covariances overflowed
             history.diverged = True
-            with torch.no_grad():
-                for p, good in zip(params, last_good):
-                    p.copy_(good)
+            _restore(params, last_good)
             warnings.warn(f"fit_gd: the parameters overflowed at step {step} (learning rates "
                           f"mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large "
                           "for the data's scale); stopped and kept the last finite parameters. "
