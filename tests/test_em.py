@@ -434,24 +434,29 @@ def test_cuda_matches_cpu(family):
 # ------------------------------------------------------------------------------------------------
 # the diagonal scatter: fast uncentred moments in float64, centred where they would cancel
 # ------------------------------------------------------------------------------------------------
+def _diagonal_case(X: torch.Tensor, R: torch.Tensor):
+    """EM's workspace for data ``X`` (N, D) with responsibilities ``R`` (N, K), the M-step's
+    means (shifted coordinates) and the float64 centred scatter sum_n r_nk (x_nd - mu_kd)²."""
+    from gmmlib.em import _Workspace
+    K = R.shape[1]
+    ws = _Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, X.shape[1], "diagonal").family)
+    ws.resp().copy_(R.T)
+    nk = R.sum(0) + 10 * torch.finfo(X.dtype).eps
+    means = (ws.RT @ ws.XT.T) / nk[:, None]  # (K, D)
+    Z = ws.XT.double().T[:, None, :] - means.double()[None]  # (N, K, D)
+    reference = torch.einsum("nk,nkd->kd", ws.RT.T.double(), Z ** 2)
+    return ws, means, reference
+
+
 def _scatter_case(dtype, far, spread):
     """Two unit clusters near the origin and a third, narrow one (``spread``) at ``far``, with
     hard responsibilities; returns the workspace, the means and the float64 centred reference."""
-    from gmmlib.em import _Workspace
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0.0, 1.0, (1000, 3)), rng.normal(3.0, 1.0, (1000, 3)),
                         rng.normal(far, spread, (20, 3))])
     labels = np.repeat([0, 1, 2], [1000, 1000, 20])
-    X = torch.as_tensor(X, dtype=dtype)
     R = torch.nn.functional.one_hot(torch.as_tensor(labels), 3).to(dtype)  # (N, K)
-    fam = gmmlib.GaussianMixture(3, 3, "diagonal").family
-    ws = _Workspace(X, 3, X.mean(0), fam)
-    ws.resp().copy_(R.T)
-    nk = R.sum(0) + 10 * torch.finfo(dtype).eps
-    means = (ws.RT @ ws.XT.T) / nk[:, None]  # (K, D), shifted coordinates
-    Z = ws.XT.double().T[:, None, :] - means.double()[None]  # (N, K, D)
-    reference = torch.einsum("nk,nkd->kd", ws.RT.T.double(), Z ** 2)
-    return ws, means, reference
+    return _diagonal_case(torch.as_tensor(X, dtype=dtype), R)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -494,7 +499,7 @@ def test_diagonal_scatter_matches_the_centred_sum(K, D, offset, log_spread, hard
     """Whatever the clusters' spreads and distances, and however hard the responsibilities
     (hard ones make narrow components, whose moments cancel), the fast scatter with its guard
     equals the float64 centred sum to 1e-9 relative."""
-    from gmmlib.em import _Workspace, _scatter_diag
+    from gmmlib.em import _scatter_diag
     rng = np.random.default_rng(seed)
     centres = offset + rng.normal(scale=10.0, size=(K, D))
     spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
@@ -502,10 +507,5 @@ def test_diagonal_scatter_matches_the_centred_sum(K, D, offset, log_spread, hard
     X = torch.as_tensor(X)
     own = np.repeat(np.eye(K), 30, axis=0)  # (N, K): each point's own cluster
     R = torch.softmax(torch.as_tensor(hardness * own + rng.normal(size=(len(X), K))), -1)
-    fam = gmmlib.GaussianMixture(K, D, "diagonal").family
-    ws = _Workspace(X, K, X.mean(0), fam)
-    ws.resp().copy_(R.T)
-    means = (ws.RT @ ws.XT.T) / (R.sum(0) + 1e-300)[:, None]
-    Z = ws.XT.T[:, None, :] - means[None]  # (N, K, D)
-    reference = torch.einsum("nk,nkd->kd", R, Z ** 2)
+    ws, means, reference = _diagonal_case(X, R)
     torch.testing.assert_close(_scatter_diag(ws, means), reference, rtol=1e-9, atol=0)
