@@ -146,7 +146,7 @@ def main(argv=None):
     out = Path(args.out) if args.out else (None if args.quick or args.sizes else RESULTS)
     cuda = torch.cuda.is_available()
 
-    warnings.filterwarnings("ignore", category=gmmlib.em.ConvergenceWarning)
+    warnings.filterwarnings("ignore", category=gmmlib.ConvergenceWarning)
     warnings.filterwarnings("ignore", message=".*did not converge.*")
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()[0]

@@ -7,13 +7,16 @@ Layers, imported one way only:
 * :mod:`gmmlib.mixture` – :class:`GaussianMixture`, a ``torch.nn.Module``;
 * :mod:`gmmlib.init`, :mod:`gmmlib.gd`, :mod:`gmmlib.em`, :mod:`gmmlib.priors` – initialisation,
   gradient-descent and EM fitting, and MAP priors against the singularity;
+* :mod:`gmmlib.estimator` – :class:`GaussianMixtureEM`, scikit-learn's ``GaussianMixture``
+  interface on :func:`fit_em`; :mod:`gmmlib.exceptions` – its warning (both import scikit-learn,
+  so they load on first use);
 * :mod:`gmmlib.selection` – the grid of families and component counts, ranked by BIC, AIC
   or held-out likelihood;
 * :mod:`gmmlib.data` – mock data; :mod:`gmmlib.mdn` – the mixture density network head;
 * :mod:`gmmlib.plot`, :mod:`gmmlib.widgets`, :mod:`gmmlib.cli` – at the edge (imported lazily).
 """
 from .data import GeneratedData, generate_data
-from .em import ConvergenceWarning, GaussianMixtureEM, fit_em
+from .em import fit_em
 from .families import FAMILIES, get_family
 from .gd import fit_gd
 from .history import FitHistory, Snapshot
@@ -28,3 +31,17 @@ __all__ = ["GaussianMixture", "FAMILIES", "get_family", "fit_gd", "fit_em", "Gau
            "inverse_wishart_log_prob", "generate_data", "GeneratedData", "FitHistory", "Snapshot",
            "MDNHead", "select_model", "Selection"]
 __version__ = "0.1.0"
+
+# Loaded on first use: they import scikit-learn, which would add ~1.8 s to `import gmmlib`.
+_LAZY = {"GaussianMixtureEM": "estimator", "ConvergenceWarning": "exceptions"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'gmmlib' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -12,43 +12,72 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "as_numbers", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive",
+__all__ = ["as_data", "as_numbers", "numeric_array", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive",
            "check_nonnegative", "check_positive_int", "check_nonnegative_int",
            "check_probability_vector"]
 
 
-def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X") -> torch.Tensor:
+def _sparse(X) -> bool:
+    """A scipy.sparse matrix or array, recognised without importing scipy."""
+    return type(X).__module__.startswith("scipy.sparse")
+
+
+def numeric_array(value, name: str) -> np.ndarray:
+    """``value`` as a NumPy array of numbers that torch can take without touching it: C-contiguous
+    (``torch.as_tensor`` refuses negative strides) and writeable (torch warns on read-only
+    memory); object arrays holding numbers become float64. Copies only when one of these
+    needs it. Strings, ragged lists and sparse matrices are a ``ValueError`` naming ``name``."""
+    if _sparse(value):
+        raise ValueError(f"{name} is a sparse matrix ({type(value).__name__}); gmmlib needs dense "
+                         f"data (scikit-learn: 'Sparse data was passed for {name}, but dense data "
+                         "is required'): pass X.toarray()")
+    try:
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of numbers with a regular shape, got "
+                         f"{type(value).__name__}; convert it with np.asarray({name}, dtype=float)") from exc
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must hold numbers, got an array of dtype {arr.dtype}; "
+                         f"convert it with np.asarray({name}, dtype=float)")
+    if not arr.flags.c_contiguous or not arr.flags.writeable:
+        arr = np.array(arr, order="C", copy=True)
+    return arr
+
+
+def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X",
+            owner="the model") -> torch.Tensor:
     """Return ``X`` as a 2-D floating tensor ``(N, D)`` on ``device``/``dtype``, or raise.
 
-    Raises ``ValueError`` when ``X`` is not 2-D, has the wrong number of columns, holds NaN or
-    infinity, or has fewer than ``min_rows`` rows.
+    The result may share memory with ``X`` (no copy is made when none is needed): callers
+    must never write to it. Raises ``ValueError`` when ``X`` is sparse, not numeric, not 2-D,
+    has the wrong number of columns (``owner`` expects ``n_features``), holds NaN or infinity,
+    or has fewer than ``min_rows`` rows. Messages carry scikit-learn's phrases where its users
+    would search for them.
     """
-    if isinstance(X, torch.Tensor):
-        t = X.detach()
-    else:
-        try:
-            arr = np.asarray(X)
-        except Exception as exc:  # pragma: no cover - exotic inputs
-            raise ValueError(f"{name} must be array-like of numbers, got {type(X).__name__}") from exc
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"{name} must hold numbers, got an array of dtype {arr.dtype}; "
-                             "convert it with np.asarray(X, dtype=float)")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(numeric_array(X, name))
     if t.ndim != 2:
-        hint = " (use X.reshape(-1, 1) for a single feature)" if t.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D with shape (n_samples, n_features), got shape "
-                         f"{tuple(t.shape)}{hint}")
+        hint = (" Reshape your data either using X.reshape(-1, 1) if your data has a single "
+                "feature or X.reshape(1, -1) if it contains a single sample.") if t.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D with shape (n_samples, n_features): expected 2D "
+                         f"array, got {t.ndim}D array of shape {tuple(t.shape)} instead.{hint}")
     if n_features is not None and t.shape[1] != n_features:
-        raise ValueError(f"{name} has {t.shape[1]} features but the model was built for "
-                         f"{n_features}; pass data with {n_features} columns or build the model "
-                         f"with n_features={t.shape[1]}")
+        raise ValueError(f"{name} has {t.shape[1]} features, but {owner} is expecting "
+                         f"{n_features} features as input; pass data with {n_features} columns"
+                         + (f" or build the model with n_features={t.shape[1]}"
+                            if owner == "the model" else ""))
     if t.shape[0] < min_rows:
-        raise ValueError(f"{name} has {t.shape[0]} samples but at least {min_rows} are needed "
-                         f"(a mixture of {min_rows} components needs at least that many points); "
-                         "pass more data or use fewer components")
+        if t.shape[0] == 0:
+            raise ValueError(f"{name} is empty: found array with 0 sample(s) (shape="
+                             f"{tuple(t.shape)}) while a minimum of {min_rows} is required")
+        raise ValueError(f"{name} has {t.shape[0]} sample(s) but a mixture of {min_rows} "
+                         f"components needs at least {min_rows} (n_samples={t.shape[0]} should be "
+                         f">= n_components={min_rows}); pass more data or use fewer components")
     if t.is_complex():
-        raise ValueError(f"{name} is complex; a mixture of real Gaussians needs real data (pass "
-                         "X.real, or stack real and imaginary parts as separate features)")
+        raise ValueError(f"{name} is complex (complex data not supported); a mixture of real "
+                         "Gaussians needs real data: pass X.real, or stack real and imaginary "
+                         "parts as separate features")
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype() if dtype is None else dtype)
     t = t.to(device=device, dtype=dtype)
@@ -58,9 +87,10 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
     largest = float(torch.linalg.vector_norm(t, ord=math.inf))
     if not math.isfinite(largest):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
+        what = "NaN" if bool(torch.isnan(t).any()) else "infinity"
         hint = (f" (values beyond ±{torch.finfo(t.dtype).max:.3g} overflow {t.dtype} when "
                 "converted: rescale X)") if t.dtype != torch.float64 else ""
-        raise ValueError(f"{name} contains NaN or infinity in {bad} row(s){hint}; remove or impute "
+        raise ValueError(f"Input {name} contains {what} in {bad} row(s){hint}; remove or impute "
                          "those rows before fitting")
     limit = math.sqrt(torch.finfo(t.dtype).max) * 1e-4  # squared distances stay far from overflow
     if largest > limit:
@@ -72,11 +102,15 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
 
 def as_numbers(value, name: str, expected: str, *, dtype=None, device=None) -> torch.Tensor:
     """``value`` as a tensor, or a ``ValueError`` saying "``name`` must be ``expected``" instead
-    of torch's or numpy's message about strings or ragged lists."""
+    of torch's or numpy's message about strings or ragged lists. May share memory with
+    ``value``; callers never write to it."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(dtype=dtype, device=device)
     try:
-        return torch.as_tensor(value, dtype=dtype, device=device)
-    except (TypeError, ValueError, RuntimeError) as exc:
+        arr = numeric_array(value, name)
+    except ValueError as exc:
         raise ValueError(f"{name} must be {expected}, got {value!r}") from exc
+    return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
 def make_generator(generator=None, device="cpu") -> torch.Generator:

@@ -19,7 +19,11 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   ``X_chunk @ [P_1 … P_K]`` with ``P_k`` the upper Cholesky factor of component k's precision
   (``Σ_k⁻¹ = P_k P_kᵀ``), then subtracts ``mu_k P_k``, squares and sums: an (n, K·D) temporary,
   never (N, K, D). The diagonal families use the two small products ``x² @ prec`` and ``x @ (mu
-  prec)``, as scikit-learn does.
+  prec)``, as scikit-learn does. Both expanded forms cancel when a component sits far from the
+  data's mean in its own standard deviations (a component collapsed onto an outlier): such a
+  component (beyond ``_MAX_WHITENED_OFFSET``) is recomputed centred, ``(x - mu_k) P_k``, so every
+  E-step and scoring path agrees with :meth:`GaussianMixture.log_prob` (scikit-learn uses the
+  expanded forms without this guard and was measured 4e4 nats off on such a model).
 * The full and tied M-steps compute their scatter matrices *centred* on the new means (never
   ``E[x²] - E[x]²``, which cancels catastrophically in float32), chunk by chunk, as a batched
   product ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X_chunk - mu_k``.
@@ -29,8 +33,13 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   is recomputed centred. Measured at (1e5, 64, 16) against a float64 reference: 5.7e-8
   relative in float32 (the centred float32 sum: 8.3e-7), 1.6e-12 in float64, and 2-4x faster
   than the centred sum.
-* The data are shifted once by their mean (EM is translation-equivariant), which keeps the
-  whitening products accurate in float32 for data far from the origin.
+* The data are copied once, shifted by their mean (EM is translation-equivariant), which keeps
+  the whitening products accurate in float32 for data far from the origin. The caller's data
+  are never written to.
+* A component with no responsibility at all (``sum_n r_nk = 0``) keeps a defined update:
+  ``n_k`` carries scikit-learn's ``10 eps``, so its mean is the data's mean (scikit-learn's,
+  computed in raw coordinates, is the origin), its covariance ``reg_covar`` times the identity
+  and its weight ``10 eps / N``.
 * Memory beyond the data: the (N, K) responsibilities and per-chunk temporaries.
 
 The model's ``min_variance`` floor is applied exactly as the model applies it (on the Cholesky
@@ -39,30 +48,21 @@ evaluate; with ``reg_covar >= min_variance`` (the defaults) the floor never bind
 """
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 import sys
 import time
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from ._validation import (as_data, check_dtype_device, check_nonnegative, check_nonnegative_int,
-                          check_positive_int, float_dtype_like)
-from .families import get_family
+from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive_int
 from .history import FitHistory, Snapshot
-from .init import METHODS, check_model, initialize, make_generator
+from .init import check_model, check_method, initialize, make_generator
 from .mixture import GaussianMixture
 from .numerics import LOG_2PI
 
-__all__ = ["fit_em", "GaussianMixtureEM", "ConvergenceWarning"]
-
-
-class ConvergenceWarning(RuntimeWarning):
-    """EM stopped at ``max_iter`` before the log-likelihood gain fell below ``tol``."""
+__all__ = ["fit_em"]
 
 
 _FAIL = ("Fitting the mixture model failed because some components have ill-defined empirical "
@@ -113,7 +113,10 @@ class _Workspace:
         N, D = X.shape
         self.N, self.D, self.K = N, D, K
         self.shift = shift  # (D,)
-        self.XT = X.T.contiguous().sub_(shift.unsqueeze(-1))  # (D, N)
+        # always a new array: X may be the caller's own memory (as_data shares it), and
+        # X.T.contiguous() IS that memory for one feature, one row or a transposed view
+        self.XT = torch.sub(X.T, shift.unsqueeze(-1),
+                            out=torch.empty(D, N, dtype=X.dtype, device=X.device))  # (D, N)
         budget = 1 << 24 if X.device.type == "cuda" else 1 << 19
         self.chunk = min(N, int(chunk or max(256, budget // (K * D))))  # M-step, tril E-step
         self.chunk_e = self.chunk if family.kind == "tril" else \
@@ -140,8 +143,25 @@ class _Workspace:
 # ------------------------------------------------------------------------------------------------
 # E-step
 # ------------------------------------------------------------------------------------------------
+# How far, in its own standard deviations, a component's mean may sit from the point the data
+# are centred on before the E-step's expanded product is replaced by the centred form for that
+# component. The expanded forms, ``x P - mu P`` (full, tied) and ``x² p - 2 x mu p + mu² p``
+# (diagonal, isotropic), subtract terms of size ``|mu P|`` (resp. its square) whose difference
+# is the answer; beyond these limits that costs more than 4 of float64's 16 digits (3e-13
+# absolute in the squared distance at 1e3) or 2 of float32's 7. Typical components sit within
+# a few standard deviations of the data's mean; a component collapsed onto an outlier can sit
+# 1e10 of them away.
+_MAX_WHITENED_OFFSET = {torch.float64: 1e3, torch.float32: 10.0}
+
+
 class _EStep:
-    """What the E-step needs from a state, precomputed once per iteration."""
+    """What the E-step needs from a state, precomputed once per iteration.
+
+    Every component gets the fast expanded product, and the components listed in ``far``
+    (mean beyond ``_MAX_WHITENED_OFFSET`` of its own standard deviations from the data's
+    mean) are then recomputed centred, ``(x - mu_k) P_k``, so no path is less accurate
+    than :meth:`GaussianMixture.log_prob`.
+    """
 
     def __init__(self, family, state: _State):
         K, D = state.means.shape
@@ -159,6 +179,7 @@ class _EStep:
                 self.Pcat = P.permute(1, 0, 2).reshape(D, K * D)  # (D, K·D) = [P_1 … P_K]
                 self.muP = torch.einsum("kd,kde->ke", mu, P)  # (K, D)
             half_logdet = -torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K',) log|P_k|
+            whitened = self.muP  # (K, D)
         else:
             std = state.factor.expand(K, D)  # (K, D)
             prec = std.pow(-2)  # (K, D)
@@ -166,8 +187,25 @@ class _EStep:
             self.muprecT = (-2.0 * mu * prec).T.contiguous()  # (D, K)
             self.const = (mu.square() * prec).sum(-1)  # (K,)
             half_logdet = -std.log().sum(-1)  # (K,)
+            whitened = mu / std  # (K, D)
         self.offset = (half_logdet - 0.5 * D * LOG_2PI).expand(K) + state.log_weights  # (K,)
         self.ones = torch.ones(D, dtype=mu.dtype, device=mu.device)  # (D,)
+        limit = _MAX_WHITENED_OFFSET[mu.dtype]
+        far = (whitened.abs().amax(-1) > limit).nonzero().squeeze(-1)  # (K",)
+        self.far = far if far.numel() else None
+        if self.far is not None:  # the centred form's parameters, for those components only
+            self.far_mu = mu[far]  # (K", D)
+            self.far_scale = (P if P.shape[0] == K else P.expand(K, D, D))[far] \
+                if family.kind == "tril" else 1.0 / std[far]  # (K", D, D) or (K", D)
+
+    def _centred_maha(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distances to the ``far`` components, centred, (n, K")."""
+        diff = x.unsqueeze(0) - self.far_mu.unsqueeze(1)  # (K", n, D)
+        if self.kind == "tril":
+            z = torch.bmm(diff, self.far_scale)  # (K", n, D): (x - mu_k) P_k
+        else:
+            z = diff.mul_(self.far_scale.unsqueeze(1))  # (K", n, D)
+        return z.square_().sum(-1).T  # (n, K")
 
     def weighted_log_prob(self, x: torch.Tensor, ws: _Workspace) -> torch.Tensor:
         """``log w_k + log N(x_n | mu_k, Σ_k)`` for a chunk ``x`` (n, D), (n, K)."""
@@ -186,6 +224,8 @@ class _EStep:
                 maha = y.sum(-1)  # (n, K)
         else:
             maha = torch.addmm(self.const, x.square(), self.precT).addmm_(x, self.muprecT)  # (n, K)
+        if self.far is not None:
+            maha[:, self.far] = self._centred_maha(x)
         return maha.mul_(-0.5).add_(self.offset)
 
 
@@ -394,8 +434,9 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
         Number of runs from different initialisations; the run with the highest final
         lower bound is kept.
     init : str or None
-        ``"kmeans"`` (default, as scikit-learn), ``"kmeans++"`` or ``"random_from_data"``;
-        None starts from the model's current parameters (then ``n_init`` must be 1).
+        ``"kmeans"`` (default, as scikit-learn), ``"k-means++"`` (or ``"kmeans++"``),
+        ``"random_from_data"`` or ``"random"`` (see :func:`~gmmlib.initialize`); None starts
+        from the model's current parameters (then ``n_init`` must be 1).
     generator : torch.Generator or int, optional
         Randomness for the initialisation.
     progress : bool, optional
@@ -419,8 +460,9 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
 
     Warns
     -----
-    ConvergenceWarning
-        (a ``RuntimeWarning``) when the kept run stopped at ``max_iter`` without converging.
+    gmmlib.exceptions.ConvergenceWarning
+        (a subclass of scikit-learn's ``ConvergenceWarning`` and of ``RuntimeWarning``) when the
+        kept run stopped at ``max_iter`` without converging.
 
     Examples
     --------
@@ -437,21 +479,23 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     tol = check_nonnegative(tol, "tol")
     reg_covar = check_nonnegative(reg_covar, "reg_covar")
     log_every = check_nonnegative_int(log_every, "log_every")
-    if init is not None and init not in METHODS:
-        raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(METHODS)}, or None to "
-                         "start from the model's current parameters")
+    if init is not None:
+        init = check_method(init, remedy="; or None to start from the model's current parameters")
     if init is None and n_init > 1:
         raise ValueError(f"n_init={n_init} runs would all start from the model's current "
                          "parameters (init=None); pass n_init=1 or a random init such as 'kmeans'")
     X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
                 min_rows=model.n_components)
-    return _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, log_every)
+    return _fit(model, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, init=init,
+                generator=generator, progress=progress, log_every=log_every)
 
 
-def _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, log_every,
-         override=None, previous=-math.inf) -> FitHistory:
-    """fit_em after validation; ``override(model)``, when given, runs after each initialisation;
-    ``previous`` is the lower bound the first iteration's gain is measured from (a warm start's)."""
+def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=None,
+         progress=False, log_every=0, override=None, previous=-math.inf, monitor=None) -> FitHistory:
+    """fit_em after validation. ``override(model)``, when given, runs after each initialisation;
+    ``previous`` is the lower bound the first iteration's gain is measured from (a warm
+    start's); ``monitor``, when given, hears ``start(run)``, ``iteration(it, change)`` and
+    ``end(lower_bound, converged)`` (the estimator's ``verbose`` printing)."""
     g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu") \
         if init is not None else None
     family, K = model.family, model.n_components
@@ -461,12 +505,16 @@ def _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, 
 
     best = None  # (lower_bound, state, history)
     for run in range(n_init):
+        if monitor is not None:
+            monitor.start(run)
         if init is not None:
             initialize(model, X, init, g, reg_covar=reg_covar)
         if override is not None:
             override(model)
         state, history = _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run,
-                              previous)
+                              previous, monitor)
+        if monitor is not None and max_iter > 0:
+            monitor.end(history.lower_bound, history.converged)
         if best is None or history.lower_bound > best[0] or best[0] == -math.inf:  # as scikit-learn
             best = (history.lower_bound, state, history)
     _, state, history = best
@@ -479,11 +527,24 @@ def _fit(model, X, max_iter, tol, reg_covar, n_init, init, generator, progress, 
     if history.snapshots:
         history.snapshots[-1].loss = history.loss[-1]
     if not history.converged and max_iter > 0:
-        warnings.warn(f"fit_em: the best of {n_init} run(s) did not converge in max_iter={max_iter} "
-                      f"iterations (last change of the mean log-likelihood above tol={tol:g}); "
+        from .exceptions import ConvergenceWarning  # scikit-learn's base class: imported on use
+        warnings.warn(f"fit_em: Best performing initialization did not converge: the best of {n_init} "
+                      f"run(s) stopped at max_iter={max_iter} with the mean log-likelihood still "
+                      f"changing by more than tol={tol:g}. Try different init parameters, "
                       "increase max_iter or tol, or check for degenerate data.",
                       ConvergenceWarning, stacklevel=3)
     return history
+
+
+@torch.no_grad()
+def evaluate(model: GaussianMixture, X: torch.Tensor, shift: torch.Tensor, *, resp: bool = False):
+    """The E-step's fast path as a scorer, for validated ``X`` (N, D): returns ``log p(x_n)``
+    (N,) and, with ``resp``, the responsibilities (N, K); ``shift`` is the point the model's
+    fit centred the data on (any point gives the same numbers to rounding)."""
+    ws = _Workspace(X, model.n_components, shift, model.family)
+    log_prob = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)  # (N,)
+    _e_step(model.family, _read_state(model, shift), ws, resp=resp, log_prob=log_prob)
+    return log_prob, (ws.RT.T if resp else None)
 
 
 def _shift(X: torch.Tensor) -> torch.Tensor:
@@ -492,7 +553,8 @@ def _shift(X: torch.Tensor) -> torch.Tensor:
     return X.mean(0)  # (D,)
 
 
-def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, previous=-math.inf):
+def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, previous=-math.inf,
+         monitor=None):
     """One EM run from the model's current parameters; returns the final state and history."""
     N, shift = ws.N, ws.shift
     state = _read_state(model, shift)
@@ -518,6 +580,8 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
         if bar is not None:
             bar.update(1)
             bar.set_postfix(nll=f"{-lower_bound:.5f}")
+        if monitor is not None:
+            monitor.iteration(it, lower_bound - previous)
         if abs(lower_bound - previous) < tol:
             history.converged = True
             break
@@ -533,325 +597,3 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
 def _snapshot(family, state, shift, step, loss) -> Snapshot:
     return Snapshot(step, state.log_weights.exp().cpu().numpy(), (state.means + shift).cpu().numpy(),
                     _covariances(family, state).cpu().numpy(), float(loss))
-
-
-# ------------------------------------------------------------------------------------------------
-# scikit-learn's face
-# ------------------------------------------------------------------------------------------------
-_SKLEARN_INIT = {"kmeans": "kmeans", "k-means++": "kmeans++", "kmeans++": "kmeans++",
-                 "random_from_data": "random_from_data"}
-
-
-class GaussianMixtureEM:
-    """A Gaussian mixture fitted by EM, with scikit-learn's ``GaussianMixture`` interface.
-
-    A drop-in for ``sklearn.mixture.GaussianMixture`` (same parameter names, methods and fitted
-    attributes, in the same shapes), computed by :func:`fit_em` in PyTorch; the fitted
-    :class:`~gmmlib.GaussianMixture` is ``model_``.
-
-    Parameters
-    ----------
-    n_components : int
-    covariance_type : str
-        ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"`` (scikit-learn's names), or gmmlib's
-        ``"diagonal"``, ``"isotropic"``, ``"shared_isotropic"``, ``"constant"``.
-    tol, reg_covar, max_iter, n_init
-        As in :func:`fit_em`.
-    init_params : str
-        ``"kmeans"``, ``"k-means++"`` or ``"random_from_data"``.
-    weights_init, means_init, precisions_init : array-like, optional
-        Starting parameters, in scikit-learn's shapes; those given replace the initialisation's.
-    random_state : int, numpy or torch generator, optional
-        Seeds the initialisation and :meth:`sample` (an int gives the same draws every call,
-        as in scikit-learn).
-    warm_start : bool
-        As in scikit-learn: each :meth:`fit` after the first continues from the fitted
-        parameters (``n_init`` and the initialisation are then skipped), and its first
-        iteration's gain is measured from the previous ``lower_bound_``. Fitting ``max_iter``
-        iterations at a time this way retraces one long fit, iteration for iteration.
-    constant_variance : float
-        The fixed variance of the ``constant`` family.
-    min_variance : float
-        The model's variance floor (0, the default, is scikit-learn's behaviour).
-    dtype : torch.dtype, optional
-        Defaults to float32 for float32 input and float64 otherwise (as scikit-learn).
-    device : str or torch.device, optional
-        Where to compute; defaults to the device of a tensor ``X``, else the CPU.
-
-    Attributes
-    ----------
-    weights_ : (K,) ndarray
-    means_ : (K, D) ndarray
-    covariances_, precisions_, precisions_cholesky_ : ndarray
-        Full (K, D, D); tied (D, D); diag (K, D); spherical (K,); shared_isotropic and
-        constant: a 0-d array. ``precisions_cholesky_`` is upper triangular, ``Σ⁻¹ = P Pᵀ``.
-    converged_ : bool
-    n_iter_ : int
-    lower_bound_ : float
-        Mean log-likelihood before the last M-step of the best run (scikit-learn's meaning).
-    lower_bounds_ : list of float
-        The lower bound at each iteration of the best run.
-    n_features_in_ : int
-    model_ : gmmlib.GaussianMixture
-    history_ : FitHistory
-
-    Examples
-    --------
-    >>> import gmmlib
-    >>> X = gmmlib.generate_data(500, 3, 2, seed=0).X.numpy()
-    >>> gm = gmmlib.GaussianMixtureEM(3, random_state=0).fit(X)
-    >>> gm.means_.shape, gm.predict(X[:4]).shape
-    ((3, 2), (4,))
-    """
-
-    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
-                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
-                 init_params: str = "kmeans", weights_init=None, means_init=None,
-                 precisions_init=None, random_state=None, warm_start: bool = False,
-                 constant_variance: float = 1.0,
-                 min_variance: float = 0.0, dtype=None, device=None):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weights_init = weights_init
-        self.means_init = means_init
-        self.precisions_init = precisions_init
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.constant_variance = constant_variance
-        self.min_variance = min_variance
-        self.dtype = dtype
-        self.device = device
-
-    # -- scikit-learn's estimator protocol --------------------------------------------------
-    @classmethod
-    def _param_names(cls):
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        """Constructor parameters, as scikit-learn's ``BaseEstimator.get_params``."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params) -> "GaussianMixtureEM":
-        """Set constructor parameters, as scikit-learn's ``BaseEstimator.set_params``."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"invalid parameter {name!r} for GaussianMixtureEM; valid "
-                                 f"parameters are: {', '.join(valid)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        default = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = []
-        for k, v in self.get_params().items():
-            d = default[k]
-            same = v is d if isinstance(v, (np.ndarray, torch.Tensor)) or isinstance(d, (np.ndarray, torch.Tensor)) \
-                else v == d
-            if not same:
-                changed.append(f"{k}={v!r}")
-        return f"GaussianMixtureEM({', '.join(changed)})"
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _seed(self, purpose: str):
-        rs = self.random_state
-        if rs is None or isinstance(rs, torch.Generator):
-            return rs
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            return int(rs)
-        if isinstance(rs, (np.random.RandomState, np.random.Generator)):
-            return int(rs.integers(2 ** 31) if isinstance(rs, np.random.Generator) else rs.randint(2 ** 31))
-        raise ValueError(f"random_state must be None, an int, a numpy RandomState/Generator or a "
-                         f"torch.Generator, got {type(rs).__name__} (used for {purpose})")
-
-    def _data(self, X, fitting: bool):
-        if fitting:
-            dtype = self.dtype
-            if isinstance(dtype, str) or (dtype is not None and not isinstance(dtype, torch.dtype)):
-                try:  # "float32", np.float32, np.dtype("float64")
-                    dtype = torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
-                except TypeError as exc:
-                    raise ValueError(f"dtype must be a floating dtype such as torch.float64 or "
-                                     f"'float32', got {self.dtype!r}") from exc
-            if dtype is None:
-                dtype = float_dtype_like(X)
-            device = self.device
-            if device is None:
-                device = X.device if isinstance(X, torch.Tensor) else "cpu"
-            dtype, device = check_dtype_device(dtype, device)
-            return as_data(X, dtype=dtype, device=device)
-        self._check_fitted()
-        m = self.model_
-        return as_data(X, n_features=m.n_features, dtype=m.loc.dtype, device=m.loc.device)
-
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise ValueError("This GaussianMixtureEM instance is not fitted yet; call fit(X) first")
-
-    def _initial_covariances(self, family, K, D, dtype, device):
-        """Covariances in scikit-learn's shape from ``precisions_init``."""
-        P = torch.as_tensor(np.asarray(self.precisions_init, dtype=float), dtype=dtype, device=device)
-        if family.kind == "tril":
-            expected = family.sklearn_shape(K, D)
-            if tuple(P.shape) != expected:
-                raise ValueError(f"precisions_init for covariance_type={self.covariance_type!r} must "
-                                 f"have shape {expected}, got {tuple(P.shape)}")
-            L = torch.linalg.cholesky_ex(P)
-            if bool((L.info != 0).any()):
-                raise ValueError("precisions_init must be symmetric positive definite")
-            return torch.cholesky_inverse(L.L)
-        if not bool((P > 0).all()):
-            raise ValueError("precisions_init must be positive")
-        return 1.0 / P
-
-    # -- fitting ----------------------------------------------------------------------------
-    def _initial_model(self, X, K, D):
-        """A new model holding the ``*_init`` parameters given; returns it, those parameters,
-        and the initialisation to run (None when every parameter was given)."""
-        model = GaussianMixture(K, D, self.covariance_type, constant_variance=self.constant_variance,
-                                min_variance=self.min_variance, dtype=X.dtype, device=X.device)
-        like = {"dtype": X.dtype, "device": X.device}
-        given = {}
-        if self.weights_init is not None:
-            given["weights"] = torch.as_tensor(np.asarray(self.weights_init, dtype=float), **like)
-        if self.means_init is not None:
-            given["means"] = torch.as_tensor(np.asarray(self.means_init, dtype=float), **like)
-        if self.precisions_init is not None and model.family.learned:
-            given["covariances"] = self._initial_covariances(model.family, K, D, **like)
-        everything = {"weights", "means"} | ({"covariances"} if model.family.learned else set())
-        if given:
-            model.set_parameters(**given)  # validates shapes early
-        init = None if set(given) >= everything else _SKLEARN_INIT[self.init_params]
-        return model, given, init
-
-    def _warm_model(self, X, K):
-        """``model_``, to continue from, once checked against this call's settings and data."""
-        m = self.model_
-        was = (m.n_components, m.family.name, m.n_features, m.loc.dtype, m.loc.device)
-        now = (K, get_family(self.covariance_type).name, X.shape[1], X.dtype, X.device)
-        if was != now:
-            names = ("n_components", "covariance_type", "n_features", "dtype", "device")
-            diff = "; ".join(f"{n} was {a} and is now {b}" for n, a, b in zip(names, was, now) if a != b)
-            raise ValueError(f"warm_start=True continues the previous fit, which no longer "
-                             f"matches: {diff}. Set warm_start=False to fit afresh.")
-        m.min_variance = check_nonnegative(self.min_variance, "min_variance")
-        return m
-
-    def fit(self, X, y=None) -> "GaussianMixtureEM":
-        """Fit the mixture to ``X`` (n_samples, n_features) by EM; returns ``self``."""
-        K = check_positive_int(self.n_components, "n_components")
-        max_iter = check_nonnegative_int(self.max_iter, "max_iter")
-        n_init = check_positive_int(self.n_init, "n_init")
-        tol = check_nonnegative(self.tol, "tol")
-        reg_covar = check_nonnegative(self.reg_covar, "reg_covar")
-        if self.init_params not in _SKLEARN_INIT:
-            raise ValueError(f"init_params must be one of {', '.join(_SKLEARN_INIT)}, got "
-                             f"{self.init_params!r}")
-        X = self._data(X, fitting=True)
-        if X.shape[0] < max(K, 2):
-            raise ValueError(f"X has {X.shape[0]} samples but n_components={K} needs at least "
-                             f"{max(K, 2)}; pass more data or use fewer components")
-        D = X.shape[1]
-        warm = bool(self.warm_start) and hasattr(self, "model_")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            if warm:  # scikit-learn's warm start: one run, from the fitted parameters
-                model = self._warm_model(X, K)
-                history = _fit(model, X, max_iter, tol, reg_covar, 1, None, None, False, 0,
-                               previous=self.lower_bound_)
-            else:
-                model, given, init = self._initial_model(X, K, D)
-                history = _fit(model, X, max_iter, tol, reg_covar, n_init if init else 1, init,
-                               self._seed("the initialisation"), False, 0,
-                               override=(lambda m: m.set_parameters(**given)) if given and init else None)
-        for w in caught:  # re-raise, from here
-            warnings.warn(w.message, w.category, stacklevel=2)
-        self.model_, self.history_ = model, history
-        self._shift = _shift(X)
-        self.converged_ = history.converged
-        self.n_iter_ = history.n_iter
-        self.lower_bound_ = history.lower_bound
-        self.lower_bounds_ = [-v for v in history.loss[:history.n_iter]]
-        self.n_features_in_ = D
-        self._set_fitted_attributes()
-        return self
-
-    @torch.no_grad()
-    def _set_fitted_attributes(self):
-        m = self.model_
-        fam, K, D = m.family, m.n_components, m.n_features
-        self.weights_ = m.weights.cpu().numpy()
-        self.means_ = m.means.cpu().numpy()
-        self.covariances_ = fam.to_sklearn(m.covariances).cpu().numpy()
-        f = m.factor().detach()
-        if fam.kind == "tril":
-            eye = torch.eye(D, dtype=f.dtype, device=f.device).expand_as(f)
-            P = torch.linalg.solve_triangular(f, eye, upper=False).mT  # (K', D, D), upper
-            prec = P @ P.mT
-            P, prec = (P, prec) if fam.per_component else (P[0], prec[0])
-        else:
-            P = 1.0 / f.expand(fam.raw_shape(K, D))  # (K', D')
-            if not fam.per_feature:
-                P = P[:, 0] if fam.per_component else P[0, 0]
-            prec = P.square()
-        self.precisions_cholesky_ = P.cpu().numpy()
-        self.precisions_ = prec.cpu().numpy()
-
-    def fit_predict(self, X, y=None) -> np.ndarray:
-        """``fit(X).predict(X)``: the component of each training point after fitting."""
-        return self.fit(X).predict(X)
-
-    # -- evaluation (the E-step's fast path) ------------------------------------------------
-    def _estep(self, X, *, resp=False, log_prob=False):
-        X = self._data(X, fitting=False)
-        m = self.model_
-        ws = _Workspace(X, m.n_components, self._shift, m.family)
-        lp = torch.empty(X.shape[0], dtype=X.dtype, device=X.device) if log_prob else None
-        _e_step(m.family, _read_state(m, self._shift), ws, resp=resp, log_prob=lp)
-        return ws, lp
-
-    def score_samples(self, X) -> np.ndarray:
-        """log p(x_n) of each sample, (n_samples,)."""
-        return self._estep(X, log_prob=True)[1].cpu().numpy()
-
-    def score(self, X, y=None) -> float:
-        """Mean log-likelihood of ``X`` (scikit-learn's sign: higher is better)."""
-        return float(self.score_samples(X).mean())
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Responsibilities p(k | x_n), (n_samples, n_components)."""
-        return self._estep(X, resp=True)[0].RT.T.cpu().numpy()
-
-    def predict(self, X) -> np.ndarray:
-        """The most responsible component of each sample, (n_samples,) int64."""
-        return self._estep(X, resp=True)[0].RT.argmax(0).cpu().numpy()
-
-    def _n_parameters(self) -> int:
-        self._check_fitted()
-        return self.model_.n_parameters()
-
-    def bic(self, X) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        lp = self.score_samples(X)
-        return float(-2.0 * lp.sum() + self._n_parameters() * math.log(lp.shape[0]))
-
-    def aic(self, X) -> float:
-        """Akaike information criterion on ``X`` (lower is better)."""
-        return float(-2.0 * self.score_samples(X).sum() + 2 * self._n_parameters())
-
-    def sample(self, n_samples: int = 1):
-        """Draw ``n_samples`` points; returns ``(X, y)``: (n, D) ndarray and (n,) labels,
-        grouped by component as scikit-learn returns them."""
-        self._check_fitted()
-        n = check_positive_int(n_samples, "n_samples")
-        seed = self._seed("sample")
-        g = make_generator(seed, device="cpu") if not isinstance(seed, torch.Generator) else seed
-        Xs, labels = self.model_.sample(n, generator=g, return_labels=True)
-        order = torch.argsort(labels, stable=True)
-        return Xs[order].cpu().numpy(), labels[order].cpu().numpy()

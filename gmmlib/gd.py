@@ -17,7 +17,7 @@ import torch
 
 from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive, check_positive_int
 from .history import FitHistory, Snapshot
-from .init import check_model, data_covariance, initialize, make_generator
+from .init import check_method, check_model, data_covariance, initialize, make_generator
 
 __all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
 
@@ -119,8 +119,9 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         Adam learning rates of the mixture logits and of the means and covariances.
     init : str or None
         ``"kmeans"`` (default: k-means++ seeding refined by Lloyd iterations, as
-        scikit-learn's default), ``"kmeans++"`` (seeding only) or ``"random_from_data"``;
-        None keeps the model's current parameters.
+        scikit-learn's default), ``"k-means++"`` (or ``"kmeans++"``: seeding only),
+        ``"random_from_data"`` or ``"random"`` (see :func:`~gmmlib.initialize`); None keeps the
+        model's current parameters.
     generator : torch.Generator or int, optional
         Randomness for the initialisation and the resets.
     min_variance : float, optional
@@ -172,6 +173,8 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     mixture_lr = check_positive(mixture_lr, "mixture_lr")
     component_lr = check_positive(component_lr, "component_lr")
     log_every = check_nonnegative_int(log_every, "log_every")
+    if init is not None:
+        init = check_method(init)
     if tol is not None:
         tol = check_positive(tol, "tol")
     if prior is not None and not callable(prior):

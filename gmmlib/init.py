@@ -11,7 +11,7 @@ from ._validation import as_data, make_generator  # make_generator: re-exported
 from .mixture import GaussianMixture
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
-           "initialize", "data_covariance"]
+           "initialize", "data_covariance", "check_method"]
 
 
 def _randint(n: int, g: torch.Generator) -> int:
@@ -72,7 +72,20 @@ def kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_ite
     return best
 
 
-METHODS = {"kmeans++": kmeans_plusplus, "kmeans": kmeans, "random_from_data": random_from_data}
+# The seedings that choose K means among or around the points; "random" (scikit-learn's random
+# responsibilities) has no seeding, see initialize.
+SEEDINGS = {"kmeans": kmeans, "kmeans++": kmeans_plusplus, "random_from_data": random_from_data}
+# scikit-learn's spellings, accepted everywhere a method is named
+METHODS = {"kmeans": "kmeans", "k-means++": "kmeans++", "kmeans++": "kmeans++",
+           "random_from_data": "random_from_data", "random": "random"}
+
+
+def check_method(method, name: str = "init method", remedy: str = "") -> str:
+    """gmmlib's name for the initialisation ``method`` (scikit-learn's spellings accepted), or a
+    ``ValueError`` naming the argument and the choices."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"unknown {name} {method!r}; choose one of: {', '.join(METHODS)}{remedy}")
+    return METHODS[method]
 
 
 def data_covariance(X: torch.Tensor) -> torch.Tensor:
@@ -95,23 +108,39 @@ def check_model(model) -> GaussianMixture:
 def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: float = 1e-6):
     """Set ``model``'s parameters from data and return the model.
 
-    Means come from ``method``: ``"kmeans"`` (default; the best of four k-means++ seedings
-    refined by Lloyd iterations, like scikit-learn's default), ``"kmeans++"`` (the seeding alone) or
-    ``"random_from_data"``;
-    each point is then assigned to its nearest mean, and the weights and covariances are those
-    of the assigned points (a cluster with fewer than two points takes the data covariance),
-    projected onto the model's covariance family, plus ``reg_covar`` on the diagonal.
+    ``method`` chooses responsibilities ``r_nk``, from which the weights and covariances are
+    the weighted moments of the data (projected onto the model's covariance family, plus
+    ``reg_covar`` on the diagonal; a component with fewer than two points' worth of
+    responsibility takes the data covariance):
+
+    * ``"kmeans"`` (default): the best of four k-means++ seedings refined by Lloyd iterations,
+      like scikit-learn's default, then each point assigned to its nearest mean;
+    * ``"k-means++"`` (or ``"kmeans++"``) and ``"random_from_data"``: K points chosen by
+      k-means++ or uniformly, each point then assigned to the nearest (scikit-learn instead
+      gives each component its one chosen point, and so a covariance of ``reg_covar``);
+    * ``"random"``: scikit-learn's random responsibilities, uniform on [0, 1) and normalised
+      per point (the means all start near the data's mean).
+
+    For the first three the means are the chosen centres and the covariances are taken about
+    them; for ``"random"`` the means are the weighted means.
+
+    ``X`` is never modified.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown init method {method!r}; choose one of: {', '.join(METHODS)}")
+    method = check_method(method)
     K, D = check_model(model).n_components, model.n_features
     X = as_data(X, n_features=D, dtype=model.loc.dtype, device=model.loc.device, min_rows=K)
     g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu")
-    means = METHODS[method](X, K, g)
-    labels = torch.cdist(X, means).argmin(-1)
-    R = torch.nn.functional.one_hot(labels, K).to(X.dtype)  # (N, K)
+    eps = torch.finfo(X.dtype).eps
+    if method == "random":
+        R = torch.rand(X.shape[0], K, generator=g, device=g.device, dtype=X.dtype).to(X.device)
+        R = R / R.sum(1, keepdim=True)  # (N, K)
+        means = (R.T @ X) / R.sum(0).unsqueeze(-1)  # (K, D)
+    else:
+        means = SEEDINGS[method](X, K, g)  # (K, D)
+        labels = torch.cdist(X, means).argmin(-1)  # (N,)
+        R = torch.nn.functional.one_hot(labels, K).to(X.dtype)  # (N, K)
     counts = R.sum(0)  # (K,)
-    weights = (counts + 10 * torch.finfo(X.dtype).eps) / (counts.sum() + 10 * K * torch.finfo(X.dtype).eps)
+    weights = (counts + 10 * eps) / (counts.sum() + 10 * K * eps)
     diff = X.unsqueeze(0) - means.unsqueeze(1)  # (K, N, D)
     cov = torch.einsum("nk,knd,kne->kde", R, diff, diff) / counts.clamp_min(1).reshape(K, 1, 1)
     cov = torch.where((counts >= 2).reshape(K, 1, 1), cov, data_covariance(X))

@@ -31,7 +31,7 @@ def test_cli_with_the_seed_flags_writes_a_png(tmp_path):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--samples", "2"], "2 samples but at least 5"),
+    (["--samples", "2"], "n_samples=2 should be >= n_components=5"),
     (["--mixture_lr", "0"], "mixture_lr must be a positive"),
     (["--iterations", "-5"], "iterations must be a positive integer"),
     (["--log_freq", "0"], "--log_freq must be a positive integer"),

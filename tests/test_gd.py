@@ -205,7 +205,7 @@ def test_a_model_that_is_not_a_gmmlib_mixture_is_named():
 
 
 def test_too_few_points_for_k():
-    with pytest.raises(ValueError, match="3 samples but at least 5"):
+    with pytest.raises(ValueError, match="n_samples=3 should be >= n_components=5"):
         gmmlib.fit_gd(gmmlib.GaussianMixture(5, 2), np.zeros((3, 2)), progress=False)
 
 

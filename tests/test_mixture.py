@@ -192,10 +192,10 @@ def test_bad_constructor_arguments():
 
 @pytest.mark.parametrize("X,match", [
     (np.zeros(5), "2-D"),
-    (np.zeros((5, 3)), "3 features but the model was built for 2"),
-    (np.array([[0.0, np.nan], [1, 1]]), "NaN or infinity in 1 row"),
-    (np.array([[0.0, np.inf], [1, 1]]), "NaN or infinity"),
-    (np.array([[np.inf, 1.0], [-np.inf, 1]]), "NaN or infinity in 2 row"),  # the sum is NaN
+    (np.zeros((5, 3)), "X has 3 features, but the model is expecting 2 features as input"),
+    (np.array([[0.0, np.nan], [1, 1]]), "Input X contains NaN in 1 row"),
+    (np.array([[0.0, np.inf], [1, 1]]), "Input X contains infinity"),
+    (np.array([[np.inf, 1.0], [-np.inf, 1]]), "contains infinity in 2 row"),  # the sum is NaN
     (np.array([["a", "b"]]), "numbers"),
 ])
 def test_bad_data_is_named(X, match):

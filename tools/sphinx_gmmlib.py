@@ -24,7 +24,8 @@ import re
 
 MARKER = "<!-- gmmlib-api -->"
 # Reading order of the library's layers; modules not listed follow alphabetically.
-LAYERS = ["numerics", "families", "mixture", "init", "gd", "em", "priors", "history", "data",
+LAYERS = ["numerics", "families", "mixture", "init", "gd", "em", "estimator", "exceptions", "priors",
+          "history", "data",
           "mdn", "teaching", "plot", "widgets", "cli"]
 
 
