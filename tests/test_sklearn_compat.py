@@ -1,0 +1,274 @@
+"""GaussianMixtureEM behaves as scikit-learn's GaussianMixture wherever a user switches to it:
+scikit-learn's own estimator checks, clone / Pipeline / GridSearchCV / cross_val_score against
+scikit-learn's GaussianMixture in the same place, one-feature fits iteration for iteration,
+verbose printing, warnings, NotFittedError, and the import that stays light."""
+import io
+import re
+import subprocess
+import sys
+import warnings
+from contextlib import redirect_stdout
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+from sklearn.exceptions import NotFittedError
+from sklearn.mixture import GaussianMixture as SkGMM
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks
+from sklearn.utils.validation import check_is_fitted
+
+import gmmlib
+from gmmlib import GaussianMixtureEM
+
+FAMILIES = ["full", "tied", "diag", "spherical"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small problems: one thread is fastest on this shared 2-core machine (see test_em.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------
+# scikit-learn's own checks
+# ------------------------------------------------------------------------------------------------
+@parametrize_with_checks([GaussianMixtureEM(), GaussianMixtureEM(3, covariance_type="diag",
+                                                                  init_params="random")])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# The only check not applicable by design: it feeds array-API namespaces (cupy, torch through
+# array_api_compat) and runs only with SCIPY_ARRAY_API=1 and array-api-compat installed. gmmlib
+# takes torch tensors natively instead, and computes in torch whatever the input.
+INAPPLICABLE = {"check_array_api_input"}
+
+
+def test_check_estimator_passes_every_applicable_check():
+    results = check_estimator(GaussianMixtureEM(), on_fail=None, on_skip=None)
+    not_passed = {r["check_name"]: r["status"] for r in results if r["status"] != "passed"}
+    assert set(not_passed) == INAPPLICABLE and set(not_passed.values()) == {"skipped"}
+    assert len(results) > 35  # the whole suite ran
+
+
+def test_protocol_helpers():
+    est = GaussianMixtureEM(2)
+    assert not is_classifier(est) and not is_regressor(est)
+    assert est.__sklearn_tags__().estimator_type == "density_estimator"
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    for method in ("predict", "predict_proba", "score", "score_samples", "bic", "aic"):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            getattr(est, method)(np.zeros((3, 2)))
+    with pytest.raises(NotFittedError):
+        est.sample(3)
+    est.fit(np.random.default_rng(0).normal(size=(40, 2)))
+    check_is_fitted(est)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params() and not hasattr(twin, "means_")
+
+
+# ------------------------------------------------------------------------------------------------
+# in scikit-learn's machinery, against scikit-learn's GaussianMixture in the same place
+# ------------------------------------------------------------------------------------------------
+def three_blobs(n=300, seed=0):
+    """Three separated, unequal 2-D clusters far from the origin, in different units; two of
+    them close, so that two components have one clear optimum (merge those two)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [5.0, 1.0], [12.0, 14.0]])
+    scales = np.array([0.6, 1.0, 1.4])
+    k = rng.integers(3, size=n)
+    X = centres[k] + scales[k, None] * rng.normal(size=(n, 2))
+    return X * [100.0, 0.01] + [5e3, -2.0]
+
+
+TIGHT = {"tol": 1e-10, "max_iter": 2000, "n_init": 3, "random_state": 0}
+
+
+def test_pipeline_predict_and_score_agree_with_sklearn():
+    X = three_blobs()
+    ours = make_pipeline(StandardScaler(), GaussianMixtureEM(3, **TIGHT)).fit(X)
+    theirs = make_pipeline(StandardScaler(), SkGMM(3, **TIGHT)).fit(X)
+    assert ours.score(X) == pytest.approx(theirs.score(X), abs=1e-6)
+    np.testing.assert_allclose(ours.score_samples(X), theirs.score_samples(X), atol=1e-6)
+    # the same partition, up to the order of the components
+    a, b = ours.predict(X), theirs.predict(X)
+    assert len(set(zip(a, b))) == 3
+
+
+def test_grid_search_and_cross_validation_agree_with_sklearn():
+    X = three_blobs(240, seed=1)
+    grid = {"gaussianmixtureem__n_components": [1, 2, 3],
+            "gaussianmixtureem__covariance_type": FAMILIES}
+    ours = GridSearchCV(make_pipeline(StandardScaler(), GaussianMixtureEM(**TIGHT)), grid,
+                        cv=KFold(3, shuffle=True, random_state=0)).fit(X)
+    sk_grid = {k.replace("gaussianmixtureem", "gaussianmixture"): v for k, v in grid.items()}
+    theirs = GridSearchCV(make_pipeline(StandardScaler(), SkGMM(**TIGHT)), sk_grid,
+                          cv=KFold(3, shuffle=True, random_state=0)).fit(X)
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
+                               theirs.cv_results_["mean_test_score"], atol=1e-6)
+    assert ours.best_params_["gaussianmixtureem__n_components"] == 3
+    assert ours.best_score_ == pytest.approx(theirs.best_score_, abs=1e-6)
+    scores = cross_val_score(GaussianMixtureEM(3, covariance_type="full", **TIGHT), X, cv=3)
+    np.testing.assert_allclose(scores, cross_val_score(SkGMM(3, covariance_type="full", **TIGHT), X, cv=3),
+                               atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# one feature: the case that used to overwrite the caller's data and fit the wrong clusters
+# ------------------------------------------------------------------------------------------------
+def one_feature(seed=0):
+    rng = np.random.RandomState(seed)
+    return np.concatenate([rng.randn(150, 1) + c for c in (7.0, 13.0, 30.0)])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_feature_fit_equals_sklearn_iteration_by_iteration(family):
+    X = one_feature()
+    before = X.copy()
+    start = {"weights_init": [0.2, 0.3, 0.5], "means_init": [[5.0], [15.0], [25.0]]}
+    prec = {"full": np.full((3, 1, 1), 0.1), "tied": np.full((1, 1), 0.1),
+            "diag": np.full((3, 1), 0.1), "spherical": np.full(3, 0.1)}[family]
+    kwargs = {"covariance_type": family, "tol": 0, "max_iter": 25, "precisions_init": prec, **start}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkConvergenceWarning)
+        ours = GaussianMixtureEM(3, **kwargs).fit(X)
+        theirs = SkGMM(3, **kwargs).fit(X)
+    np.testing.assert_array_equal(X, before)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-8)
+    assert ours.score(X) == pytest.approx(theirs.score(X), abs=1e-8)
+
+
+def test_one_feature_default_fit_finds_the_three_clusters():
+    X = one_feature()
+    before = X.copy()
+    est = GaussianMixtureEM(3, random_state=0).fit(X)
+    np.testing.assert_allclose(np.sort(est.means_.ravel()), [7.13, 12.94, 29.86], atol=0.01)
+    assert est.score(X) == pytest.approx(SkGMM(3, random_state=0).fit(X).score(X), abs=1e-4)
+    np.testing.assert_array_equal(X, before)  # the caller's data, untouched (was zero-mean)
+
+
+# ------------------------------------------------------------------------------------------------
+# the same options, messages and warnings
+# ------------------------------------------------------------------------------------------------
+def test_every_sklearn_constructor_argument_is_accepted():
+    ours = set(GaussianMixtureEM().get_params())
+    assert set(SkGMM().get_params()) <= ours
+
+
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random_from_data"])
+def test_init_params_reach_sklearns_optimum(init):
+    Xs = StandardScaler().fit_transform(three_blobs(200, seed=2))
+    est = GaussianMixtureEM(3, init_params=init, n_init=4, random_state=0, tol=1e-8,
+                            max_iter=1000).fit(Xs)
+    best = SkGMM(3, n_init=4, random_state=0, tol=1e-8, max_iter=1000).fit(Xs)
+    assert est.converged_
+    assert est.score(Xs) == pytest.approx(best.score(Xs), abs=1e-5)
+
+
+def test_random_init_reaches_the_optima_sklearns_random_init_reaches():
+    """init_params='random' (random responsibilities: every mean starts near the data's mean)
+    is a weak start in both libraries; over ten seeds each, gmmlib's runs end in the same
+    optima as scikit-learn's, and the best of them is the global one."""
+    Xs = StandardScaler().fit_transform(three_blobs(200, seed=2))
+    kw = {"init_params": "random", "tol": 1e-8, "max_iter": 1000}
+    ours = {round(GaussianMixtureEM(3, random_state=s, **kw).fit(Xs).score(Xs), 3) for s in range(10)}
+    theirs = {round(SkGMM(3, random_state=s, **kw).fit(Xs).score(Xs), 3) for s in range(10)}
+    assert ours <= theirs and max(ours) == max(theirs)
+
+
+def test_k_means_plus_plus_spelling_in_the_torch_api():
+    X = torch.as_tensor(three_blobs(100))
+    a, b = (gmmlib.GaussianMixture(3, 2, dtype=torch.float64) for _ in range(2))
+    gmmlib.initialize(a, X, "k-means++", generator=0)
+    gmmlib.initialize(b, X, "kmeans++", generator=0)
+    assert torch.equal(a.means, b.means)
+    with pytest.raises(ValueError, match=r"unknown init method 'kmeans\+'.*k-means\+\+"):
+        gmmlib.fit_em(a, X, init="kmeans+")
+
+
+def _printed(est, X):
+    out = io.StringIO()
+    with warnings.catch_warnings(), redirect_stdout(out):
+        warnings.simplefilter("ignore", SkConvergenceWarning)
+        est.fit(X)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_verbose_prints_what_sklearn_prints(verbose):
+    X = three_blobs(150, seed=3)
+    start = {"weights_init": [0.3, 0.3, 0.4], "means_init": X[:3], "precisions_init": np.ones(3),
+             "covariance_type": "spherical", "max_iter": 7, "tol": 0, "verbose": verbose,
+             "verbose_interval": 3}
+    ours, theirs = _printed(GaussianMixtureEM(3, **start), X), _printed(SkGMM(3, **start), X)
+    times = re.compile(r"time lapse [0-9.]+s")
+    assert times.sub("", ours) == times.sub("", theirs)
+    assert "Iteration 6" in ours and "Iteration 7" not in ours
+    assert _printed(GaussianMixtureEM(3, max_iter=3), X) == ""
+
+
+def test_convergence_warning_is_sklearns():
+    assert issubclass(gmmlib.ConvergenceWarning, SkConvergenceWarning)
+    assert issubclass(gmmlib.ConvergenceWarning, RuntimeWarning)
+    X = three_blobs(100)
+    with pytest.warns(SkConvergenceWarning, match="Best performing initialization did not converge"):
+        GaussianMixtureEM(3, max_iter=1).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", SkConvergenceWarning)  # a scikit-learn user's filter
+        GaussianMixtureEM(3, max_iter=1).fit(X)
+        gmmlib.fit_em(gmmlib.GaussianMixture(3, 2, dtype=torch.float64), X, max_iter=1,
+                      progress=False)
+
+
+def test_sparse_is_refused_with_a_remedy_and_object_arrays_are_numbers():
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X = three_blobs(60)
+    for fit in (GaussianMixtureEM(2).fit,
+                lambda S: gmmlib.fit_em(gmmlib.GaussianMixture(2, 2), S, progress=False)):
+        with pytest.raises((TypeError, ValueError), match=r"(?i)sparse.*toarray"):
+            fit(scipy_sparse.csr_matrix(X))
+    a = GaussianMixtureEM(2, random_state=0).fit(X.astype(object))
+    b = GaussianMixtureEM(2, random_state=0).fit(X)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    m = gmmlib.GaussianMixture(2, 2, dtype=torch.float64)
+    assert torch.equal(m.log_prob(X.astype(object)), m.log_prob(X))
+
+
+@pytest.mark.parametrize("X,phrase", [
+    (np.zeros(5), "Reshape your data"),
+    (np.array([[0.0, np.nan], [1, 1], [2, 2]]), "Input X contains NaN"),
+    (np.zeros((1, 2)), "1 sample"),
+])
+def test_messages_carry_sklearns_phrases(X, phrase):
+    for fit in (GaussianMixtureEM(1).fit,
+                lambda A: gmmlib.fit_em(gmmlib.GaussianMixture(2, 2), A, progress=False)):
+        with pytest.raises(ValueError, match=phrase):
+            fit(X)
+
+
+def test_too_few_samples_and_wrong_width_name_sklearns_terms():
+    X = np.random.default_rng(0).normal(size=(3, 2))
+    with pytest.raises(ValueError, match="Expected n_samples >= n_components"):
+        GaussianMixtureEM(4).fit(X)
+    est = GaussianMixtureEM(2).fit(X)
+    for data in (X[:, :1], torch.as_tensor(X[:, :1])):
+        with pytest.raises(ValueError, match="X has 1 features, but GaussianMixtureEM is expecting 2"):
+            est.predict(data)
+
+
+def test_import_gmmlib_does_not_import_sklearn():
+    code = "import sys, gmmlib; print('sklearn' in sys.modules); gmmlib.GaussianMixtureEM; " \
+           "print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
