@@ -6,7 +6,7 @@ parameters from one table (``_parameter_constraints``, scikit-learn's mechanism)
 with scikit-learn's ``validate_data``, so ``clone``, ``get_params``/``set_params``, ``Pipeline``,
 ``GridSearchCV``, ``cross_val_score``, ``check_is_fitted`` and ``check_estimator`` treat it as
 any scikit-learn estimator. Torch tensors skip ``validate_data`` (it would copy them to the CPU)
-and are checked by gmmlib's :func:`~gmmlib._validation.as_data`.
+and are checked by gmmlib's own ``as_data``.
 
 This module imports scikit-learn (about 1.8 s), so ``import gmmlib`` loads it only when
 ``gmmlib.GaussianMixtureEM`` is first used.
