@@ -510,3 +510,31 @@ def test_diagonal_scatter_matches_the_centred_sum(K, D, offset, log_spread, hard
     R = torch.softmax(torch.as_tensor(hardness * own + rng.normal(size=(len(X), K))), -1)
     ws, means, reference = _diagonal_case(X, R)
     torch.testing.assert_close(_scatter_diag(ws, means), reference, rtol=1e-9, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the update of a component with no responsibility, and translation
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["full", "tied", "diagonal", "isotropic"])
+def test_an_empty_component_gets_the_documented_update(family):
+    """A component no point is responsible for (responsibilities exactly 0) moves to the data's
+    mean, with covariance reg_covar I and weight 10 eps / N (em.py's docstring), whatever the
+    coordinates: translating the data translates that mean and changes nothing else."""
+    X = blobs(seed=20)[:400]
+    outcomes = []
+    for offset in (0.0, 1e4):
+        Y = X + offset
+        means = np.concatenate([Y[:3], Y.mean(0, keepdims=True) + 1e6])  # the last: far from all
+        model = gmmlib.GaussianMixture.from_parameters(
+            [0.3, 0.3, 0.3, 0.1], means, np.ones(4) if family == "isotropic" else
+            {"full": np.stack([np.eye(3)] * 4), "tied": np.eye(3), "diagonal": np.ones((4, 3))}[family],
+            family)
+        run_quiet(model, Y, max_iter=1, tol=0, init=None, reg_covar=1e-3, progress=False)
+        eps = torch.finfo(torch.float64).eps
+        assert float(model.weights[3]) == pytest.approx(10 * eps / len(Y), rel=1e-6)
+        np.testing.assert_allclose(model.means[3].numpy(), Y.mean(0), rtol=1e-12)
+        if family in ("full", "diagonal", "isotropic"):
+            np.testing.assert_allclose(model.covariances[3].numpy(), 1e-3 * np.eye(3), rtol=1e-9)
+        outcomes.append((model.means.numpy() - offset, model.covariances.numpy(), model.weights.numpy()))
+    for a, b in zip(*outcomes):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
