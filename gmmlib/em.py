@@ -71,27 +71,27 @@ _FAIL = ("Fitting the mixture model failed because some components have ill-defi
 
 
 # ------------------------------------------------------------------------------------------------
-# The state EM iterates on: plain tensors, in data coordinates shifted by ``shift``.
+# The state EM iterates on: plain tensors, in the model's (the data's) coordinates.
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class _State:
     log_weights: torch.Tensor  # (K,)
-    means: torch.Tensor  # (K, D), shifted coordinates
+    means: torch.Tensor  # (K, D)
     factor: torch.Tensor  # tril: Cholesky factor of the covariance (K', D, D); std: std (K', D')
 
 
-def _read_state(model: GaussianMixture, shift: torch.Tensor) -> _State:
+def _read_state(model: GaussianMixture) -> _State:
     """The model's effective parameters (floor applied), as EM's state."""
     with torch.no_grad():
-        return _State(model.log_weights.detach().clone(), model.loc.detach() - shift,
+        return _State(model.log_weights.detach().clone(), model.loc.detach().clone(),
                       model.factor().detach().clone())
 
 
 @torch.no_grad()
-def _write_state(model: GaussianMixture, state: _State, shift: torch.Tensor) -> None:
+def _write_state(model: GaussianMixture, state: _State) -> None:
     """Store ``state`` in the model's unconstrained parameters."""
     model.logits.copy_(state.log_weights)
-    model.loc.copy_(state.means + shift)
+    model.loc.copy_(state.means)
     if model.family.learned:
         model.raw_scale.copy_(model.family.raw_from_factor(state.factor).reshape(model.raw_scale.shape))
 
@@ -113,6 +113,7 @@ class _Workspace:
         N, D = X.shape
         self.N, self.D, self.K = N, D, K
         self.shift = shift  # (D,)
+        self.X = X  # (N, D), the data as given, read (never written) by the centred E-step
         # always a new array: X may be the caller's own memory (as_data shares it), and
         # X.T.contiguous() IS that memory for one feature, one row or a transposed view
         self.XT = torch.sub(X.T, shift.unsqueeze(-1),
@@ -145,16 +146,16 @@ class _Workspace:
 # ------------------------------------------------------------------------------------------------
 # How far, in its own standard deviations, a component's mean may sit from the point the data
 # are centred on before the E-step's expanded product is replaced by the centred form for that
-# component. The expanded forms, ``x P - mu P`` (full, tied) and ``x² p - 2 x mu p + mu² p``
-# (diagonal, isotropic), subtract terms of size ``|mu P|`` (resp. its square) whose difference
-# is the answer. In float64, beyond 1e3 that would cost more than 4 of the 16 digits. In
-# float32 the expanded forms were measured as accurate as the model's own float32 log_prob for
-# the full family (2e-7 relative) and within 5e-6 relative for the diagonal one on benchmark
-# data whose components sit up to ~20 standard deviations out; the centred form there bought
-# nothing measurable and cost up to 1.6x per E-step, hence 100. Typical components sit within
-# a few standard deviations of the data's mean; a component collapsed onto an outlier can sit
-# 1e10 of them away.
-_MAX_WHITENED_OFFSET = {torch.float64: 1e3, torch.float32: 100.0}
+# component. The expanded forms subtract terms whose difference is the answer: ``x P - mu P``
+# (full, tied) loses about ``u |mu P|`` of the whitened distance, ``x² p - 2 x mu p + mu² p``
+# (diagonal, isotropic) about ``u |mu P|²`` of its square (``u`` the unit roundoff). The limits
+# keep that below ~1e-11 (float64) and ~1e-5 (float32) relative to the log-density. In float32
+# the full family's expanded form was measured as accurate as the model's own float32 log_prob
+# (2e-7 relative) with components ~20 standard deviations out, hence 100 there. Typical
+# components sit within a few standard deviations of the data's mean; a component collapsed
+# onto an outlier can sit 1e10 of them away.
+_MAX_WHITENED_OFFSET = {("tril", torch.float64): 1e3, ("tril", torch.float32): 100.0,
+                        ("std", torch.float64): 300.0, ("std", torch.float32): 10.0}
 
 
 class _EStep:
@@ -166,10 +167,10 @@ class _EStep:
     than :meth:`GaussianMixture.log_prob`.
     """
 
-    def __init__(self, family, state: _State):
+    def __init__(self, family, state: _State, shift: torch.Tensor):
         K, D = state.means.shape
         self.K, self.D, self.kind = K, D, family.kind
-        mu = state.means
+        mu = state.means - shift  # (K, D), in the workspace's shifted coordinates
         if family.kind == "tril":
             L = state.factor  # (K', D, D)
             eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
@@ -193,16 +194,17 @@ class _EStep:
             whitened = mu / std  # (K, D)
         self.offset = (half_logdet - 0.5 * D * LOG_2PI).expand(K) + state.log_weights  # (K,)
         self.ones = torch.ones(D, dtype=mu.dtype, device=mu.device)  # (D,)
-        limit = _MAX_WHITENED_OFFSET[mu.dtype]
+        limit = _MAX_WHITENED_OFFSET[family.kind, mu.dtype]
         far = (whitened.abs().amax(-1) > limit).nonzero().squeeze(-1)  # (K",)
         self.far = far if far.numel() else None
         if self.far is not None:  # the centred form's parameters, for those components only
-            self.far_mu = mu[far]  # (K", D)
+            self.far_mu = state.means[far]  # (K", D), unshifted: x - mu is then exact as in log_prob
             self.far_scale = (P if P.shape[0] == K else P.expand(K, D, D))[far] \
                 if family.kind == "tril" else 1.0 / std[far]  # (K", D, D) or (K", D)
 
     def _centred_maha(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared Mahalanobis distances to the ``far`` components, centred, (n, K")."""
+        """Squared Mahalanobis distances of the rows ``x`` (n, D), as given (not shifted: the
+        shift would round each of x and mu on its own), to the ``far`` components, (n, K")."""
         diff = x.unsqueeze(0) - self.far_mu.unsqueeze(1)  # (K", n, D)
         if self.kind == "tril":
             z = torch.bmm(diff, self.far_scale)  # (K", n, D): (x - mu_k) P_k
@@ -210,8 +212,9 @@ class _EStep:
             z = diff.mul_(self.far_scale.unsqueeze(1))  # (K", n, D)
         return z.square_().sum(-1).T  # (n, K")
 
-    def weighted_log_prob(self, x: torch.Tensor, ws: _Workspace) -> torch.Tensor:
-        """``log w_k + log N(x_n | mu_k, Σ_k)`` for a chunk ``x`` (n, D), (n, K)."""
+    def weighted_log_prob(self, ws: _Workspace, a: int, b: int) -> torch.Tensor:
+        """``log w_k + log N(x_n | mu_k, Σ_k)`` for the rows ``a:b`` of the data, (n, K)."""
+        x = ws.XT[:, a:b].T  # (n, D), shifted
         n = x.shape[0]
         K, D = self.K, self.D
         if self.kind == "tril":
@@ -228,7 +231,7 @@ class _EStep:
         else:
             maha = torch.addmm(self.const, x.square(), self.precT).addmm_(x, self.muprecT)  # (n, K)
         if self.far is not None:
-            maha[:, self.far] = self._centred_maha(x)
+            maha[:, self.far] = self._centred_maha(ws.X[a:b])
         return maha.mul_(-0.5).add_(self.offset)
 
 
@@ -236,14 +239,14 @@ def _e_step(family, state: _State, ws: _Workspace, *, resp: bool = False,
             log_prob: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over points of log p(x_n), a 0-d tensor. With ``resp`` fills ``ws.RT`` (K, N)
     with the responsibilities; ``log_prob`` (N,), when given, receives log p(x_n)."""
-    e = _EStep(family, state)
+    e = _EStep(family, state, ws.shift)
     RT = ws.resp() if resp else None
     dt = ws.XT.dtype
     total = torch.zeros((), dtype=dt, device=ws.XT.device)
     ones = torch.ones(e.K, 1, dtype=dt, device=ws.XT.device)  # (K, 1)
     log_tiny = math.log(torch.finfo(dt).tiny)
     for a, b in ws.chunks(ws.chunk_e):
-        w = e.weighted_log_prob(ws.XT[:, a:b].T, ws)  # (n, K)
+        w = e.weighted_log_prob(ws, a, b)  # (n, K)
         # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. Terms
         # below the smallest normal number are set to exactly 0 first: exp producing subnormals
         # was measured 25x slower, and they change neither the sum nor any printed digit.
@@ -367,7 +370,7 @@ def _m_step(family, state: _State, ws: _Workspace, reg_covar: float, min_varianc
     RT = ws.RT  # (K, N)
     eps = torch.finfo(RT.dtype).eps
     nk = RT.sum(1) + 10 * eps  # (K,)
-    means = (RT @ ws.XT.T) / nk.unsqueeze(-1)  # (K, D)
+    means = (RT @ ws.XT.T) / nk.unsqueeze(-1)  # (K, D), shifted
     log_weights = (nk / nk.sum()).log()  # (K,)
     factor = state.factor
     if family.learned:
@@ -386,7 +389,7 @@ def _m_step(family, state: _State, ws: _Workspace, reg_covar: float, min_varianc
             factor = cov.sqrt()
             if floor > 0:
                 factor = factor.clamp_min(floor)
-    return _State(log_weights, means, factor)
+    return _State(log_weights, means + ws.shift, factor)
 
 
 def _float32_hint(X):
@@ -521,10 +524,10 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
         if best is None or history.lower_bound > best[0] or best[0] == -math.inf:  # as scikit-learn
             best = (history.lower_bound, state, history)
     _, state, history = best
-    _write_state(model, state, shift)
+    _write_state(model, state)
 
     # the loss of the fitted model, from what the model now holds
-    final = _read_state(model, shift)
+    final = _read_state(model)
     history.loss.append(float(-_e_step(family, final, ws)) / X.shape[0])
     history.time.append(history.time[-1] if history.time else 0.0)
     if history.snapshots:
@@ -546,7 +549,7 @@ def evaluate(model: GaussianMixture, X: torch.Tensor, shift: torch.Tensor, *, re
     fit centred the data on (any point gives the same numbers to rounding)."""
     ws = _Workspace(X, model.n_components, shift, model.family)
     log_prob = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)  # (N,)
-    _e_step(model.family, _read_state(model, shift), ws, resp=resp, log_prob=log_prob)
+    _e_step(model.family, _read_state(model), ws, resp=resp, log_prob=log_prob)
     return log_prob, (ws.RT.T if resp else None)
 
 
@@ -559,8 +562,8 @@ def _shift(X: torch.Tensor) -> torch.Tensor:
 def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, previous=-math.inf,
          monitor=None):
     """One EM run from the model's current parameters; returns the final state and history."""
-    N, shift = ws.N, ws.shift
-    state = _read_state(model, shift)
+    N = ws.N
+    state = _read_state(model)
     history = FitHistory(method="em")
     bar = None
     if show:
@@ -577,7 +580,7 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
         history.loss.append(-lower_bound)
         history.time.append(time.perf_counter() - start)
         if log_every and (it - 1) % log_every == 0:
-            history.snapshots.append(_snapshot(family, state, shift, it - 1, -lower_bound))
+            history.snapshots.append(_snapshot(family, state, it - 1, -lower_bound))
         state = _m_step(family, state, ws, reg_covar, model.min_variance)
         history.n_iter = it
         if bar is not None:
@@ -593,10 +596,10 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
     history.lower_bound = lower_bound
     if log_every:
         # the final parameters, whose loss fit_em computes after choosing the run
-        history.snapshots.append(_snapshot(family, state, shift, history.n_iter, float("nan")))
+        history.snapshots.append(_snapshot(family, state, history.n_iter, float("nan")))
     return state, history
 
 
-def _snapshot(family, state, shift, step, loss) -> Snapshot:
-    return Snapshot(step, state.log_weights.exp().cpu().numpy(), (state.means + shift).cpu().numpy(),
+def _snapshot(family, state, step, loss) -> Snapshot:
+    return Snapshot(step, state.log_weights.exp().cpu().numpy(), state.means.cpu().numpy(),
                     _covariances(family, state).cpu().numpy(), float(loss))

@@ -8,6 +8,17 @@ FAMILIES = ["full", "tied", "diagonal", "isotropic", "shared_isotropic", "consta
 SKLEARN = {"full": "full", "tied": "tied", "diagonal": "diag", "isotropic": "spherical"}
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small problems: one thread is fastest, and on a loaded 2-core machine torch's thread pool
+    was seen to make them 50x slower (each parallel region waits for a descheduled worker).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param

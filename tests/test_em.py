@@ -18,15 +18,7 @@ from conftest import FAMILIES, SKLEARN
 from gmmlib import ConvergenceWarning, GaussianMixtureEM, fit_em
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are small: one thread is fastest, and on a loaded 2-core machine torch's
-    thread pool was seen to make them 50x slower (each parallel region waits for a descheduled
-    worker). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------

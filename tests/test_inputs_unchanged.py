@@ -35,13 +35,7 @@ from gmmlib import plot as gplot
 ConvergenceWarning = getattr(gmmlib, "ConvergenceWarning", RuntimeWarning)  # whichever module holds it
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems on a shared 2-core machine: one thread is fastest (see test_em.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,13 +28,7 @@ from gmmlib import GaussianMixtureEM
 FAMILIES = ["full", "tied", "diag", "spherical"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: one thread is fastest on this shared 2-core machine (see test_em.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------
