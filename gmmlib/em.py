@@ -136,12 +136,13 @@ class _Workspace:
             b = self._buffers[name] = torch.empty(shape, dtype=self.XT.dtype, device=self.XT.device)
         return b
 
-    def float64_columns(self, a: int, b: int, shift64: torch.Tensor) -> torch.Tensor:
+    def float64_columns(self, a: int, b: int) -> torch.Tensor:
         """Points ``a:b`` as the columns of ``[x²; x]``, shifted in float64, (2D, n): made once
         per workspace on first use (16 bytes per value, only for float32 data with components
         of a diagonal family beyond float32's offset limit), then read at no cost."""
         if "xx64" not in self._buffers:
-            x64 = self.X.T.to(torch.float64) - shift64.unsqueeze(-1)  # (D, N), exact subtraction
+            f64 = torch.float64
+            x64 = self.X.T.to(f64) - self.shift.to(f64).unsqueeze(-1)  # (D, N), float32 values exact
             self._buffers["xx64"] = torch.cat([x64.square(), x64])  # (2D, N)
         return self._buffers["xx64"][:, a:b]
 
@@ -210,9 +211,9 @@ class _EStep:
         limit = _MAX_WHITENED_OFFSET[family.kind, mu.dtype]
         self.mid = None
         if family.kind == "std" and mu.dtype == torch.float32:
-            # float32's limit (10) is often passed by well separated clusters: up to float64's
-            # limit, such components take the same expanded form in float64, from the data as
-            # given (the shift is then exact), at a fraction of the centred form's cost
+            # float32's limit is passed by well separated clusters: up to float64's limit, such
+            # components take the same expanded form in float64, from the data as given (the
+            # shift is then exact), at a fraction of the centred form's cost
             wide = _MAX_WHITENED_OFFSET["std", torch.float64]
             mid = ((offsets > limit) & (offsets <= wide)).nonzero().squeeze(-1)  # (K_mid,)
             if mid.numel():
@@ -220,7 +221,6 @@ class _EStep:
                 mu64 = state.means[mid].to(f64) - shift.to(f64)  # (K_mid, D)
                 prec64 = std[mid].to(f64).pow(-2)  # (K_mid, D)
                 self.mid = mid
-                self.mid_shift = shift.to(f64)  # (D,)
                 self.mid_weights = torch.cat([prec64, -2.0 * mu64 * prec64], 1)  # (K_mid, 2D)
                 self.mid_const = (mu64.square() * prec64).sum(-1, keepdim=True)  # (K_mid, 1)
             limit = wide
@@ -262,7 +262,7 @@ class _EStep:
         if self.mid is not None:  # the expanded form in float64 (float32 data, diagonal families)
             # [p, -2 mu p] @ [x²; x] as (K_mid, 2D) x (2D, n): MKL runs this wide product 3x
             # faster than the tall (n, 2D) x (2D, K_mid) one (measured)
-            mid = torch.addmm(self.mid_const, self.mid_weights, ws.float64_columns(a, b, self.mid_shift))
+            mid = torch.addmm(self.mid_const, self.mid_weights, ws.float64_columns(a, b))
             maha[:, self.mid] = mid.T.to(maha.dtype)  # (n, K_mid)
         if self.far is not None:
             maha[:, self.far] = self._centred_maha(ws.X[a:b])
