@@ -253,12 +253,13 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             # scikit-learn's checks: sparse, object dtype, 1-D, NaN, feature names, n_features_in_
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=reset,
                               ensure_min_samples=2 if reset else 1)
-        elif reset:
-            self.n_features_in_ = X.shape[-1] if X.ndim == 2 else None
+        elif reset:  # a tensor has no column names: forget those of an earlier fit
             self.__dict__.pop("feature_names_in_", None)
         if reset:
             dtype, device = self._fit_dtype_device(X)
-            return as_data(X, dtype=dtype, device=device, min_rows=2, owner=name)
+            X = as_data(X, dtype=dtype, device=device, min_rows=2, owner=name)
+            self.n_features_in_ = X.shape[1]  # (validate_data set it already for NumPy input)
+            return X
         loc = self.model_.loc
         return as_data(X, n_features=self.n_features_in_, dtype=loc.dtype, device=loc.device,
                        owner=name)
