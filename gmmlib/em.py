@@ -42,9 +42,20 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   and its weight ``10 eps / N``.
 * Memory beyond the data: the (N, K) responsibilities and per-chunk temporaries.
 
-The model's ``min_variance`` floor is applied exactly as the model applies it (on the Cholesky
-diagonal or the standard deviations), so the E-step always evaluates the density the model will
-evaluate; with ``reg_covar >= min_variance`` (the defaults) the floor never binds.
+Two different things keep the covariances away from singular, and they are not the same:
+
+* ``reg_covar`` is scikit-learn's ridge: ``S + reg I``, every eigenvalue *shifted up* by
+  ``reg``, even those far above it. It changes the objective (it is the stationary point of
+  :class:`~gmmlib.RidgePrior`), so EM with ``reg_covar > 0`` is not monotone in the likelihood.
+* the model's ``min_variance = v`` is a *constraint*: the M-step maximises EM's auxiliary
+  function subject to every eigenvalue >= v, whose exact solution clips the estimate's
+  eigenvalues below ``v`` to ``v`` and leaves the others alone (per variance, or the mean
+  variance, for the axis-aligned families). EM stays monotone, and it climbs the same
+  constrained likelihood that :func:`~gmmlib.fit_gd` descends with the same floor. With
+  ``reg_covar >= min_variance`` (the defaults) the floor never binds.
+
+The covariance is stored in the model's own parametrisation and the E-step evaluates the
+factor the model computes from it, so it always evaluates the density the model will.
 """
 from __future__ import annotations
 
@@ -77,14 +88,16 @@ _FAIL = ("Fitting the mixture model failed because some components have ill-defi
 class _State:
     log_weights: torch.Tensor  # (K,)
     means: torch.Tensor  # (K, D)
-    factor: torch.Tensor  # tril: Cholesky factor of the covariance (K', D, D); std: std (K', D')
+    raw: torch.Tensor  # the model's raw scale parameter (see gmmlib.families)
+    factor: torch.Tensor  # from raw, as the model computes it: tril: Cholesky factor of the
+    #                       covariance (K', D, D); std: standard deviations (K', D')
 
 
 def _read_state(model: GaussianMixture) -> _State:
-    """The model's effective parameters (floor applied), as EM's state."""
+    """The model's parameters, as EM's state."""
     with torch.no_grad():
         return _State(model.log_weights.detach().clone(), model.loc.detach().clone(),
-                      model.factor().detach().clone())
+                      model.raw_scale.detach().clone(), model.factor().detach().clone())
 
 
 @torch.no_grad()
@@ -93,7 +106,7 @@ def _write_state(model: GaussianMixture, state: _State) -> None:
     model.logits.copy_(state.log_weights)
     model.loc.copy_(state.means)
     if model.family.learned:
-        model.raw_scale.copy_(model.family.raw_from_factor(state.factor).reshape(model.raw_scale.shape))
+        model.raw_scale.copy_(state.raw.reshape(model.raw_scale.shape))
 
 
 class _Workspace:
@@ -400,30 +413,38 @@ _COVARIANCE = {"full": _cov_full, "tied": _cov_tied, "diagonal": _var_diagonal,
 
 def _m_step(family, state: _State, ws: _Workspace, reg_covar: float, min_variance: float) -> _State:
     """New parameters from the responsibilities in ``ws.RT``; the covariance is left as it is
-    for the ``constant`` family."""
+    for the ``constant`` family.
+
+    With a floor ``v = min_variance`` the covariance maximises EM's auxiliary function
+    subject to every eigenvalue >= v: the estimate's eigenvalues clipped at ``v`` (per
+    variance, or of the mean variance, for the axis-aligned families), done by
+    :meth:`Family.encode`. That is the exact constrained maximiser, so EM stays monotone
+    under the floor (with ``reg_covar = 0``).
+    """
     RT = ws.RT  # (K, N)
     eps = torch.finfo(RT.dtype).eps
     nk = RT.sum(1) + 10 * eps  # (K,)
     means = (RT @ ws.XT.T) / nk.unsqueeze(-1)  # (K, D), shifted
     log_weights = (nk / nk.sum()).log()  # (K,)
-    factor = state.factor
+    raw, factor = state.raw, state.factor
     if family.learned:
-        floor = math.sqrt(min_variance) if min_variance > 0 else 0.0
-        cov = _COVARIANCE[family.name](ws, nk, means, reg_covar)
-        if family.kind == "tril":
-            L, info = torch.linalg.cholesky_ex(cov)
-            if bool((info != 0).any()):
+        cov = _COVARIANCE[family.name](ws, nk, means, reg_covar)  # (K', D, D) or (K', D')
+        if not bool(torch.isfinite(cov).all()):
+            raise ValueError(_FAIL + _float32_hint(RT))
+        if min_variance <= 0:  # no floor: the estimate itself must be positive definite
+            if family.kind == "tril":
+                free, info = torch.linalg.cholesky_ex(cov)
+                ok = bool((info == 0).all())
+            else:
+                ok = bool((cov > 0).all())
+                free = cov.sqrt()
+            if not ok:
                 raise ValueError(_FAIL + _float32_hint(RT))
-            if floor > 0:
-                torch.diagonal(L, dim1=-2, dim2=-1).clamp_(min=floor)
-            factor = L
+            raw = family.raw(free)
         else:
-            if not bool((cov > 0).all()):
-                raise ValueError(_FAIL + _float32_hint(RT))
-            factor = cov.sqrt()
-            if floor > 0:
-                factor = factor.clamp_min(floor)
-    return _State(log_weights, means + ws.shift, factor)
+            raw = family.raw_from_covariance(cov, min_variance)
+        factor = family.factor(raw, min_variance)  # as the model will compute it
+    return _State(log_weights, means + ws.shift, raw.reshape(state.raw.shape), factor)
 
 
 def _float32_hint(X):
@@ -466,10 +487,13 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
         Stop once the mean log-likelihood changed by less than ``tol`` between two iterations
         (scikit-learn's criterion). 0 runs all ``max_iter`` iterations.
     reg_covar : float
-        Added to the diagonal of every covariance estimate (>= 0); keeps them positive definite.
-        It perturbs the exact M-step, so the likelihood is guaranteed never to decrease only
-        with ``reg_covar=0``; otherwise it can dip by about ``reg_covar / variance`` nats next
-        to a nearly collapsed component (as in scikit-learn).
+        Added to the diagonal of every covariance estimate (>= 0), as scikit-learn's: a ridge
+        that shifts every eigenvalue up. It perturbs the exact M-step, so the likelihood is
+        guaranteed never to decrease only with ``reg_covar=0``; otherwise it can dip by about
+        ``reg_covar / variance`` nats next to a nearly collapsed component (as in
+        scikit-learn). The model's ``min_variance`` is different: a constraint that raises
+        only eigenvalues below it, applied as the exact constrained M-step, under which EM
+        stays monotone (see the module docstring).
     n_init : int
         Number of runs from different initialisations; the run with the highest final
         lower bound is kept.

@@ -105,7 +105,10 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
     constant_variance : float
         The fixed variance of the ``constant`` family (gmmlib only).
     min_variance : float
-        The model's variance floor (gmmlib only; 0, the default, is scikit-learn's behaviour).
+        The model's variance floor (gmmlib only; 0, the default, is scikit-learn's behaviour):
+        a constraint, every eigenvalue of every covariance >= ``min_variance``, met by the
+        exact constrained M-step (eigenvalues below it raised to it). ``reg_covar`` is
+        scikit-learn's ridge instead: every eigenvalue shifted up by it.
     dtype : torch.dtype or str, optional
         Defaults to float32 for float32 input and float64 otherwise (as scikit-learn).
     device : str or torch.device, optional

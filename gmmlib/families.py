@@ -15,11 +15,20 @@ constant           std     1            1         c I with c fixed (not learned)
 =================  ======  ===========  ========  =============================================
 
 The unconstrained parameter of a ``tril`` family is a (K', D, D) matrix whose strict lower
-triangle is the Cholesky factor's and whose diagonal is the *log* of the factor's diagonal, so
-any real values give a positive-definite covariance. A ``std`` family stores log standard
-deviations of shape (K', D'). A variance floor ``min_variance`` clamps the factor's diagonal at
-``sqrt(min_variance)`` (Bishop's singularity guard), which bounds every density by
-``(2 pi min_variance)^(-D/2)``.
+triangle is a lower-triangular ``L``'s and whose diagonal is the *log* of ``L``'s diagonal; a
+``std`` family stores log scales ``log s`` of shape (K', D'). Any real values are allowed.
+
+The variance floor ``min_variance = v`` (Bishop's singularity guard) is part of the
+parametrisation: the covariance is ``L Lᵀ + v I`` (``tril``) or the variances ``s² + v``
+(``std``). So every eigenvalue of every covariance is at least ``v``, whatever the parameters,
+in every direction (not only along the axes), and every density is at most
+``(2 pi v)^(-D/2)``. ``L`` (or ``s``) is the *free part*: the covariance above the floor. The
+``constant`` family learns nothing; its fixed variance must itself be at least ``v``.
+
+Going the other way (:meth:`Family.encode`, used by ``set_parameters`` and by EM's M-step), a
+covariance with eigenvalues below ``v`` is first floored: those eigenvalues are raised to
+``v`` (:func:`~gmmlib.numerics.floor_eigenvalues`; per variance for the axis-aligned
+families), the nearest covariance that satisfies the floor.
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .numerics import cholesky
+from .numerics import cholesky, cholesky_plus_identity, floored_cholesky
 
 __all__ = ["Family", "FAMILIES", "ALIASES", "get_family"]
 
@@ -58,36 +67,65 @@ class Family:
         return k * (D if self.per_feature else 1)
 
     # -- raw parameter <-> factor ------------------------------------------------------------
+    def free_factor(self, raw: torch.Tensor) -> torch.Tensor:
+        """The free part: ``L`` (tril kind, (K', D, D)) or ``s`` (std kind, (K', D'))."""
+        if self.kind == "tril":
+            return torch.tril(raw, diagonal=-1) + torch.diag_embed(torch.diagonal(raw, dim1=-2, dim2=-1).exp())
+        return raw.exp()
+
     def factor(self, raw: torch.Tensor, min_variance: float) -> torch.Tensor:
-        """The Cholesky factor (tril kind, (K', D, D)) or standard deviations (std kind)."""
-        floor = math.sqrt(min_variance) if min_variance > 0 else 0.0
+        """The covariance's Cholesky factor (tril kind, (K', D, D)) or standard deviations
+        (std kind): of ``L Lᵀ + v I`` or ``s² + v``, with ``v = min_variance``; differentiable."""
+        free = self.free_factor(raw)
+        if min_variance <= 0 or not self.learned:
+            return free
         if self.kind == "tril":
-            diag = torch.diagonal(raw, dim1=-2, dim2=-1).exp()
-            if floor > 0 and self.learned:
-                diag = diag.clamp_min(floor)
-            return torch.tril(raw, diagonal=-1) + torch.diag_embed(diag)
-        std = raw.exp()
-        if floor > 0 and self.learned:
-            std = std.clamp_min(floor)
-        return std
+            return cholesky_plus_identity(free, min_variance)
+        return (free.square() + min_variance).sqrt()
 
-    def raw_from_factor(self, factor: torch.Tensor) -> torch.Tensor:
-        """The inverse of :meth:`factor` (above the floor): raw parameter from a Cholesky factor
-        (tril kind) or standard deviations (std kind)."""
-        if self.kind == "tril":
-            return torch.tril(factor, diagonal=-1) + torch.diag_embed(torch.diagonal(factor, dim1=-2, dim2=-1).log())
-        return factor.log()
-
-    def encode(self, cov: torch.Tensor, K: int, D: int) -> torch.Tensor:
-        """Raw parameter from covariances in this family's scikit-learn shape (see ``to_sklearn``)."""
+    def encode(self, cov: torch.Tensor, K: int, D: int, min_variance: float = 0.0) -> torch.Tensor:
+        """Raw parameter from covariances in this family's scikit-learn shape (see ``to_sklearn``),
+        floored at ``min_variance`` first (eigenvalues below it raised to it). They must be
+        symmetric positive definite, or semi-definite when ``min_variance > 0``."""
         cov = self.check_shape(cov, K, D)
         if self.kind == "tril":
-            return self.raw_from_factor(cholesky(cov.reshape(-1, D, D)))
-        var = cov.reshape(self.raw_shape(K, D))
-        if not bool(torch.isfinite(var).all()) or bool((var <= 0).any()):
-            raise ValueError(f"covariances of a {self.name} mixture must be positive variances, "
-                             f"got {var.reshape(-1).tolist()[:8]}")
-        return 0.5 * var.log()
+            cov = cov.reshape(-1, D, D)
+            if min_variance > 0:  # the floor lifts a singular covariance: semi-definite will do
+                jitter = 10 * D * torch.finfo(cov.dtype).eps * float(cov.abs().amax().nan_to_num())
+                cholesky(cov + jitter * torch.eye(D, dtype=cov.dtype, device=cov.device))
+            else:
+                cholesky(cov)  # raises, saying why, unless symmetric positive definite
+        else:
+            cov = cov.reshape(self.raw_shape(K, D))
+            bad = (cov < 0) if min_variance > 0 else (cov <= 0)
+            if not bool(torch.isfinite(cov).all()) or bool(bad.any()):
+                kind = "non-negative" if min_variance > 0 else "positive"
+                raise ValueError(f"covariances of a {self.name} mixture must be {kind} variances, "
+                                 f"got {cov.reshape(-1).tolist()[:8]}")
+        return self.raw_from_covariance(cov, min_variance)
+
+    def raw_from_covariance(self, cov: torch.Tensor, min_variance: float) -> torch.Tensor:
+        """Raw parameter from covariances (K', D, D) or variances (K', D') in this family's
+        own layout, trusted (symmetric, finite, positive definite unless ``min_variance > 0``
+        floors them)."""
+        if self.kind == "tril":
+            return self.raw(floored_cholesky(cov, min_variance))
+        return self.raw(self.floored_scale(cov, min_variance))
+
+    def raw(self, free: torch.Tensor) -> torch.Tensor:
+        """The raw parameter of a free part: the inverse of :meth:`free_factor`."""
+        if self.kind == "tril":
+            return torch.tril(free, diagonal=-1) + torch.diag_embed(torch.diagonal(free, dim1=-2, dim2=-1).log())
+        return free.log()
+
+    @staticmethod
+    def floored_scale(var: torch.Tensor, min_variance: float) -> torch.Tensor:
+        """The free scale ``s`` of positive variances floored at ``v``: ``s² = max(var - v, 0)``,
+        kept a rounding error above 0 so that its log is finite (then ``s² + v`` is the floored
+        variance to within ``eps v``)."""
+        if min_variance <= 0:
+            return var.sqrt()
+        return (var - min_variance).clamp_min(torch.finfo(var.dtype).eps * min_variance).sqrt()
 
     def check_shape(self, cov: torch.Tensor, K: int, D: int) -> torch.Tensor:
         expected = self.sklearn_shape(K, D)

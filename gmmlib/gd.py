@@ -30,15 +30,17 @@ def snapshot(model, step: int, loss: float) -> Snapshot:
 
 @torch.no_grad()
 def collapsed_components(model, n_samples: int, *, threshold: float) -> torch.Tensor:
-    """Indices of components whose variance sits at ``threshold`` or whose weight is ~0.
+    """Indices of components whose free variance fell to ``threshold`` or whose weight is ~0.
 
-    A component is collapsing when any diagonal entry of its Cholesky factor (or any standard
-    deviation) has fallen to ``sqrt(threshold)`` or below, or when its weight is below
+    The covariance is ``L Lᵀ + v I`` (variances ``s² + v``) with ``v`` the floor; a component
+    is collapsing when any diagonal entry of its free part ``L`` (or any ``s``) has fallen to
+    ``sqrt(threshold)`` or below (``fit_gd`` passes the floor itself, so the floor then carries
+    at least half of the variance in some direction), or when its weight is below
     ``0.01 / n_samples`` (it explains less than a hundredth of one point).
     """
     K = model.n_components
     if model.family.learned:
-        f = model.factor()
+        f = model.family.free_factor(model.raw_scale)
         diag = torch.diagonal(f, dim1=-2, dim2=-1) if model.family.kind == "tril" else f
         small = (diag.reshape(diag.shape[0], -1).amin(-1) <= math.sqrt(threshold)) | ~torch.isfinite(diag).all(-1)
         small = small.expand(K) if small.shape[0] == 1 else small
@@ -63,7 +65,8 @@ def reset_components(model, X: torch.Tensor, components, generator: torch.Genera
     if model.family.learned:
         K, D = model.n_components, model.n_features
         data_cov = data_covariance(X) + max(model.min_variance, 1e-6) * torch.eye(D, dtype=X.dtype, device=X.device)
-        raw = model.family.encode(model.family.project(data_cov.expand(K, D, D), model.weights), K, D)
+        raw = model.family.encode(model.family.project(data_cov.expand(K, D, D), model.weights), K, D,
+                                  model.min_variance)
         raw = raw.reshape(model.raw_scale.shape)
         rows = comps if model.family.per_component else torch.zeros(1, dtype=torch.long, device=comps.device)
         model.raw_scale[rows] = raw[rows]
@@ -195,7 +198,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         model.min_variance = check_nonnegative(min_variance, "min_variance")
     if init is not None:
         initialize(model, X, init, g)
-    threshold = model.min_variance * (1 + 1e-6) if model.min_variance > 0 else \
+    threshold = model.min_variance if model.min_variance > 0 else \
         1e-12 * float(X.var(0).mean().clamp_min(torch.finfo(X.dtype).tiny))
 
     mix_opt = torch.optim.Adam([model.logits], lr=mixture_lr)

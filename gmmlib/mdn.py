@@ -89,7 +89,9 @@ class MDNHead(nn.Module):
     covariance_type : str
         ``full``, ``diagonal`` (default) or ``isotropic``.
     min_variance : float
-        Floor on the variances (the singularity guard; an MDN collapses just like a mixture).
+        The variance floor ``v`` (the singularity guard; an MDN collapses just like a mixture):
+        each covariance is ``L Lᵀ + v I`` (variances ``s² + v``), as in
+        :class:`~gmmlib.GaussianMixture`, so every eigenvalue is at least ``v``.
 
     Examples
     --------

@@ -19,6 +19,11 @@ from .families import Family, get_family
 __all__ = ["GaussianMixture"]
 
 
+def _below_floor(variance: float, min_variance: float) -> str:
+    return (f"the constant family's variance {variance:g} is below min_variance={min_variance:g}; "
+            "the floor bounds every covariance, so lower min_variance or raise constant_variance")
+
+
 def _numbers(value, name: str, *, dtype, device) -> torch.Tensor:
     return as_numbers(value, name, "an array of numbers with a regular shape", dtype=dtype, device=device)
 
@@ -38,7 +43,13 @@ class GaussianMixture(nn.Module):
     constant_variance : float
         The fixed variance of the ``constant`` family.
     min_variance : float
-        Floor on the variances (the Cholesky diagonal is clamped at its square root); 0 turns it off.
+        The variance floor ``v``: every eigenvalue of every covariance is at least ``v``, in
+        every direction, because the covariance is parametrised as ``L Lᵀ + v I`` (variances
+        ``s² + v`` in the axis-aligned families; see :mod:`gmmlib.families`). So no density
+        exceeds ``(2 pi v)^(-D/2)``: Bishop's singularity cannot be reached. 0 turns it off.
+        Setting ``model.min_variance`` later keeps the covariances, raising any eigenvalue
+        below the new floor to it. The ``constant`` family's fixed variance must be at least
+        ``v``.
     dtype, device
         Where the parameters live; ``.to(...)`` moves them later.
 
@@ -59,8 +70,10 @@ class GaussianMixture(nn.Module):
         constant_variance = check_positive(constant_variance, "constant_variance")
         min_variance = check_nonnegative(min_variance, "min_variance")
         dtype, device = check_dtype_device(dtype, device)
+        if not family.learned and constant_variance < min_variance:
+            raise ValueError(_below_floor(constant_variance, min_variance))
         self.n_components, self.n_features, self.family = K, D, family
-        self.min_variance = min_variance
+        self._min_variance = min_variance
         factory = {"dtype": dtype, "device": device}
         self.logits = nn.Parameter(torch.zeros(K, **factory))
         self.loc = nn.Parameter(torch.zeros(K, D, **factory))
@@ -78,7 +91,8 @@ class GaussianMixture(nn.Module):
 
         Covariance shapes per family: full (K, D, D); tied (D, D); diagonal (K, D);
         isotropic (K,); shared_isotropic and constant: a scalar variance.
-        The variance floor is off by default so the model is exactly the one described.
+        The variance floor is off by default so the model is exactly the one described; with
+        ``min_variance > 0`` covariances below it are floored as :meth:`set_parameters` says.
         """
         family = get_family(covariance_type)
         means = _numbers(means, "means", dtype=dtype, device=device)
@@ -104,7 +118,16 @@ class GaussianMixture(nn.Module):
 
     @torch.no_grad()
     def set_parameters(self, weights=None, means=None, covariances=None) -> "GaussianMixture":
-        """Overwrite any of weights (K,), means (K, D), covariances (scikit-learn's shape)."""
+        """Overwrite any of weights (K,), means (K, D), covariances (scikit-learn's shape).
+
+        Covariances must be symmetric positive definite (positive variances); semi-definite
+        (non-negative variances) is enough when ``min_variance > 0``. One with an
+        eigenvalue below ``min_variance`` is floored: each such eigenvalue is raised to
+        ``min_variance`` and the eigenvectors are kept (for the axis-aligned families, each
+        variance below it is raised to it). That is the nearest covariance, in Frobenius norm,
+        that satisfies the floor; it is stored to within a rounding margin (about ``10 D eps``
+        of the largest eigenvalue).
+        """
         K, D = self.n_components, self.n_features
         like = {"dtype": self.loc.dtype, "device": self.loc.device}
         if weights is not None:
@@ -122,8 +145,34 @@ class GaussianMixture(nn.Module):
             self.loc.copy_(m)
         if covariances is not None:
             cov = _numbers(covariances, "covariances", **like)
-            self.raw_scale.copy_(self.family.encode(cov, K, D).reshape(self.raw_scale.shape))
+            if self.family.learned:
+                raw = self.family.encode(cov, K, D, self.min_variance)
+            else:
+                raw = self.family.encode(cov, K, D)
+                if float(raw.exp().square().amin()) < self.min_variance:
+                    raise ValueError(_below_floor(float(cov.reshape(-1)[0]), self.min_variance))
+            self.raw_scale.copy_(raw.reshape(self.raw_scale.shape))
         return self
+
+    @property
+    def min_variance(self) -> float:
+        """The variance floor (see the class docstring); setting it keeps the covariances,
+        floored at the new value."""
+        return self._min_variance
+
+    @min_variance.setter
+    def min_variance(self, value: float) -> None:
+        value = check_nonnegative(value, "min_variance")
+        if value == self._min_variance:
+            return
+        if not self.family.learned:
+            if float(self.raw_scale.exp().square().amin()) < value:
+                raise ValueError(_below_floor(float(self.raw_scale.exp().square().amin()), value))
+            self._min_variance = value
+            return
+        cov = self.sklearn_covariances()
+        self._min_variance = value
+        self.set_parameters(covariances=cov)
 
     # -- parameters in the reader's terms ----------------------------------------------------
     @property
@@ -252,9 +301,10 @@ class GaussianMixture(nn.Module):
         return (f"n_components={self.n_components}, n_features={self.n_features}, "
                 f"covariance_type={self.family.name!r}, min_variance={self.min_variance:g}")
 
-    # min_variance is a plain attribute; keep it in state_dict so a saved model reloads exactly.
+    # min_variance is a plain attribute; keep it in state_dict so a saved model reloads exactly
+    # (the raw parameters loaded beside it are relative to it: set it without re-encoding)
     def get_extra_state(self):
         return {"min_variance": self.min_variance}
 
     def set_extra_state(self, state):
-        self.min_variance = float(state["min_variance"])
+        self._min_variance = float(state["min_variance"])

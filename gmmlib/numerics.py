@@ -11,7 +11,8 @@ import math
 import torch
 
 __all__ = ["LOG_2PI", "gaussian_log_prob_tril", "gaussian_log_prob_std", "mixture_log_prob",
-           "cholesky", "log_responsibilities"]
+           "cholesky", "log_responsibilities", "floor_eigenvalues", "floored_cholesky",
+           "cholesky_plus_identity"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -80,3 +81,51 @@ def cholesky(cov: torch.Tensor, name: str = "covariances") -> torch.Tensor:
         raise ValueError(f"{name} must be positive definite, but matrix {bad} is not; add a small "
                          "multiple of the identity (e.g. 1e-6 * I) or check for duplicated features")
     return L
+
+
+def floor_eigenvalues(cov: torch.Tensor, floor: float) -> torch.Tensor:
+    """``cov`` (..., D, D) with every eigenvalue below ``floor`` raised to it: ``Q max(Λ, v) Qᵀ``.
+
+    This is the projection onto ``{Σ : every eigenvalue >= v}``, the nearest such matrix in
+    Frobenius norm, and it commutes with rotations: ``floor(Rᵀ C R) = Rᵀ floor(C) R``.
+    """
+    lam, Q = torch.linalg.eigh(cov)  # (..., D), (..., D, D)
+    return (Q * lam.clamp_min(floor).unsqueeze(-2)) @ Q.mT
+
+
+def floored_cholesky(cov: torch.Tensor, floor: float) -> torch.Tensor:
+    """A lower-triangular ``L`` (..., D, D) with ``L Lᵀ + v I`` = ``cov`` floored at ``v``.
+
+    Where ``cov - v I`` is positive definite, ``L`` is its Cholesky factor and ``L Lᵀ + v I``
+    is ``cov`` itself. Otherwise (an eigenvalue of ``cov`` at or below the floor) the
+    eigenvalues of ``cov - v I`` are clipped at a margin of ``10 D eps`` times its largest
+    eigenvalue (or ``v``), just enough for a Cholesky factor to exist in the dtype: the result
+    is then :func:`floor_eigenvalues` of ``cov`` to within that margin.
+    """
+    D = cov.shape[-1]
+    eye = torch.eye(D, dtype=cov.dtype, device=cov.device)
+    A = cov - floor * eye  # (..., D, D)
+    L, info = torch.linalg.cholesky_ex(A)
+    tiny = torch.finfo(cov.dtype).eps * 10 * D
+    diag = torch.diagonal(L, dim1=-2, dim2=-1)  # (..., D)
+    scale = torch.diagonal(A, dim1=-2, dim2=-1).amax(-1).clamp_min(floor)  # (...,)
+    bad = (info != 0) | (diag.square() < tiny * scale.unsqueeze(-1)).any(-1) | ~torch.isfinite(diag).all(-1)
+    if bool(bad.any()):
+        lam, Q = torch.linalg.eigh(A[bad])  # (B, D), (B, D, D)
+        margin = tiny * lam.amax(-1, keepdim=True).clamp_min(floor)  # (B, 1)
+        L[bad] = torch.linalg.cholesky((Q * lam.clamp_min(margin).unsqueeze(-2)) @ Q.mT)
+    return L
+
+
+def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
+    """The Cholesky factor of ``L Lᵀ + v I`` for lower-triangular ``L`` (..., D, D), differentiable.
+
+    Computed as the R factor of the QR decomposition of the stacked (2D, D) matrix
+    ``[Lᵀ; sqrt(v) I]`` (whose Gram matrix is ``L Lᵀ + v I``), so ``L Lᵀ`` is never formed: it
+    cannot lose ``v I`` to rounding or fail as a Cholesky of it could in float32.
+    """
+    D = L.shape[-1]
+    eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
+    R = torch.linalg.qr(torch.cat([L.mT, math.sqrt(v) * eye], dim=-2)).R  # (..., D, D)
+    sign = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).detach()  # R's rows, made positive
+    return (sign.unsqueeze(-1) * R).mT

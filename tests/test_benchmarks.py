@@ -22,3 +22,13 @@ def test_bench_em_writes_a_table(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_em.py"), "--sizes", "1e3,2"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "N,D,K" in bad.stderr
+
+
+def test_bench_floor_prints_a_row(tmp_path):
+    out = tmp_path / "floor.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_floor.py"), "--quick",
+                        "--rounds", "1", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = [line for line in out.read_text().splitlines() if line.startswith("| gd")]
+    assert len(row) == 1 and float(row[0].split("|")[6].split()[0]) > 0

@@ -157,13 +157,15 @@ def test_minibatches_visit_every_point_once_per_epoch():
 
 
 def test_minibatch_fit_reaches_the_full_batch_optimum(demo_data):
-    """From a k-means++ start 0.56 nats above it, Adam on batches of 100 of the 1000 demo points,
+    """From a k-means++ start 0.51 nats above it, Adam on batches of 100 of the 1000 demo points,
     40 passes, ends within 1e-3 nats of the full-batch fit from the same start (the reference:
     test_default_fit_reaches_sklearn_optimum ties that fit to scikit-learn); 10 passes do not
-    yet. A batch of all the points is exactly the full-batch fit."""
+    yet. A batch of all the points is exactly the full-batch fit. (The seed-0 start gives one
+    component two points, a covariance at the floor across their line: a collapse, which the
+    guard resets at the first step.)"""
     X = demo_data
     start = gmmlib.GaussianMixture(5, 2, "full", dtype=torch.float64)
-    gmmlib.initialize(start, X, "kmeans++", generator=0)
+    gmmlib.initialize(start, X, "kmeans++", generator=4)
 
     def fit(**kwargs):
         model = gmmlib.GaussianMixture(5, 2, "full", dtype=torch.float64)

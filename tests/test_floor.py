@@ -1,0 +1,222 @@
+"""The variance floor is a constraint: every eigenvalue of every covariance >= min_variance.
+
+References are closed forms: the eigenvalues (``torch.linalg.eigvalsh`` in float64), the
+projection ``Q max(Λ, v) Qᵀ``, the rotation of the data; and two independent fitting methods
+(gradient descent and EM) that must reach the same constrained optimum.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import gmmlib
+from gmmlib.numerics import floor_eigenvalues
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              # tol=0 runs every iteration on purpose
+              pytest.mark.filterwarnings("ignore::gmmlib.exceptions.ConvergenceWarning")]
+
+LEARNED = ["full", "tied", "diagonal", "isotropic", "shared_isotropic"]
+DTYPES = [torch.float64, torch.float32]
+
+
+def smallest_eigenvalue(model) -> float:
+    return float(torch.linalg.eigvalsh(model.covariances.double()).min())
+
+
+def slack(model) -> float:
+    """What rounding may take off the floor: a few units of the dtype's epsilon of the largest
+    eigenvalue (the covariances are formed as F Fᵀ in the model's dtype)."""
+    lam = torch.linalg.eigvalsh(model.covariances.double())
+    return 8 * model.n_features * torch.finfo(model.loc.dtype).eps * float(lam.max())
+
+
+def random_rotation(D, seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(D, D)))
+    return torch.tensor(q * np.sign(np.diag(r)), dtype=torch.float64)
+
+
+def test_the_issue_example_is_floored_in_every_direction():
+    """C = Q diag(4, 1, 1e-3) Qᵀ under min_variance=0.01: the clamp on the Cholesky diagonal
+    left an eigenvalue of 1.5e-3; the floor raises exactly that eigenvalue to 0.01."""
+    Q = random_rotation(3, 0)
+    C = Q @ torch.diag(torch.tensor([4.0, 1.0, 1e-3], dtype=torch.float64)) @ Q.T
+    model = gmmlib.GaussianMixture(2, 3, "full", min_variance=0.01, dtype=torch.float64)
+    model.set_parameters(covariances=torch.stack([C, torch.eye(3, dtype=torch.float64)]))
+    lam = torch.linalg.eigvalsh(model.covariances[0])
+    assert torch.allclose(lam, torch.tensor([0.01, 1.0, 4.0], dtype=torch.float64), rtol=1e-12, atol=1e-13)
+    expected = Q @ torch.diag(torch.tensor([4.0, 1.0, 0.01], dtype=torch.float64)) @ Q.T
+    assert torch.allclose(model.covariances[0], expected, atol=1e-13)
+    assert torch.allclose(model.covariances[1], torch.eye(3, dtype=torch.float64), atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", LEARNED)
+def test_set_parameters_floors_any_covariance(family, dtype):
+    rng = np.random.default_rng(1)
+    K, D, v = 3, 4, 0.05
+    fam = gmmlib.get_family(family)
+    model = gmmlib.GaussianMixture(K, D, family, min_variance=v, dtype=dtype)
+    for trial in range(5):
+        # eigenvalues spread over 1e-6 .. 10, some far below the floor
+        lam = 10.0 ** rng.uniform(-6, 1, size=(K, D))
+        Q = np.stack([random_rotation(D, 10 * trial + k).numpy() for k in range(K)])
+        full = torch.tensor(Q @ (lam[:, :, None] * np.swapaxes(Q, 1, 2)))
+        full = 0.5 * (full + full.mT)
+        cov = fam.project(full, torch.ones(K, dtype=torch.float64) / K)
+        model.set_parameters(covariances=cov.to(dtype))
+        assert smallest_eigenvalue(model) >= v - slack(model)
+        # and what was above the floor is kept: the floored target, computed independently
+        target = floor_eigenvalues(fam.project(full, torch.ones(K, dtype=torch.float64) / K).reshape(-1, D, D), v) \
+            if fam.kind == "tril" else cov.clamp_min(v)
+        got = fam.to_sklearn(model.covariances.double()).reshape(target.shape)
+        tol = 1e-12 if dtype == torch.float64 else 1e-4  # float32: the margin is 10 D eps λmax
+        assert torch.allclose(got, target, rtol=tol, atol=tol)
+
+
+def test_floor_is_rotation_equivariant():
+    rng = np.random.default_rng(2)
+    for seed in range(10):
+        D = int(rng.integers(2, 6))
+        A = torch.tensor(rng.normal(size=(D, D)))
+        C = A @ A.T * torch.tensor(10.0 ** rng.uniform(-4, 1))  # rank D, some directions tiny
+        R = random_rotation(D, seed)
+        v = float(10.0 ** rng.uniform(-3, 0))
+        assert torch.allclose(floor_eigenvalues(R.T @ C @ R, v), R.T @ floor_eigenvalues(C, v) @ R,
+                              atol=1e-12, rtol=0)
+        # the model stores the same floored covariance, whichever axes C is written in
+        a = gmmlib.GaussianMixture(1, D, "full", min_variance=v, dtype=torch.float64)
+        b = gmmlib.GaussianMixture(1, D, "full", min_variance=v, dtype=torch.float64)
+        a.set_parameters(covariances=C[None])
+        b.set_parameters(covariances=(R.T @ C @ R)[None])
+        assert torch.allclose(b.covariances[0], R.T @ a.covariances[0] @ R, atol=1e-12, rtol=0)
+
+
+def collapse_sets():
+    """Data built to collapse: duplicated points, points on a line, a constant feature."""
+    rng = np.random.default_rng(3)
+    blob = rng.normal(size=(60, 3))
+    duplicated = np.concatenate([blob, np.repeat([[6.0, -6.0, 6.0]], 5, axis=0)])
+    t = rng.normal(size=(40, 1))
+    line = np.concatenate([blob, 4.0 + t @ np.array([[1.0, 2.0, -1.0]]) / math.sqrt(6)])
+    constant = blob.copy()
+    constant[:, 2] = 1.5
+    return {"duplicated": duplicated, "line": line, "constant feature": constant}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", LEARNED)
+@pytest.mark.parametrize("method", ["gd", "em"])
+def test_guarded_fits_on_collapsing_data_respect_the_floor(method, family, dtype):
+    v = 1e-2
+    for name, X in collapse_sets().items():
+        model = gmmlib.GaussianMixture(3, 3, family, min_variance=v, dtype=dtype)
+        if method == "gd":
+            h = gmmlib.fit_gd(model, X, iterations=150, component_lr=0.2, generator=0, progress=False)
+            assert not h.diverged
+        else:
+            gmmlib.fit_em(model, X, max_iter=50, reg_covar=0.0, tol=0.0, generator=0, progress=False)
+        assert smallest_eigenvalue(model) >= v - slack(model), name
+        assert math.isfinite(float(model.nll(X).detach()))
+
+
+@pytest.mark.parametrize("family", ["full", "diagonal"])
+def test_mdn_head_respects_the_floor(family):
+    torch.manual_seed(0)
+    head = gmmlib.MDNHead(4, 3, 2, family, min_variance=0.3).double()
+    with torch.no_grad():
+        head.linear.weight.mul_(50.0)  # raw scales far below and above 0
+    with torch.no_grad():
+        L = head(torch.randn(64, 4, dtype=torch.float64)).scale_tril()  # (64, 3, 2, 2)
+    lam = torch.linalg.eigvalsh(L @ L.mT)
+    assert float(lam.min()) >= 0.3 * (1 - 1e-12)
+    assert float(lam.min()) <= 0.3 * 1.01  # the floor is reached, not a looser bound
+
+
+def test_changing_the_floor_keeps_the_covariances():
+    C = torch.tensor([[[2.0, 0.5], [0.5, 0.3]]], dtype=torch.float64)
+    model = gmmlib.GaussianMixture.from_parameters([1.0], [[0.0, 0.0]], C, min_variance=0.0)
+    for v in [1e-6, 0.1, 0.0]:
+        model.min_variance = v
+        assert torch.allclose(model.covariances, C, atol=1e-12)
+    model.min_variance = 1.0  # above the smaller eigenvalue: only that one is raised
+    lam = torch.linalg.eigvalsh(model.covariances[0])
+    assert lam[0] == pytest.approx(1.0, rel=1e-12)
+    assert lam[1] == pytest.approx(float(torch.linalg.eigvalsh(C[0])[1]), rel=1e-12)
+
+
+def test_constant_family_variance_must_respect_the_floor():
+    with pytest.raises(ValueError, match="below min_variance"):
+        gmmlib.GaussianMixture(2, 2, "constant", constant_variance=1e-3, min_variance=1e-2)
+    model = gmmlib.GaussianMixture(2, 2, "constant", constant_variance=0.5, min_variance=1e-2)
+    with pytest.raises(ValueError, match="below min_variance"):
+        model.min_variance = 1.0
+    assert torch.allclose(model.covariances, 0.5 * torch.eye(2).expand(2, 2, 2).to(model.loc.dtype))
+
+
+# ------------------------------------------------------------------------------------------------
+# EM under the floor: the exact constrained M-step
+# ------------------------------------------------------------------------------------------------
+def floor_binding_data(seed=4, direction=(0.8, 0.6)):
+    """Two clusters in 2-D, one of them exactly on a line: its scatter across the line is 0,
+    so the floor binds there (for the diagonal family when the line is along an axis)."""
+    rng = np.random.default_rng(seed)
+    blob = rng.normal(size=(80, 2)) * [1.0, 0.5]
+    t = rng.normal(size=(40, 1))
+    line = np.array([5.0, 1.0]) + t * np.array([direction])
+    return np.concatenate([blob, line])
+
+
+def start_model(X, family, v, seed=0):
+    model = gmmlib.GaussianMixture(2, 2, family, min_variance=v, dtype=torch.float64)
+    return gmmlib.initialize(model, X, "kmeans", generator=seed, reg_covar=0.1)
+
+
+@pytest.mark.parametrize("family", ["full", "diagonal", "isotropic", "tied"])
+def test_em_and_gd_reach_the_same_constrained_optimum(family):
+    """The same floor, the same start: EM with reg_covar=0 (the exact constrained M-step) and
+    gradient descent (covariance L Lᵀ + v I) end at the same mean NLL, with the floor binding
+    (an eigenvalue at v) in full and diagonal."""
+    X = floor_binding_data(direction=(1.0, 0.0) if family == "diagonal" else (0.8, 0.6))
+    v = 0.05
+    em = start_model(X, family, v)
+    gd = start_model(X, family, v)
+    h_em = gmmlib.fit_em(em, X, init=None, reg_covar=0.0, tol=0.0, max_iter=500, progress=False)
+    h_gd = gmmlib.fit_gd(gd, X, init=None, iterations=3000, component_lr=0.05, reset_collapsed=False,
+                         progress=False)
+    assert h_gd.final_loss == pytest.approx(h_em.final_loss, abs=1e-4)
+    if family in ("full", "diagonal"):
+        assert smallest_eigenvalue(em) == pytest.approx(v, rel=1e-9)  # the floor binds
+        assert smallest_eigenvalue(gd) == pytest.approx(v, rel=1e-3)
+
+
+def test_em_fit_is_rotation_equivariant_under_the_floor():
+    X = floor_binding_data()
+    R = random_rotation(2, 7)
+    v = 0.05
+    a = start_model(X, "full", v)
+    b = gmmlib.GaussianMixture(2, 2, "full", min_variance=v, dtype=torch.float64)
+    b.set_parameters(weights=a.weights, means=a.means @ R, covariances=R.T @ a.covariances @ R)
+    XR = torch.tensor(X) @ R
+    ha = gmmlib.fit_em(a, X, init=None, reg_covar=0.0, tol=1e-14, max_iter=1000, progress=False)
+    hb = gmmlib.fit_em(b, XR, init=None, reg_covar=0.0, tol=1e-14, max_iter=1000, progress=False)
+    assert ha.converged and hb.converged
+    assert hb.final_loss == pytest.approx(ha.final_loss, abs=1e-8)
+    assert torch.allclose(b.covariances, R.T @ a.covariances @ R, atol=1e-6)
+    assert smallest_eigenvalue(a) == pytest.approx(v, rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(family=st.sampled_from(LEARNED), v=st.floats(1e-4, 0.5), n_dup=st.integers(0, 6),
+       seed=st.integers(0, 10_000))
+def test_em_never_decreases_the_likelihood_under_the_floor(family, v, n_dup, seed):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(size=(30, 2)), rng.normal(size=(20, 2)) * 0.1 + 3,
+                        np.repeat(rng.normal(size=(1, 2)) * 3, n_dup, axis=0)])
+    model = gmmlib.GaussianMixture(3, 2, family, min_variance=v, dtype=torch.float64)
+    h = gmmlib.fit_em(model, X, reg_covar=0.0, tol=0.0, max_iter=30, generator=seed, progress=False)
+    loss = np.array(h.loss)  # each iteration's NLL, then the fitted model's
+    assert np.all(np.diff(loss) <= 1e-10 * np.abs(loss[1:]).clip(1))
+    assert smallest_eigenvalue(model) >= v * (1 - 1e-9)
