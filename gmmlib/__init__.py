@@ -13,7 +13,9 @@ Layers, imported one way only:
 * :mod:`gmmlib.selection` – the grid of families and component counts, ranked by BIC, AIC
   or held-out likelihood;
 * :mod:`gmmlib.data` – mock data; :mod:`gmmlib.mdn` – the mixture density network head;
-* :mod:`gmmlib.plot`, :mod:`gmmlib.widgets`, :mod:`gmmlib.cli` – at the edge (imported lazily).
+* :mod:`gmmlib.plot`, :mod:`gmmlib.cli` – at the edge (imported lazily);
+* :mod:`gmmlib.book` – the book's support code (widgets with a static twin, the naive formulas
+  the first chapters show breaking), outside the modelling API.
 """
 from .data import GeneratedData, generate_data
 from .em import fit_em

@@ -60,7 +60,6 @@ factor the model computes from it, so it always evaluates the density the model 
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -565,7 +564,7 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
     family, K = model.family, model.n_components
     shift = _shift(X)  # (D,)
     ws = _Workspace(X, K, shift, family)
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    show = None if progress is None else bool(progress)  # None: tqdm shows it on a terminal only
 
     best = None  # (lower_bound, state, history)
     for run in range(n_init):
@@ -623,10 +622,8 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
     N = ws.N
     state = _read_state(model)
     history = FitHistory(method="em")
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_iter, desc=f"fit_em run {run + 1}", unit="it", leave=True)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=max_iter, desc=f"fit_em run {run + 1}", unit="it", disable=None if show is None else not show)
     lower_bound = previous
     start = time.perf_counter()
     for it in range(1, max_iter + 1):
@@ -641,16 +638,14 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
             history.snapshots.append(_snapshot(family, state, it - 1, -lower_bound))
         state = _m_step(family, state, ws, reg_covar, model.min_variance)
         history.n_iter = it
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(nll=f"{-lower_bound:.5f}")
+        bar.update(1)
+        bar.set_postfix(nll=f"{-lower_bound:.5f}", refresh=False)
         if monitor is not None:
             monitor.iteration(it, lower_bound - previous)
         if abs(lower_bound - previous) < tol:
             history.converged = True
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     history.lower_bound = lower_bound
     if log_every:
         # the final parameters, whose loss fit_em computes after choosing the run

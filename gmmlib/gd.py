@@ -9,7 +9,6 @@ the reset of a collapsing component to a data point and the data covariance.
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 
@@ -207,11 +206,8 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=iterations) for o in (mix_opt, comp_opt)]
 
     history = FitHistory(method="gd")
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=iterations, desc="fit_gd", unit="step", leave=True)
+    from tqdm.auto import tqdm  # disable=None: shown only when stderr is a terminal
+    bar = tqdm(total=iterations, desc="fit_gd", unit="step", disable=None if progress is None else not progress)
     params = [model.logits] + comp_params
     # a batch of every point is the full-batch fit: same order, same arithmetic
     batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, device=X.device)
@@ -272,15 +268,13 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
             if bad.numel():
                 reset_components(model, X, bad, g, (mix_opt, comp_opt))
                 history.resets.extend((step + 1, int(k)) for k in bad)
-        if bar is not None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(nll=f"{value:.4f}")
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(nll=f"{value:.4f}", refresh=False)
         if tol is not None and step >= 10 and history.loss[-11] - value < tol:
             history.converged = True
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     with torch.no_grad():
         final = float(-model._log_prob(X).mean())
     if math.isfinite(final) and not history.diverged:

@@ -1,4 +1,4 @@
-"""gmmlib.teaching: the naive formulas agree with references where they work, and break where the book says."""
+"""gmmlib.book.teaching: the naive formulas agree with references where they work, and break where the book says."""
 import numpy as np
 import pytest
 import torch
@@ -6,7 +6,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from gmmlib import numerics
-from gmmlib.teaching import covariance_2d, naive_gaussian_log_prob, naive_mixture_log_prob
+from gmmlib.book import covariance_2d, naive_gaussian_log_prob, naive_mixture_log_prob
 
 
 def test_covariance_2d_entries_and_positive_definite():

@@ -1,4 +1,4 @@
-"""gmmlib.widgets: the static form (jshtml frames) and the live form (ipywidgets) of a control."""
+"""gmmlib.book.widgets: the static form (jshtml frames) and the live form (ipywidgets) of a control."""
 import re
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from gmmlib.widgets import frames, interactive, log_slider
+from gmmlib.book import frames, interactive, log_slider
 
 
 def draw(ax, k=1.0, amp=1.0):
@@ -114,7 +114,7 @@ def test_log_slider_bounds():
 
 
 def test_import_gmmlib_stays_light():
-    code = ("import sys, gmmlib, gmmlib.widgets; "
+    code = ("import sys, gmmlib, gmmlib.book; "
             "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -123,7 +123,7 @@ def test_import_gmmlib_stays_light():
 def test_frames_ids_are_stable_across_runs_but_unique_within_one(monkeypatch):
     import itertools
 
-    import gmmlib.widgets as widgets
+    import gmmlib.book.widgets as widgets
 
     def ids():
         monkeypatch.setattr(widgets, "_COUNTER", itertools.count())  # a fresh kernel

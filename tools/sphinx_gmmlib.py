@@ -25,18 +25,17 @@ import re
 MARKER = "<!-- gmmlib-api -->"
 # Reading order of the library's layers; modules not listed follow alphabetically.
 LAYERS = ["numerics", "families", "mixture", "init", "gd", "em", "estimator", "exceptions", "priors",
-          "history", "data",
-          "mdn", "teaching", "plot", "widgets", "cli"]
+          "history", "data", "mdn", "plot", "cli", "book"]
 
 
 def public_modules(package: str = "gmmlib") -> list[str]:
-    """Dotted names of the package's public modules, in layer order."""
+    """Dotted names of the package's public modules, subpackages' included, in layer order."""
     pkg = importlib.import_module(package)
-    names = [m.name for m in pkgutil.iter_modules(pkg.__path__)
-             if not m.name.startswith("_")]
+    names = [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}.")
+             if not any(part.startswith("_") for part in m.name.split("."))]
     order = {n: i for i, n in enumerate(LAYERS)}
-    names.sort(key=lambda n: (order.get(n, len(LAYERS)), n))
-    return [f"{package}.{n}" for n in names]
+    names.sort(key=lambda n: (order.get(n.split(".")[1], len(LAYERS)), n))
+    return names
 
 
 def api_markdown(package: str = "gmmlib") -> str:

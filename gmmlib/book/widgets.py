@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
-from ._validation import check_positive, check_positive_int
+from .._validation import check_positive, check_positive_int
 
 __all__ = ["frames", "interactive", "log_slider"]
 

@@ -1,0 +1,20 @@
+"""The book's support code: not part of the modelling API.
+
+What the chapters of the book need besides gmmlib's models and fits, kept here, tested, so that
+notebooks call one function instead of growing private helpers:
+
+* :mod:`gmmlib.book.widgets` – :func:`interactive` (live ipywidgets controls in Jupyter) and
+  :func:`frames` (the same figure precomputed as a slider for the static HTML), and
+  :func:`log_slider`;
+* :mod:`gmmlib.book.teaching` – deliberately naive formulas (:func:`naive_gaussian_log_prob`,
+  :func:`naive_mixture_log_prob`) that the first chapters show breaking, and
+  :func:`covariance_2d`.
+
+Do not build on these for real work: use :mod:`gmmlib` itself. matplotlib, ipywidgets and
+IPython are imported inside the functions, so importing this package stays light.
+"""
+from .teaching import covariance_2d, naive_gaussian_log_prob, naive_mixture_log_prob
+from .widgets import frames, interactive, log_slider
+
+__all__ = ["frames", "interactive", "log_slider", "covariance_2d", "naive_gaussian_log_prob",
+           "naive_mixture_log_prob"]
