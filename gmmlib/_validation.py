@@ -3,6 +3,14 @@
 Every public function validates what a user hands it here and raises a ``ValueError`` that
 names the argument, says what was wrong and what to do about it. Nothing below this layer
 checks again, so the inner loops stay fast.
+
+A public function writes its checks as one table, argument name -> checker, next to it::
+
+    _ARGUMENTS = {"iterations": check_positive_int, "tol": optional(check_positive)}
+    iterations, tol = checked(_ARGUMENTS, locals()).values()
+
+A checker takes ``(value, name)`` and returns the value to use (a float, an int, a canonical
+name) or raises.
 """
 from __future__ import annotations
 
@@ -12,9 +20,9 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "as_numbers", "numeric_array", "float_dtype_like", "make_generator", "check_dtype_device", "check_positive",
-           "check_nonnegative", "check_positive_int", "check_nonnegative_int",
-           "check_probability_vector"]
+__all__ = ["as_data", "as_numbers", "numeric_array", "float_dtype_like", "make_generator",
+           "check_dtype_device", "check_positive", "check_nonnegative", "check_positive_int",
+           "check_nonnegative_int", "check_probability_vector", "optional", "checked"]
 
 
 def _sparse(X) -> bool:
@@ -197,3 +205,17 @@ def check_probability_vector(weights: torch.Tensor, name: str = "weights") -> to
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"{name} must sum to 1, they sum to {total:.6g}; divide by their sum")
     return weights
+
+
+def optional(check):
+    """The checker ``check`` that lets None through."""
+    def check_or_none(value, name: str):
+        return None if value is None else check(value, name)
+    check_or_none.__doc__ = f"None, or {check.__name__}"
+    return check_or_none
+
+
+def checked(table: dict, values: dict) -> dict:
+    """Each argument named in ``table`` (name -> checker), taken from ``values`` (a function's
+    ``locals()``) and checked; returns the checked values in the table's order."""
+    return {name: check(values[name], name) for name, check in table.items()}

@@ -66,9 +66,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive_int
+from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive_int, checked, optional
 from .history import FitHistory, Snapshot
-from .init import check_model, check_method, initialize, make_generator
+from .init import _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture
 from .numerics import LOG_2PI
 
@@ -463,6 +463,12 @@ def _covariances(family, state: _State) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # The public function
 # ------------------------------------------------------------------------------------------------
+_FIT_EM = {"model": check_model, "max_iter": check_nonnegative_int, "n_init": check_positive_int,
+           "tol": check_nonnegative, "reg_covar": check_nonnegative, "log_every": check_nonnegative_int,
+           "init": optional(lambda init, name: check_method(
+               init, name, remedy="; or None to start from the model's current parameters"))}
+
+
 def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
            reg_covar: float = 1e-6, n_init: int = 1, init: str | None = "kmeans", generator=None,
            progress: bool | None = None, log_every: int = 0) -> FitHistory:
@@ -536,14 +542,7 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     >>> history.converged
     True
     """
-    check_model(model)
-    max_iter = check_nonnegative_int(max_iter, "max_iter")
-    n_init = check_positive_int(n_init, "n_init")
-    tol = check_nonnegative(tol, "tol")
-    reg_covar = check_nonnegative(reg_covar, "reg_covar")
-    log_every = check_nonnegative_int(log_every, "log_every")
-    if init is not None:
-        init = check_method(init, remedy="; or None to start from the model's current parameters")
+    model, max_iter, n_init, tol, reg_covar, log_every, init = checked(_FIT_EM, locals()).values()
     if init is None and n_init > 1:
         raise ValueError(f"n_init={n_init} runs would all start from the model's current "
                          "parameters (init=None); pass n_init=1 or a random init such as 'kmeans'")
@@ -571,7 +570,7 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
         if monitor is not None:
             monitor.start(run)
         if init is not None:
-            initialize(model, X, init, g, reg_covar=reg_covar)
+            _initialize(model, X, init, g, reg_covar)
         if override is not None:
             override(model)
         state, history = _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run,

@@ -299,7 +299,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         everything = {"weights", "means"} | ({"covariances"} if model.family.learned else set())
         if given:
             model.set_parameters(**given)  # validates shapes early
-        init = None if set(given) >= everything else self.init_params
+        init = None if set(given) >= everything else METHODS[self.init_params]  # canonical name
         return model, given, init
 
     def _warm_model(self, X, K):

@@ -14,9 +14,10 @@ import warnings
 
 import torch
 
-from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive, check_positive_int
+from ._validation import (as_data, check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
+                          checked, optional)
 from .history import FitHistory, Snapshot
-from .init import check_method, check_model, data_covariance, initialize, make_generator
+from .init import _initialize, check_method, check_model, data_covariance, make_generator
 
 __all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
 
@@ -104,6 +105,20 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator, device="cpu
         yield from order.split(batch_size)
 
 
+def _check_prior(prior, name: str):
+    if not callable(prior):
+        raise ValueError(f"{name} must be a function prior(model) -> scalar log-prior, such as "
+                         f"gmmlib.RidgePrior(reg_covar, n_samples), got {prior!r}")
+    return prior
+
+
+_FIT_GD = {"model": check_model, "iterations": check_positive_int, "mixture_lr": check_positive,
+           "component_lr": check_positive, "log_every": check_nonnegative_int,
+           "init": optional(check_method), "tol": optional(check_positive),
+           "batch_size": optional(check_positive_int), "min_variance": optional(check_nonnegative),
+           "prior": optional(_check_prior)}
+
+
 def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, component_lr: float = 0.05,
            init: str | None = "kmeans", generator=None, min_variance: float | None = None,
            reset_collapsed: bool = True, guard: bool = True, prior=None, tol: float | None = None,
@@ -170,23 +185,11 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     >>> history.n_iter, history.final_loss < history.loss[0]
     (200, True)
     """
-    check_model(model)
-    iterations = check_positive_int(iterations, "iterations")
-    mixture_lr = check_positive(mixture_lr, "mixture_lr")
-    component_lr = check_positive(component_lr, "component_lr")
-    log_every = check_nonnegative_int(log_every, "log_every")
-    if init is not None:
-        init = check_method(init)
-    if tol is not None:
-        tol = check_positive(tol, "tol")
-    if prior is not None and not callable(prior):
-        raise ValueError(f"prior must be a function prior(model) -> scalar log-prior, such as "
-                         f"gmmlib.RidgePrior(reg_covar, n_samples), got {prior!r}")
-    if batch_size is not None:
-        batch_size = check_positive_int(batch_size, "batch_size")
-        if tol is not None:
-            raise ValueError("tol stops on the change of the loss, which minibatches make noisy; "
-                             "with batch_size, choose the number of steps with iterations instead")
+    model, iterations, mixture_lr, component_lr, log_every, init, tol, batch_size, min_variance, \
+        prior = checked(_FIT_GD, locals()).values()
+    if batch_size is not None and tol is not None:
+        raise ValueError("tol stops on the change of the loss, which minibatches make noisy; "
+                         "with batch_size, choose the number of steps with iterations instead")
     X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
                 min_rows=model.n_components)
     N = X.shape[0]
@@ -194,9 +197,9 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     if not guard:
         min_variance, reset_collapsed = 0.0, False
     if min_variance is not None:
-        model.min_variance = check_nonnegative(min_variance, "min_variance")
+        model.min_variance = min_variance
     if init is not None:
-        initialize(model, X, init, g)
+        _initialize(model, X, init, g, reg_covar=1e-6)
     threshold = model.min_variance if model.min_variance > 0 else \
         1e-12 * float(X.var(0).mean().clamp_min(torch.finfo(X.dtype).tiny))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import as_data, make_generator  # make_generator: re-exported
+from ._validation import as_data, check_nonnegative, checked, make_generator  # make_generator: re-exported
 from .mixture import GaussianMixture
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
@@ -80,11 +80,11 @@ METHODS = {"kmeans": "kmeans", "k-means++": "kmeans++", "kmeans++": "kmeans++",
            "random_from_data": "random_from_data", "random": "random"}
 
 
-def check_method(method, name: str = "init method", remedy: str = "") -> str:
+def check_method(method, name: str = "init", remedy: str = "") -> str:
     """gmmlib's name for the initialisation ``method`` (scikit-learn's spellings accepted), or a
     ``ValueError`` naming the argument and the choices."""
     if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"unknown {name} {method!r}; choose one of: {', '.join(METHODS)}{remedy}")
+        raise ValueError(f"unknown {name} method {method!r}; choose one of: {', '.join(METHODS)}{remedy}")
     return METHODS[method]
 
 
@@ -94,10 +94,10 @@ def data_covariance(X: torch.Tensor) -> torch.Tensor:
     return Xc.T @ Xc / max(X.shape[0] - 1, 1)
 
 
-def check_model(model) -> GaussianMixture:
+def check_model(model, name: str = "model") -> GaussianMixture:
     """``model`` if it is a :class:`~gmmlib.GaussianMixture`, else a ``ValueError`` that says so."""
     if not isinstance(model, GaussianMixture):
-        raise ValueError(f"model must be a gmmlib.GaussianMixture, got {type(model).__name__}; build "
+        raise ValueError(f"{name} must be a gmmlib.GaussianMixture, got {type(model).__name__}; build "
                          "one with gmmlib.GaussianMixture(n_components, n_features, covariance_type)"
                          + (" or convert a fitted scikit-learn model with GaussianMixture.from_sklearn"
                             if type(model).__module__.startswith("sklearn") else ""))
@@ -126,10 +126,20 @@ def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: f
 
     ``X`` is never modified.
     """
-    method = check_method(method)
-    K, D = check_model(model).n_components, model.n_features
-    X = as_data(X, n_features=D, dtype=model.loc.dtype, device=model.loc.device, min_rows=K)
+    model, method, reg_covar = checked(_INITIALIZE, locals()).values()
+    X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
+                min_rows=model.n_components)
     g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu")
+    return _initialize(model, X, method, g, reg_covar)
+
+
+_INITIALIZE = {"model": check_model, "method": check_method, "reg_covar": check_nonnegative}
+
+
+@torch.no_grad()
+def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_covar: float):
+    """:func:`initialize` for validated arguments (the fits call this)."""
+    K, D = model.n_components, model.n_features
     eps = torch.finfo(X.dtype).eps
     if method == "random":
         R = torch.rand(X.shape[0], K, generator=g, device=g.device, dtype=X.dtype).to(X.device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validation import check_nonnegative, check_positive_int
+from ._validation import check_nonnegative, check_positive_int, checked
 from .families import get_family
 from .numerics import LOG_2PI
 
@@ -77,6 +77,18 @@ class MDNOutput:
         return self.means[rows, k] + (self.scale_tril()[rows, k] @ eps).squeeze(-1)
 
 
+def _check_family(covariance_type, name: str):
+    family = get_family(covariance_type)
+    if family.name not in _SUPPORTED:
+        raise ValueError(f"MDNHead supports {name} in {_SUPPORTED}, got {covariance_type!r}")
+    return family
+
+
+_ARGUMENTS = {"in_features": check_positive_int, "n_components": check_positive_int,
+              "n_features": check_positive_int, "covariance_type": _check_family,
+              "min_variance": check_nonnegative}
+
+
 class MDNHead(nn.Module):
     """Linear layer from features to a Gaussian mixture over ``n_features``-dimensional targets.
 
@@ -104,14 +116,9 @@ class MDNHead(nn.Module):
     def __init__(self, in_features: int, n_components: int, n_features: int = 1,
                  covariance_type: str = "diagonal", *, min_variance: float = 1e-6):
         super().__init__()
-        H = check_positive_int(in_features, "in_features")
-        K = check_positive_int(n_components, "n_components")
-        D = check_positive_int(n_features, "n_features")
-        family = get_family(covariance_type)
-        if family.name not in _SUPPORTED:
-            raise ValueError(f"MDNHead supports covariance_type in {_SUPPORTED}, got {covariance_type!r}")
+        H, K, D, family, min_variance = checked(_ARGUMENTS, locals()).values()
         self.n_components, self.n_features, self.family = K, D, family
-        self.min_variance = check_nonnegative(min_variance, "min_variance")
+        self.min_variance = min_variance
         self.in_features = H
         n_scale = {"full": D * (D + 1) // 2, "diagonal": D, "isotropic": 1}[family.name]
         self.n_scale = n_scale

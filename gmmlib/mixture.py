@@ -13,7 +13,7 @@ from torch import nn
 from . import numerics
 from ._validation import (as_data, as_numbers, check_dtype_device, check_nonnegative,
                           check_positive, check_positive_int, check_probability_vector,
-                          make_generator)
+                          checked, make_generator)
 from .families import Family, get_family
 
 __all__ = ["GaussianMixture"]
@@ -26,6 +26,11 @@ def _below_floor(variance: float, min_variance: float) -> str:
 
 def _numbers(value, name: str, *, dtype, device) -> torch.Tensor:
     return as_numbers(value, name, "an array of numbers with a regular shape", dtype=dtype, device=device)
+
+
+_ARGUMENTS = {"n_components": check_positive_int, "n_features": check_positive_int,
+              "covariance_type": lambda value, name: get_family(value),
+              "constant_variance": check_positive, "min_variance": check_nonnegative}
 
 
 class GaussianMixture(nn.Module):
@@ -64,11 +69,7 @@ class GaussianMixture(nn.Module):
     def __init__(self, n_components: int, n_features: int, covariance_type: str = "full", *,
                  constant_variance: float = 1.0, min_variance: float = 1e-6, dtype=None, device=None):
         super().__init__()
-        K = check_positive_int(n_components, "n_components")
-        D = check_positive_int(n_features, "n_features")
-        family = get_family(covariance_type)
-        constant_variance = check_positive(constant_variance, "constant_variance")
-        min_variance = check_nonnegative(min_variance, "min_variance")
+        K, D, family, constant_variance, min_variance = checked(_ARGUMENTS, locals()).values()
         dtype, device = check_dtype_device(dtype, device)
         if not family.learned and constant_variance < min_variance:
             raise ValueError(_below_floor(constant_variance, min_variance))

@@ -90,7 +90,12 @@ def inverse_wishart_log_prob(scale_tril: torch.Tensor, df: float, scale) -> torc
     D = scale_tril.shape[-1]
     nu = _check_df(df, D)
     Psi = _scale_matrix(scale, D, dtype=scale_tril.dtype, device=scale_tril.device)
-    C = cholesky(Psi, name="scale")  # (D, D)
+    return _iw_log_prob(scale_tril, nu, cholesky(Psi, name="scale"))
+
+
+def _iw_log_prob(scale_tril: torch.Tensor, nu: float, C: torch.Tensor) -> torch.Tensor:
+    """:func:`inverse_wishart_log_prob` for checked ``nu`` and the Cholesky factor ``C`` of Ψ."""
+    D = scale_tril.shape[-1]
     logdet_psi = 2.0 * torch.diagonal(C).log().sum()
     log_norm = 0.5 * nu * logdet_psi - 0.5 * nu * D * math.log(2.0) \
         - torch.special.multigammaln(torch.tensor(0.5 * nu, dtype=scale_tril.dtype), D)
@@ -157,8 +162,9 @@ class InverseWishartPrior:
             if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
                 raise ValueError(f"scale must be a positive number or a finite square (D, D) "
                                  f"positive-definite matrix, got shape {tuple(S.shape)}")
-            cholesky(S, name="scale")  # raises, naming it, unless positive definite
+            self._factor = cholesky(S, name="scale")  # raises, naming it, unless positive definite
         self.df, self.scale = float(df), scale
+        self._factors = {}  # (D, dtype, device) -> Cholesky factor of Ψ, checked once per key
 
     @classmethod
     def from_variance(cls, variance: float, n_features: int, *, df: float | None = None) -> "InverseWishartPrior":
@@ -175,7 +181,20 @@ class InverseWishartPrior:
         if not model.family.learned:
             return torch.zeros((), dtype=model.loc.dtype, device=model.loc.device)
         L, _ = covariance_factors(model)
-        return inverse_wishart_log_prob(L, self.df, self.scale).sum()
+        key = (model.n_features, L.dtype, L.device)
+        if key not in self._factors:  # df and Ψ checked against D once, Ψ factored once
+            D = model.n_features
+            _check_df(self.df, D)
+            if isinstance(self.scale, numbers.Real):
+                C = math.sqrt(self.scale) * torch.eye(D, dtype=L.dtype, device=L.device)
+            elif self._factor.shape != (D, D):
+                raise ValueError(f"scale must be a positive number or a ({D}, {D}) positive-definite "
+                                 f"matrix for {D}-dimensional covariances, got shape "
+                                 f"{tuple(self._factor.shape)}")
+            else:
+                C = self._factor.to(dtype=L.dtype, device=L.device)
+            self._factors[key] = C
+        return _iw_log_prob(L, self.df, self._factors[key]).sum()
 
     def map_covariance(self, scatter, n: float) -> torch.Tensor:
         """The MAP covariance ``(n S + Ψ) / (n + ν + D + 1)`` of ``n`` points with scatter ``S``.
