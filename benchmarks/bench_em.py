@@ -31,7 +31,7 @@ from gmmlib.em import fit_em
 
 SIZES = [(10_000, 2, 3), (100_000, 16, 16), (100_000, 64, 16), (1_000_000, 2, 8)]
 TYPES = ["full", "tied", "diagonal", "isotropic", "shared_isotropic", "constant"]
-SKLEARN = {"full": "full", "tied": "tied", "diagonal": "diag", "isotropic": "spherical"}
+SKLEARN = {f.name: f.sklearn_name for f in gmmlib.FAMILIES.values() if f.sklearn_name}
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 RESULTS = Path(__file__).parent / "results" / "em.md"
 

@@ -28,20 +28,8 @@ def random_covariances(rng: np.random.Generator, n_components: int, n_features: 
     Full ones are ``Q diag(v) Qᵀ`` with a random rotation ``Q`` and variances ``v`` drawn
     log-uniformly in [scale/4, scale]; the other families restrict that.
     """
-    family = get_family(covariance_type)
-    K, D = n_components, n_features
-    k = K if family.per_component else 1
-    var = scale * np.exp(rng.uniform(np.log(0.25), 0.0, size=(k, D)))
-    if family.kind == "tril":
-        Q, _ = np.linalg.qr(rng.normal(size=(k, D, D)))
-        cov = Q @ (var[:, :, None] * np.swapaxes(Q, -1, -2))
-        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
-        return cov if family.per_component else cov[0]
-    if not family.learned:
-        return np.asarray(constant_variance, dtype=float)
-    if family.per_feature:
-        return var
-    return var[:, 0] if family.per_component else var[0, 0]
+    return get_family(covariance_type).random_covariances(
+        rng, n_components, n_features, scale=scale, constant_variance=constant_variance)
 
 
 def generate_data(n_samples: int = 1000, n_components: int = 5, n_features: int = 2,

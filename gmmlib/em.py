@@ -431,17 +431,9 @@ def _m_step(family, state: _State, ws: _Workspace, reg_covar: float, min_varianc
         if not bool(torch.isfinite(cov).all()):
             raise ValueError(_FAIL + _float32_hint(RT))
         if min_variance <= 0:  # no floor: the estimate itself must be positive definite
-            if family.kind == "tril":
-                free, info = torch.linalg.cholesky_ex(cov)
-                ok = bool((info == 0).all())
-            else:
-                ok = bool((cov > 0).all())
-                free = cov.sqrt()
-            if not ok:
+            if not family.positive_definite(cov):
                 raise ValueError(_FAIL + _float32_hint(RT))
-            raw = family.raw(free)
-        else:
-            raw = family.raw_from_covariance(cov, min_variance)
+        raw = family.raw_from_covariance(cov, min_variance)
         factor = family.factor(raw, min_variance)  # as the model will compute it
     return _State(log_weights, means + ws.shift, raw.reshape(state.raw.shape), factor)
 
@@ -453,11 +445,8 @@ def _float32_hint(X):
 
 def _covariances(family, state: _State) -> torch.Tensor:
     """Covariances (K, D, D) of a state, for snapshots."""
-    K, D = state.means.shape
-    f = state.factor
-    if family.kind == "tril":
-        return (f @ f.mT).expand(K, D, D).clone()
-    return torch.diag_embed(f.square().expand(K, D))
+    L = family.scale_tril(state.factor, *state.means.shape)  # (K, D, D)
+    return L @ L.mT
 
 
 # ------------------------------------------------------------------------------------------------

@@ -270,18 +270,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
     def _initial_covariances(self, family, K, D, like):
         """Covariances in scikit-learn's shape from ``precisions_init``."""
         P = as_numbers(self.precisions_init, "precisions_init", "an array of numbers", **like)
-        if family.kind == "tril":
-            expected = family.sklearn_shape(K, D)
-            if tuple(P.shape) != expected:
-                raise ValueError(f"precisions_init for covariance_type={self.covariance_type!r} must "
-                                 f"have shape {expected}, got {tuple(P.shape)}")
-            L, info = torch.linalg.cholesky_ex(P)
-            if bool((info != 0).any()):
-                raise ValueError("precisions_init must be symmetric, positive-definite")
-            return torch.cholesky_inverse(L)
-        if not bool((P > 0).all()):
-            raise ValueError("precisions_init must be strictly positive")
-        return 1.0 / P
+        return family.covariances_from_precisions(family.check_shape(P, K, D, name="precisions_init"))
 
     def _initial_model(self, X, K, D):
         """A new model holding the ``*_init`` parameters given; returns it, those parameters,
@@ -357,19 +346,10 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         self.weights_ = m.weights.cpu().numpy()
         self.means_ = m.means.cpu().numpy()
         self.covariances_ = fam.to_sklearn(m.covariances).cpu().numpy()
-        f = m.factor().detach()
-        if fam.kind == "tril":
-            eye = torch.eye(D, dtype=f.dtype, device=f.device).expand_as(f)
-            P = torch.linalg.solve_triangular(f, eye, upper=False).mT  # (K', D, D), upper
-            prec = P @ P.mT
-            P, prec = (P, prec) if fam.per_component else (P[0], prec[0])
-        else:
-            P = 1.0 / f.expand(fam.raw_shape(K, D))  # (K', D')
-            if not fam.per_feature:
-                P = P[:, 0] if fam.per_component else P[0, 0]
-            prec = P.square()
-        self.precisions_cholesky_ = P.cpu().numpy()
-        self.precisions_ = prec.cpu().numpy()
+        P = fam.precision_factor(m.factor().detach())  # (K', D, D) upper, or 1 / std (K', D')
+        P = P.expand(fam.raw_shape(K, D))
+        self.precisions_cholesky_ = fam.own_to_sklearn(P).cpu().numpy()
+        self.precisions_ = fam.own_to_sklearn(fam.square(P)).cpu().numpy()
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """``fit(X).predict(X)``: the component of each training point after fitting."""

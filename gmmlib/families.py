@@ -35,9 +35,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .numerics import cholesky, cholesky_plus_identity, floored_cholesky
+from .numerics import (cholesky, cholesky_plus_identity, floored_cholesky, gaussian_log_prob_std,
+                       gaussian_log_prob_tril)
 
 __all__ = ["Family", "FAMILIES", "ALIASES", "get_family"]
 
@@ -127,10 +129,10 @@ class Family:
             return var.sqrt()
         return (var - min_variance).clamp_min(torch.finfo(var.dtype).eps * min_variance).sqrt()
 
-    def check_shape(self, cov: torch.Tensor, K: int, D: int) -> torch.Tensor:
+    def check_shape(self, cov: torch.Tensor, K: int, D: int, name: str = "covariances") -> torch.Tensor:
         expected = self.sklearn_shape(K, D)
         if tuple(cov.shape) != expected and not (cov.numel() == 1 and expected in ((), (1,))):
-            raise ValueError(f"covariances for covariance_type={self.name!r} must have shape "
+            raise ValueError(f"{name} for covariance_type={self.name!r} must have shape "
                              f"{expected}, got {tuple(cov.shape)}")
         return cov
 
@@ -143,6 +145,82 @@ class Family:
         return (K,) if self.per_component else ()
 
     # -- full covariances (K, D, D) <-> this family --------------------------------------------
+    # -- what callers used to branch on ------------------------------------------------------
+    def scale_tril(self, factor: torch.Tensor, K: int, D: int) -> torch.Tensor:
+        """Cholesky factors (..., K, D, D) of every component, from :meth:`factor`'s output
+        (leading batch dimensions, as an MDN's, are kept)."""
+        batch = factor.shape[:-3] if self.kind == "tril" else factor.shape[:-2]
+        if self.kind == "tril":
+            return factor.expand(*batch, K, D, D)
+        return torch.diag_embed(factor.expand(*batch, K, D))
+
+    def precision_factor(self, factor: torch.Tensor) -> torch.Tensor:
+        """Upper-triangular ``P`` with ``Σ⁻¹ = P Pᵀ`` (K', D, D), or ``1 / std`` (std kind)."""
+        if self.kind == "tril":
+            eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device).expand_as(factor)
+            return torch.linalg.solve_triangular(factor, eye, upper=False).mT
+        return 1.0 / factor
+
+    def log_prob(self, X: torch.Tensor, means: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        """log N(x_n | mu_k, Σ_k), (N, K), from :meth:`factor`'s output."""
+        if self.kind == "tril":
+            return gaussian_log_prob_tril(X, means, factor)
+        return gaussian_log_prob_std(X, means, factor)
+
+    def square(self, factor: torch.Tensor) -> torch.Tensor:
+        """The matrices ``F Fᵀ`` (tril kind) or the squares (std kind) a factor stands for."""
+        return factor @ factor.mT if self.kind == "tril" else factor.square()
+
+    def own_to_sklearn(self, x: torch.Tensor) -> torch.Tensor:
+        """This family's own layout, (K', D, D) or (K', D'), in scikit-learn's shape."""
+        if self.kind == "tril" or self.per_feature:
+            return x if self.per_component else x[0]
+        return x[:, 0] if self.per_component else x[0, 0]
+
+    def diagonal(self, factor: torch.Tensor) -> torch.Tensor:
+        """The diagonal of a factor (the standard deviations of a std kind), (K', D')."""
+        return torch.diagonal(factor, dim1=-2, dim2=-1) if self.kind == "tril" else factor
+
+    def rows(self, components: torch.Tensor) -> torch.Tensor:
+        """Rows of the raw parameter that hold ``components``' covariances: their own, or the
+        one shared row."""
+        return components if self.per_component else torch.zeros(1, dtype=torch.long, device=components.device)
+
+    def positive_definite(self, cov: torch.Tensor) -> bool:
+        """Whether covariances (K', D, D) or variances (K', D') in this family's own layout are."""
+        if self.kind == "tril":
+            return bool((torch.linalg.cholesky_ex(cov)[1] == 0).all())
+        return bool((cov > 0).all())
+
+    def covariances_from_precisions(self, precisions: torch.Tensor) -> torch.Tensor:
+        """Covariances from precisions in scikit-learn's shape (the same shape), or a ``ValueError``."""
+        if self.kind == "tril":
+            L, info = torch.linalg.cholesky_ex(precisions)
+            if bool((info != 0).any()):
+                raise ValueError("precisions_init must be symmetric, positive-definite")
+            return torch.cholesky_inverse(L)
+        if not bool((precisions > 0).all()):
+            raise ValueError("precisions_init must be strictly positive")
+        return 1.0 / precisions
+
+    def random_covariances(self, rng, K: int, D: int, *, scale: float = 1.0,
+                           constant_variance: float = 1.0):
+        """Random covariances in scikit-learn's shape (a NumPy array), variances near ``scale``:
+        full ones ``Q diag(v) Qᵀ`` with a random rotation ``Q`` and variances ``v`` drawn
+        log-uniformly in [scale/4, scale]; the other families restrict that."""
+        k = K if self.per_component else 1
+        var = scale * np.exp(rng.uniform(np.log(0.25), 0.0, size=(k, D)))
+        if self.kind == "tril":
+            Q, _ = np.linalg.qr(rng.normal(size=(k, D, D)))
+            cov = Q @ (var[:, :, None] * np.swapaxes(Q, -1, -2))
+            cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+            return cov if self.per_component else cov[0]
+        if not self.learned:
+            return np.asarray(constant_variance, dtype=float)
+        if self.per_feature:
+            return var
+        return var[:, 0] if self.per_component else var[0, 0]
+
     def to_sklearn(self, full: torch.Tensor) -> torch.Tensor:
         """Covariances (K, D, D) of a model of this family, in scikit-learn's shape."""
         if self.kind == "tril":
@@ -179,8 +257,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("constant", "std", False, False, learned=False),
 ]}
 
-ALIASES = {"diag": "diagonal", "spherical": "isotropic", "shared": "shared_isotropic",
-           "shared_spherical": "shared_isotropic"}
+# scikit-learn's names (from the table: sklearn_name is the one name map), and two of gmmlib's own
+ALIASES = {f.sklearn_name: f.name for f in FAMILIES.values() if f.sklearn_name not in (None, f.name)}
+ALIASES.update({"shared": "shared_isotropic", "shared_spherical": "shared_isotropic"})
 
 
 def get_family(covariance_type: str) -> Family:

@@ -40,8 +40,7 @@ def collapsed_components(model, n_samples: int, *, threshold: float) -> torch.Te
     """
     K = model.n_components
     if model.family.learned:
-        f = model.family.free_factor(model.raw_scale)
-        diag = torch.diagonal(f, dim1=-2, dim2=-1) if model.family.kind == "tril" else f
+        diag = model.family.diagonal(model.family.free_factor(model.raw_scale))  # (K', D')
         small = (diag.reshape(diag.shape[0], -1).amin(-1) <= math.sqrt(threshold)) | ~torch.isfinite(diag).all(-1)
         small = small.expand(K) if small.shape[0] == 1 else small
     else:
@@ -68,7 +67,7 @@ def reset_components(model, X: torch.Tensor, components, generator: torch.Genera
         raw = model.family.encode(model.family.project(data_cov.expand(K, D, D), model.weights), K, D,
                                   model.min_variance)
         raw = raw.reshape(model.raw_scale.shape)
-        rows = comps if model.family.per_component else torch.zeros(1, dtype=torch.long, device=comps.device)
+        rows = model.family.rows(comps)
         model.raw_scale[rows] = raw[rows]
     reset_rows = {id(model.loc): comps, id(model.logits): comps,
                   id(model.raw_scale): comps if model.family.per_component else None}

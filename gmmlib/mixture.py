@@ -191,11 +191,7 @@ class GaussianMixture(nn.Module):
 
     def scale_tril(self) -> torch.Tensor:
         """Cholesky factor of every component's covariance, (K, D, D), differentiable."""
-        K, D = self.n_components, self.n_features
-        f = self.factor()
-        if self.family.kind == "tril":
-            return f.expand(K, D, D)
-        return torch.diag_embed(f.expand(K, D))
+        return self.family.scale_tril(self.factor(), self.n_components, self.n_features)
 
     @property
     def weights(self) -> torch.Tensor:
@@ -221,10 +217,7 @@ class GaussianMixture(nn.Module):
     # -- densities ---------------------------------------------------------------------------
     def _component_log_prob(self, X: torch.Tensor) -> torch.Tensor:
         """log N(x_n | mu_k, Sigma_k), (N, K); ``X`` is trusted."""
-        f = self.factor()
-        if self.family.kind == "tril":
-            return numerics.gaussian_log_prob_tril(X, self.loc, f)
-        return numerics.gaussian_log_prob_std(X, self.loc, f)
+        return self.family.log_prob(X, self.loc, self.factor())
 
     def _log_prob(self, X: torch.Tensor) -> torch.Tensor:
         return numerics.mixture_log_prob(self.log_weights, self._component_log_prob(X))

@@ -109,7 +109,9 @@ def floored_cholesky(cov: torch.Tensor, floor: float) -> torch.Tensor:
     tiny = torch.finfo(cov.dtype).eps * 10 * D
     diag = torch.diagonal(L, dim1=-2, dim2=-1)  # (..., D)
     scale = torch.diagonal(A, dim1=-2, dim2=-1).amax(-1).clamp_min(floor)  # (...,)
-    bad = (info != 0) | (diag.square() < tiny * scale.unsqueeze(-1)).any(-1) | ~torch.isfinite(diag).all(-1)
+    bad = (info != 0) | ~torch.isfinite(diag).all(-1)
+    if floor > 0:  # a pivot a rounding error above 0 is the floor binding: clip it to the margin
+        bad |= (diag.square() < tiny * scale.unsqueeze(-1)).any(-1)
     if bool(bad.any()):
         lam, Q = torch.linalg.eigh(A[bad])  # (B, D), (B, D, D)
         margin = tiny * lam.amax(-1, keepdim=True).clamp_min(floor)  # (B, 1)

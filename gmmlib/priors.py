@@ -116,10 +116,8 @@ def covariance_factors(model) -> tuple[torch.Tensor, torch.Tensor]:
     weights : (K',) tensor
         Detached mixture weight behind each: ``π_k`` per component, 1 for a shared covariance.
     """
-    K, D = model.n_components, model.n_features
     f = model.factor()
-    if model.family.kind != "tril":
-        f = torch.diag_embed(f.expand(f.shape[0], D))
+    f = model.family.scale_tril(f, f.shape[0], model.n_features)  # (K', D, D)
     w = model.weights if model.family.per_component else torch.ones(1, dtype=f.dtype, device=f.device)
     return f, w
 
