@@ -239,20 +239,18 @@ class _EStep:
         far = (offsets > limit).nonzero().squeeze(-1)  # (K",)
         self.far = far if far.numel() else None
         if self.far is not None:  # the centred form's parameters, for those components only
-            self.far_mu = state.means[far]  # (K", D), unshifted: x - mu is then exact as in log_prob
-            self.far_scale = (P if P.shape[0] == K else P.expand(K, D, D))[far] \
-                if family.kind == "tril" else 1.0 / std[far]  # (K", D, D) or (K", D)
+            self.family = family
+            self.far_mu = state.means[far].unsqueeze(-1)  # (K", D, 1), unshifted: x - mu is exact
+            f = state.factor
+            self.far_factor = f.expand(K, *f.shape[1:])[far]  # (K", D, D) or (K", D')
+            self.far_log_weights = state.log_weights[far]  # (K",)
 
-    def _centred_maha(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared Mahalanobis distances of the rows ``x`` (n, D), as given (not shifted: the
-        shift would round each of x and mu on its own), to the ``far`` components, (n, K")."""
-        diff = x.unsqueeze(0) - self.far_mu.unsqueeze(1)  # (K", n, D)
-        if self.kind == "tril":
-            z = torch.bmm(diff, self.far_scale)  # (K", n, D): (x - mu_k) P_k
-        else:
-            z = diff.mul_(self.far_scale.unsqueeze(1))  # (K", n, D)
-        return z.square_().sum(-1).T  # (n, K")
-
+    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+        """``log w_k + log N(x_n | mu_k, Σ_k)`` of the rows ``x`` (n, D), as given (not shifted:
+        the shift would round each of x and mu on its own), for the ``far`` components, by the
+        model's own log-density (n, K")."""
+        diff = x.T.unsqueeze(0) - self.far_mu  # (K", D, n)
+        return (self.family.log_density(diff, self.far_factor) + self.far_log_weights.unsqueeze(-1)).T
     def weighted_log_prob(self, ws: _Workspace, a: int, b: int) -> torch.Tensor:
         """``log w_k + log N(x_n | mu_k, Σ_k)`` for the rows ``a:b`` of the data, (n, K)."""
         x = ws.XT[:, a:b].T  # (n, D), shifted
@@ -276,9 +274,10 @@ class _EStep:
             # faster than the tall (n, 2D) x (2D, K_mid) one (measured)
             mid = torch.addmm(self.mid_const, self.mid_weights, ws.float64_columns(a, b))
             maha[:, self.mid] = mid.T.to(maha.dtype)  # (n, K_mid)
+        out = maha.mul_(-0.5).add_(self.offset)  # (n, K)
         if self.far is not None:
-            maha[:, self.far] = self._centred_maha(ws.X[a:b])
-        return maha.mul_(-0.5).add_(self.offset)
+            out[:, self.far] = self._centred(ws.X[a:b])
+        return out
 
 
 def _e_step(family, state: _State, ws: _Workspace, *, resp: bool = False,

@@ -38,8 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .numerics import (cholesky, cholesky_plus_identity, floored_cholesky, gaussian_log_prob_std,
-                       gaussian_log_prob_tril)
+from .numerics import cholesky, cholesky_plus_identity, floored_cholesky, gaussian_log_density
 
 __all__ = ["Family", "FAMILIES", "ALIASES", "get_family"]
 
@@ -161,11 +160,15 @@ class Family:
             return torch.linalg.solve_triangular(factor, eye, upper=False).mT
         return 1.0 / factor
 
+    def log_density(self, diff: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        """:func:`~gmmlib.numerics.gaussian_log_density` of differences (..., D, M) under
+        :meth:`factor`'s output (leading batch dimensions allowed), (..., M)."""
+        tril = self.kind == "tril"
+        return gaussian_log_density(diff, factor if tril else factor.unsqueeze(-1), tril=tril)
+
     def log_prob(self, X: torch.Tensor, means: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         """log N(x_n | mu_k, Σ_k), (N, K), from :meth:`factor`'s output."""
-        if self.kind == "tril":
-            return gaussian_log_prob_tril(X, means, factor)
-        return gaussian_log_prob_std(X, means, factor)
+        return self.log_density(X.T.unsqueeze(0) - means.unsqueeze(-1), factor).T  # (K, D, N) -> (N, K)
 
     def square(self, factor: torch.Tensor) -> torch.Tensor:
         """The matrices ``F Fᵀ`` (tril kind) or the squares (std kind) a factor stands for."""

@@ -13,7 +13,6 @@ from torch import nn
 
 from ._validation import check_nonnegative, check_positive_int, checked
 from .families import get_family
-from .numerics import LOG_2PI
 
 __all__ = ["MDNHead", "MDNOutput"]
 
@@ -23,17 +22,15 @@ _SUPPORTED = ("full", "diagonal", "isotropic")
 class MDNOutput:
     """Per-input mixture parameters produced by :class:`MDNHead`."""
 
-    def __init__(self, log_weights, means, factor, kind):
+    def __init__(self, log_weights, means, factor, family):
         self.log_weights = log_weights  # (B, K)
         self.means = means  # (B, K, D)
         self.factor = factor  # (B, K, D, D) Cholesky factors, or (B, K, D or 1) standard deviations
-        self.kind = kind
+        self.family = family
 
     def scale_tril(self) -> torch.Tensor:
         """Cholesky factors (B, K, D, D) for every family."""
-        if self.kind == "tril":
-            return self.factor
-        return torch.diag_embed(self.factor.expand_as(self.means))
+        return self.family.scale_tril(self.factor, *self.means.shape[-2:])
 
     def component_log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """log N(y_b | mu_bk, Sigma_bk), (B, K)."""
@@ -43,15 +40,8 @@ class MDNOutput:
             raise ValueError(f"targets must be a tensor of shape (batch, n_features) = ({B}, {D}), got "
                              f"{shape}" + (" (use y.reshape(-1, 1) for one target feature)"
                                            if getattr(y, "ndim", 0) == 1 else ""))
-        diff = y.unsqueeze(1) - self.means  # (B, K, D)
-        if self.kind == "tril":
-            z = torch.linalg.solve_triangular(self.factor, diff.unsqueeze(-1), upper=False).squeeze(-1)
-            half_logdet = torch.diagonal(self.factor, dim1=-2, dim2=-1).log().sum(-1)  # (B, K)
-        else:
-            std = self.factor.expand_as(diff)
-            z = diff / std
-            half_logdet = std.log().sum(-1)
-        return -0.5 * (D * LOG_2PI + z.square().sum(-1)) - half_logdet
+        diff = (y.unsqueeze(1) - self.means).unsqueeze(-1)  # (B, K, D, 1): one point per Gaussian
+        return self.family.log_density(diff, self.factor).squeeze(-1)  # the model's formula
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """log p(y_b | x_b), (B,)."""
@@ -149,7 +139,7 @@ class MDNHead(nn.Module):
             L[..., self._tril_index[0], self._tril_index[1]] = raw
             raw = L
         # the same transform (exp of the diagonal, variance floor) as GaussianMixture's
-        return MDNOutput(log_weights, means, self.family.factor(raw, self.min_variance), self.family.kind)
+        return MDNOutput(log_weights, means, self.family.factor(raw, self.min_variance), self.family)
 
     def nll(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean negative conditional log-likelihood ``-1/B sum_b log p(y_b | h_b)``."""

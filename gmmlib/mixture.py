@@ -215,12 +215,24 @@ class GaussianMixture(nn.Module):
         return self.family.to_sklearn(self.covariances)
 
     # -- densities ---------------------------------------------------------------------------
+    def _by_rows(self, fn, X: torch.Tensor) -> torch.Tensor:
+        """``fn(X)``, in chunks of rows when no gradient is needed, so that the (K, D, n)
+        temporaries of the log-density stay near 2^20 elements whatever N is (with a gradient,
+        autograd keeps every chunk's temporaries anyway)."""
+        n = max(1, (1 << 20) // (self.n_components * self.n_features))
+        grad = torch.is_grad_enabled() and (X.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if grad or X.shape[0] <= n:
+            return fn(X)
+        return torch.cat([fn(X[a:a + n]) for a in range(0, X.shape[0], n)])
+
     def _component_log_prob(self, X: torch.Tensor) -> torch.Tensor:
         """log N(x_n | mu_k, Sigma_k), (N, K); ``X`` is trusted."""
-        return self.family.log_prob(X, self.loc, self.factor())
+        f = self.factor()
+        return self._by_rows(lambda x: self.family.log_prob(x, self.loc, f), X)
 
     def _log_prob(self, X: torch.Tensor) -> torch.Tensor:
-        return numerics.mixture_log_prob(self.log_weights, self._component_log_prob(X))
+        lw, f = self.log_weights, self.factor()
+        return self._by_rows(lambda x: numerics.mixture_log_prob(lw, self.family.log_prob(x, self.loc, f)), X)
 
     def _check(self, X, min_rows: int = 1) -> torch.Tensor:
         return as_data(X, n_features=self.n_features, dtype=self.loc.dtype, device=self.loc.device,
@@ -243,14 +255,15 @@ class GaussianMixture(nn.Module):
     @torch.no_grad()
     def predict_proba(self, X) -> torch.Tensor:
         """Responsibilities p(k | x_n), (N, K), detached; each row sums to 1."""
-        X = self._check(X)
-        return numerics.log_responsibilities(self.log_weights, self._component_log_prob(X)).exp()
+        lw, f = self.log_weights, self.factor()
+        return self._by_rows(lambda x: numerics.log_responsibilities(
+            lw, self.family.log_prob(x, self.loc, f)).exp(), self._check(X))
 
     @torch.no_grad()
     def predict(self, X) -> torch.Tensor:
         """Most responsible component of each point, (N,) int64."""
-        X = self._check(X)
-        return (self._component_log_prob(X) + self.log_weights).argmax(dim=-1)
+        lw, f = self.log_weights, self.factor()
+        return self._by_rows(lambda x: (self.family.log_prob(x, self.loc, f) + lw).argmax(-1), self._check(X))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | int | None = None, *, return_labels: bool = False):

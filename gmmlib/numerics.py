@@ -10,11 +10,37 @@ import math
 
 import torch
 
-__all__ = ["LOG_2PI", "gaussian_log_prob_tril", "gaussian_log_prob_std", "mixture_log_prob",
+__all__ = ["LOG_2PI", "gaussian_log_density", "gaussian_log_prob_tril", "gaussian_log_prob_std", "mixture_log_prob",
            "cholesky", "log_responsibilities", "floor_eigenvalues", "floored_cholesky",
            "cholesky_plus_identity"]
 
 LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_density(diff: torch.Tensor, factor: torch.Tensor, *, tril: bool) -> torch.Tensor:
+    """``log N(x | mu, Σ)`` from differences ``x - mu``: the one Gaussian log-density of gmmlib.
+
+    Parameters
+    ----------
+    diff : (..., D, M) tensor
+        Differences of M points from the Gaussian's mean, points in the last dimension.
+    factor : tensor broadcastable with ``diff``'s batch dimensions
+        ``tril``: (..., D, D) lower-triangular Cholesky factors ``L`` of ``Σ = L Lᵀ``;
+        otherwise (..., D', 1) standard deviations, D' = D (diagonal) or 1 (isotropic).
+
+    Returns
+    -------
+    (..., M) tensor: ``-(D log 2π + |z|²) / 2 - log|L|`` with ``z = L⁻¹ (x - mu)`` (a triangular
+    solve) or ``z = (x - mu) / std``.
+    """
+    D = diff.shape[-2]
+    if tril:
+        z = torch.linalg.solve_triangular(factor, diff, upper=False)  # (..., D, M)
+        half_logdet = torch.diagonal(factor, dim1=-2, dim2=-1).log().sum(-1)  # (...)
+    else:
+        z = diff / factor  # (..., D, M)
+        half_logdet = factor.log().sum((-2, -1)) * (D // factor.shape[-2])  # (...)
+    return -0.5 * (D * LOG_2PI + z.square().sum(-2)) - half_logdet.unsqueeze(-1)
 
 
 def gaussian_log_prob_tril(X: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
@@ -28,29 +54,20 @@ def gaussian_log_prob_tril(X: torch.Tensor, means: torch.Tensor, scale_tril: tor
 
     Returns
     -------
-    (N, K) tensor of ``log N(x_n | mu_k, L_k L_kᵀ)``.
+    (N, K) tensor of ``log N(x_n | mu_k, L_k L_kᵀ)`` (:func:`gaussian_log_density`).
     """
-    D = X.shape[-1]
-    diff = (X.unsqueeze(0) - means.unsqueeze(1)).transpose(-1, -2)  # (K, D, N)
-    L = scale_tril.expand(means.shape[0], D, D)
-    z = torch.linalg.solve_triangular(L, diff, upper=False)  # (K, D, N)
-    maha = z.square().sum(dim=-2)  # (K, N)
-    half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K,)
-    return (-0.5 * (D * LOG_2PI + maha) - half_logdet.unsqueeze(-1)).transpose(0, 1)
+    diff = X.T.unsqueeze(0) - means.unsqueeze(-1)  # (K, D, N)
+    return gaussian_log_density(diff, scale_tril, tril=True).T
 
 
 def gaussian_log_prob_std(X: torch.Tensor, means: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Log-density under axis-aligned Gaussians with standard deviations ``std``.
 
     ``std`` has shape (K or 1, D or 1): per-component or shared, per-feature or isotropic.
-    Returns an (N, K) tensor.
+    Returns an (N, K) tensor (:func:`gaussian_log_density`).
     """
-    N, D = X.shape
-    K = means.shape[0]
-    std = std.expand(K, D)
-    z = (X.unsqueeze(1) - means.unsqueeze(0)) / std.unsqueeze(0)  # (N, K, D)
-    half_logdet = std.log().sum(-1)  # (K,)
-    return -0.5 * (D * LOG_2PI + z.square().sum(-1)) - half_logdet
+    diff = X.T.unsqueeze(0) - means.unsqueeze(-1)  # (K, D, N)
+    return gaussian_log_density(diff, std.unsqueeze(-1), tril=False).T
 
 
 def mixture_log_prob(log_weights: torch.Tensor, component_log_prob: torch.Tensor) -> torch.Tensor:

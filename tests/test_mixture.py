@@ -269,3 +269,23 @@ def test_cuda_without_cuda_says_so():
 def test_parameters_that_are_not_numbers_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_grad_paths_are_chunked_and_equal_the_autograd_path(family):
+    """Without a gradient, log_prob, predict and predict_proba run in row chunks of ~2^20 /
+    (K D) rows; over many chunks they equal the one-shot differentiable evaluation, and
+    torch.distributions (an independent reference)."""
+    model = random_model(family, K=4, D=3, seed=2)
+    X = torch.randn(3 * (1 << 20) // 12 + 5, 3, dtype=torch.float64) * 3  # 3 chunks and a bit
+    one_shot = model.log_prob(X)  # parameters require grad: not chunked
+    assert one_shot.requires_grad
+    with torch.no_grad():
+        chunked = model.log_prob(X)
+        reference = model.to_distribution().log_prob(X)
+        component = model.component_log_prob(X)
+    assert torch.allclose(chunked, one_shot.detach(), rtol=0, atol=1e-12)
+    assert torch.allclose(chunked, reference, rtol=1e-12, atol=1e-10)
+    resp = (component + model.log_weights.detach()).softmax(-1)
+    assert torch.allclose(model.predict_proba(X), resp, atol=1e-12)
+    assert torch.equal(model.predict(X), resp.argmax(-1))
