@@ -5,6 +5,7 @@ Layers, imported one way only:
 * :mod:`gmmlib.numerics` – Gaussian and mixture log-densities through Cholesky factors;
 * :mod:`gmmlib.families` – the covariance families and their parametrisations;
 * :mod:`gmmlib.mixture` – :class:`GaussianMixture`, a ``torch.nn.Module``;
+* :mod:`gmmlib.moments` – the M-step's weighted moments, shared by EM and initialisation;
 * :mod:`gmmlib.init`, :mod:`gmmlib.gd`, :mod:`gmmlib.em`, :mod:`gmmlib.priors` – initialisation,
   gradient-descent and EM fitting, and MAP priors against the singularity;
 * :mod:`gmmlib.estimator` – :class:`GaussianMixtureEM`, scikit-learn's ``GaussianMixture``

@@ -9,6 +9,7 @@ import torch
 
 from ._validation import as_data, check_nonnegative, checked, make_generator  # make_generator: re-exported
 from .mixture import GaussianMixture
+from .moments import COVARIANCE, Workspace
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
            "initialize", "data_covariance", "check_method"]
@@ -108,10 +109,11 @@ def check_model(model, name: str = "model") -> GaussianMixture:
 def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: float = 1e-6):
     """Set ``model``'s parameters from data and return the model.
 
-    ``method`` chooses responsibilities ``r_nk``, from which the weights and covariances are
-    the weighted moments of the data (projected onto the model's covariance family, plus
-    ``reg_covar`` on the diagonal; a component with fewer than two points' worth of
-    responsibility takes the data covariance):
+    ``method`` chooses responsibilities ``r_nk``; the weights and covariances are then one
+    M-step's, computed by EM's own functions (:mod:`gmmlib.moments`): the weighted moments of
+    the data in the model's covariance family, plus ``reg_covar`` on the diagonal, floored at
+    the model's ``min_variance`` (in a per-component family, a component with fewer than two
+    points' worth of responsibility takes the data covariance instead):
 
     * ``"kmeans"`` (default): the best of four k-means++ seedings refined by Lloyd iterations,
       like scikit-learn's default, then each point assigned to its nearest mean;
@@ -139,23 +141,31 @@ _INITIALIZE = {"model": check_model, "method": check_method, "reg_covar": check_
 @torch.no_grad()
 def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_covar: float):
     """:func:`initialize` for validated arguments (the fits call this)."""
-    K, D = model.n_components, model.n_features
+    K, D, family = model.n_components, model.n_features, model.family
     eps = torch.finfo(X.dtype).eps
+    ws = Workspace(X, K, X.mean(0), family)  # the M-step's view of the data
+    RT = ws.resp()  # (K, N) responsibilities
     if method == "random":
         R = torch.rand(X.shape[0], K, generator=g, device=g.device, dtype=X.dtype).to(X.device)
-        R = R / R.sum(1, keepdim=True)  # (N, K)
-        means = (R.T @ X) / R.sum(0).unsqueeze(-1)  # (K, D)
+        RT.copy_((R / R.sum(1, keepdim=True)).T)
+        means = (RT @ X) / RT.sum(1).unsqueeze(-1)  # (K, D)
     else:
         means = SEEDINGS[method](X, K, g)  # (K, D)
         labels = torch.cdist(X, means).argmin(-1)  # (N,)
-        R = torch.nn.functional.one_hot(labels, K).to(X.dtype)  # (N, K)
-    counts = R.sum(0)  # (K,)
+        RT.zero_().scatter_(0, labels.unsqueeze(0), 1.0)  # one-hot
+    counts = RT.sum(1)  # (K,)
     weights = (counts + 10 * eps) / (counts.sum() + 10 * K * eps)
-    diff = X.unsqueeze(0) - means.unsqueeze(1)  # (K, N, D)
-    cov = torch.einsum("nk,knd,kne->kde", R, diff, diff) / counts.clamp_min(1).reshape(K, 1, 1)
-    cov = torch.where((counts >= 2).reshape(K, 1, 1), cov, data_covariance(X))
-    cov = cov + reg_covar * torch.eye(D, dtype=X.dtype, device=X.device)
     model.set_parameters(weights=weights, means=means)
-    if model.family.learned:
-        model.set_parameters(covariances=model.family.project(cov, weights))
+    if family.learned:  # one M-step's covariances, about these means
+        cov = COVARIANCE[family.name](ws, counts.clamp_min(1), means - ws.shift, reg_covar)
+        if family.per_component:  # fewer than two points: the data covariance instead
+            data = data_covariance(X) + reg_covar * torch.eye(D, dtype=X.dtype, device=X.device)
+            data = family.project(data.expand(K, D, D), weights).reshape(cov.shape)
+            cov = torch.where((counts >= 2).reshape(-1, *[1] * (cov.ndim - 1)), cov, data)
+        v = model.min_variance
+        if v <= 0 and not family.positive_definite(cov):
+            raise ValueError("initialisation gave a component a singular covariance (it holds "
+                             "duplicated points, or fewer points than features); pass reg_covar > 0 "
+                             "(e.g. 1e-6) or set a variance floor, min_variance > 0")
+        model.raw_scale.copy_(family.raw_from_covariance(cov, v).reshape(model.raw_scale.shape))
     return model

@@ -430,9 +430,9 @@ def test_cuda_matches_cpu(family):
 def _diagonal_case(X: torch.Tensor, R: torch.Tensor):
     """EM's workspace for data ``X`` (N, D) with responsibilities ``R`` (N, K), the M-step's
     means (shifted coordinates) and the float64 centred scatter sum_n r_nk (x_nd - mu_kd)²."""
-    from gmmlib.em import _Workspace
+    from gmmlib.moments import Workspace
     K = R.shape[1]
-    ws = _Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, X.shape[1], "diagonal").family)
+    ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, X.shape[1], "diagonal").family)
     ws.resp().copy_(R.T)
     nk = R.sum(0) + 10 * torch.finfo(X.dtype).eps
     means = (ws.RT @ ws.XT.T) / nk[:, None]  # (K, D)
@@ -456,11 +456,11 @@ def _scatter_case(dtype, far, spread):
 def test_diagonal_scatter_fast_path_is_accurate(dtype, monkeypatch):
     """On ordinary data every component takes the two-product path, and it is as accurate as
     the centred sum (float32 in: float64 accumulation, so only the output rounding remains)."""
-    from gmmlib import em
+    from gmmlib import moments
     called = []
-    monkeypatch.setattr(em, "_scatter_diag_centred", lambda *a: called.append(a) or None)
+    monkeypatch.setattr(moments, "_scatter_diag_centred", lambda *a: called.append(a) or None)
     ws, means, reference = _scatter_case(dtype, far=6.0, spread=0.5)
-    S = em._scatter_diag(ws, means)
+    S = moments._scatter_diag(ws, means)
     assert S.dtype == dtype and not called
     rtol = 1e-12 if dtype == torch.float64 else 2e-7
     torch.testing.assert_close(S.double(), reference, rtol=rtol, atol=0)
@@ -470,18 +470,18 @@ def test_diagonal_scatter_fast_path_is_accurate(dtype, monkeypatch):
 def test_diagonal_scatter_recentres_a_narrow_far_component(dtype, monkeypatch):
     """A component of spread 1e-4 at 1e3 from the data's mean: its uncentred moments cancel in
     ~14 of float64's 16 digits. The guard sends exactly that component to the centred sum."""
-    from gmmlib import em
+    from gmmlib import moments
     ws, means, reference = _scatter_case(dtype, far=1e3, spread=1e-4)
     seen = []
-    centred = em._scatter_diag_centred
-    monkeypatch.setattr(em, "_scatter_diag_centred", lambda w, m, idx: seen.append(idx.tolist()) or centred(w, m, idx))
-    S = em._scatter_diag(ws, means)
+    centred = moments._scatter_diag_centred
+    monkeypatch.setattr(moments, "_scatter_diag_centred", lambda w, m, idx: seen.append(idx.tolist()) or centred(w, m, idx))
+    S = moments._scatter_diag(ws, means)
     assert seen == [[2]]
     rtol = 1e-12 if dtype == torch.float64 else 1e-6
     torch.testing.assert_close(S.double(), reference, rtol=rtol, atol=0)
     # without the guard the same data lose the narrow component's scatter
-    monkeypatch.setattr(em, "_MAX_CANCELLATION", math.inf)
-    bad = em._scatter_diag(ws, means).double()
+    monkeypatch.setattr(moments, "_MAX_CANCELLATION", math.inf)
+    bad = moments._scatter_diag(ws, means).double()
     assert float((bad[2] / reference[2] - 1).abs().max()) > 1e-2
 
 
@@ -492,7 +492,7 @@ def test_diagonal_scatter_matches_the_centred_sum(K, D, offset, log_spread, hard
     """Whatever the clusters' spreads and distances, and however hard the responsibilities
     (hard ones make narrow components, whose moments cancel), the fast scatter with its guard
     equals the float64 centred sum to 1e-9 relative."""
-    from gmmlib.em import _scatter_diag
+    from gmmlib.moments import _scatter_diag
     rng = np.random.default_rng(seed)
     centres = offset + rng.normal(scale=10.0, size=(K, D))
     spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))

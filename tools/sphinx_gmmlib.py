@@ -24,7 +24,7 @@ import re
 
 MARKER = "<!-- gmmlib-api -->"
 # Reading order of the library's layers; modules not listed follow alphabetically.
-LAYERS = ["numerics", "families", "mixture", "init", "gd", "em", "estimator", "exceptions", "priors",
+LAYERS = ["numerics", "families", "mixture", "moments", "init", "gd", "em", "estimator", "exceptions", "priors",
           "history", "data", "mdn", "plot", "cli", "book"]
 
 
