@@ -118,6 +118,50 @@ _FIT_GD = {"model": check_model, "iterations": check_positive_int, "mixture_lr":
            "prior": optional(_check_prior)}
 
 
+class _Optimisers:
+    """The seed project's optimiser: one Adam for the mixture logits, one for the components
+    (means and learned covariances), each on a cosine schedule that anneals to 0 over
+    ``iterations`` steps."""
+
+    def __init__(self, model, iterations: int, mixture_lr: float, component_lr: float):
+        components = [p for p in (model.loc, model.raw_scale) if p.requires_grad]
+        self.params = [model.logits] + components
+        self.optimizers = (torch.optim.Adam([model.logits], lr=mixture_lr),
+                           torch.optim.Adam(components, lr=component_lr))
+        self.schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=iterations)
+                          for o in self.optimizers]
+
+    def zero_grad(self):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def step(self):
+        """One Adam step of both, then one step of both schedules."""
+        for o in self.optimizers:
+            o.step()
+        for s in self.schedules:
+            s.step()
+
+
+def _objective(model, x: torch.Tensor, prior, N: int):
+    """The mean NLL of the rows ``x`` and the objective: that NLL minus ``prior(model) / N``."""
+    loss = -model._log_prob(x).mean()
+    if prior is None:
+        return loss, loss
+    log_prior = prior(model)
+    if not isinstance(log_prior, torch.Tensor) or log_prior.numel() != 1:
+        got = tuple(log_prior.shape) if isinstance(log_prior, torch.Tensor) else repr(log_prior)
+        raise ValueError(f"prior(model) must return a scalar tensor (the log-prior), got {got}")
+    return loss, loss - log_prior.reshape(()) / N
+
+
+def _stop(history: FitHistory, params, last_good, message: str) -> None:
+    """Mark the fit diverged, put back the last finite parameters and warn with ``message``."""
+    history.diverged = True
+    _restore(params, last_good)
+    warnings.warn(f"fit_gd: {message}", RuntimeWarning, stacklevel=3)
+
+
 def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, component_lr: float = 0.05,
            init: str | None = "kmeans", generator=None, min_variance: float | None = None,
            reset_collapsed: bool = True, guard: bool = True, prior=None, tol: float | None = None,
@@ -202,73 +246,49 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     threshold = model.min_variance if model.min_variance > 0 else \
         1e-12 * float(X.var(0).mean().clamp_min(torch.finfo(X.dtype).tiny))
 
-    mix_opt = torch.optim.Adam([model.logits], lr=mixture_lr)
-    comp_params = [p for p in (model.loc, model.raw_scale) if p.requires_grad]
-    comp_opt = torch.optim.Adam(comp_params, lr=component_lr)
-    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=iterations) for o in (mix_opt, comp_opt)]
-
+    opt = _Optimisers(model, iterations, mixture_lr, component_lr)
     history = FitHistory(method="gd")
     from tqdm.auto import tqdm  # disable=None: shown only when stderr is a terminal
     bar = tqdm(total=iterations, desc="fit_gd", unit="step", disable=None if progress is None else not progress)
-    params = [model.logits] + comp_params
     # a batch of every point is the full-batch fit: same order, same arithmetic
     batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, device=X.device)
-    last_good = [p.detach().clone() for p in params]
+    last_good = [p.detach().clone() for p in opt.params]  # restored if a step goes non-finite
     start = time.perf_counter()
     for step in range(iterations):
-        mix_opt.zero_grad(set_to_none=True)
-        comp_opt.zero_grad(set_to_none=True)
-        loss = -model._log_prob(X if batches is None else X[next(batches)]).mean()
-        if prior is None:
-            objective = loss
-        else:
-            log_prior = prior(model)
-            if not isinstance(log_prior, torch.Tensor) or log_prior.numel() != 1:
-                got = tuple(log_prior.shape) if isinstance(log_prior, torch.Tensor) else repr(log_prior)
-                raise ValueError(f"prior(model) must return a scalar tensor (the log-prior), got {got}")
-            objective = loss - log_prior.reshape(()) / N
+        opt.zero_grad()
+        loss, objective = _objective(model, X if batches is None else X[next(batches)], prior, N)
         value = float(loss.detach())
         if not math.isfinite(value) or not math.isfinite(float(objective.detach())):
-            history.diverged = True
-            _restore(params, last_good)
-            warnings.warn(f"fit_gd: the loss became {value} at step {step} (a component collapsed "
-                          "onto data points, or a prior returned a non-finite value); stopped and "
-                          f"kept the last finite parameters. {_remedy(guard)}",
-                          RuntimeWarning, stacklevel=2)
+            _stop(history, opt.params, last_good, f"the loss became {value} at step {step} (a component "
+                  "collapsed onto data points, or a prior returned a non-finite value); stopped and "
+                  f"kept the last finite parameters. {_remedy(guard)}")
             break
         history.loss.append(value)
         history.time.append(time.perf_counter() - start)
         if log_every and step % log_every == 0:
             history.snapshots.append(snapshot(model, step, value))
         objective.backward()
-        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
-        if not grads_ok:
-            history.diverged = True
-            warnings.warn(f"fit_gd: the gradient became non-finite at step {step} (a component "
-                          "collapsed onto data points); stopped and kept the last finite parameters. "
-                          f"{_remedy(guard)}", RuntimeWarning, stacklevel=2)
+        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in opt.params):
+            _stop(history, (), (), f"the gradient became non-finite at step {step} (a component "
+                  "collapsed onto data points); stopped and kept the last finite parameters. "
+                  f"{_remedy(guard)}")
             break
-        for p, good in zip(params, last_good):
+        for p, good in zip(opt.params, last_good):
             good.copy_(p.detach())
-        mix_opt.step()
-        comp_opt.step()
+        opt.step()
         with torch.no_grad():  # one reduction, one sync: NaN/inf anywhere (or a sum near overflow)
             exploded = not math.isfinite(float(model.covariances.sum() + model.loc.sum() + model.logits.sum()))
         if exploded:  # steps too long for the data's scale: the covariances overflowed
-            history.diverged = True
-            _restore(params, last_good)
-            warnings.warn(f"fit_gd: the parameters overflowed at step {step} (learning rates "
-                          f"mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large "
-                          "for the data's scale); stopped and kept the last finite parameters. "
-                          "Lower the learning rates, or standardise X.", RuntimeWarning, stacklevel=2)
+            _stop(history, opt.params, last_good, f"the parameters overflowed at step {step} (learning "
+                  f"rates mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large for "
+                  "the data's scale); stopped and kept the last finite parameters. Lower the "
+                  "learning rates, or standardise X.")
             break
-        for s in scheds:
-            s.step()
         history.n_iter = step + 1
         if reset_collapsed:
             bad = collapsed_components(model, N, threshold=threshold)
             if bad.numel():
-                reset_components(model, X, bad, g, (mix_opt, comp_opt))
+                reset_components(model, X, bad, g, opt.optimizers)
                 history.resets.extend((step + 1, int(k)) for k in bad)
         bar.update(1)
         if step % 10 == 0:
