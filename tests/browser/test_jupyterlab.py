@@ -2,7 +2,7 @@
 figure changes (the kernel redrew it). This is what ``make lab`` gives a reader.
 
 Two notebooks: a tiny one written to a temporary folder, so the machinery (JupyterLab, the
-kernel in this environment, ipywidgets, ``gmmlib.widgets.interactive``) is tested before any
+kernel in this environment, ipywidgets, ``gmmlib.book.interactive``) is tested before any
 chapter exists, and chapter 1 (``book/01_gaussian_pdf.ipynb``), skipped until it is written.
 The server runs on a free port with a known token and its own config/runtime folders, and is
 always stopped, kernels included.
@@ -30,7 +30,7 @@ RUN_TIMEOUT_MS = 180_000
 TINY = {
     "cells": [
         {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-         "source": ["import numpy as np\n", "from gmmlib.widgets import interactive\n",
+         "source": ["import numpy as np\n", "from gmmlib.book import interactive\n",
                     "x = np.linspace(0, 6, 100)\n",
                     "def draw(ax, k):\n", "    ax.plot(x, np.sin(k * x))\n",
                     "interactive(draw, k=(1.0, 5.0, 0.5))"]},

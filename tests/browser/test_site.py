@@ -1,6 +1,6 @@
 """The built HTML book in a real headless Chromium, offline (file://, every remote request
 blocked): every page loads without console errors, its equations are typeset, its images are
-loaded, and every widget fallback (a ``gmmlib.widgets.frames`` animation) changes its picture
+loaded, and every widget fallback (a ``gmmlib.book.frames`` animation) changes its picture
 when its slider moves. Pages are discovered from the build, so new chapters are covered without
 editing this file.
 """
@@ -73,7 +73,7 @@ def test_page_renders_offline(page, path):
             "n => document.querySelectorAll('article mjx-container').length >= n", arg=n_math)
         assert page.locator("mjx-merror").count() == 0, "MathJax reported a TeX error"
 
-    # Widget fallbacks: matplotlib jshtml animations (gmmlib.widgets.frames) set their first
+    # Widget fallbacks: matplotlib jshtml animations (gmmlib.book.frames) set their first
     # frame on a timer; moving the slider must show a different picture.
     anims = page.locator("div.animation")
     for i in range(anims.count()):
