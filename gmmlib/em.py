@@ -435,11 +435,12 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
 
 
 @torch.no_grad()
-def evaluate(model: GaussianMixture, X: torch.Tensor, shift: torch.Tensor, *, resp: bool = False):
+def evaluate(model: GaussianMixture, X: torch.Tensor, *, resp: bool = False):
     """The E-step's fast path as a scorer, for validated ``X`` (N, D): returns ``log p(x_n)``
-    (N,) and, with ``resp``, the responsibilities (N, K); ``shift`` is the point the model's
-    fit centred the data on (any point gives the same numbers to rounding)."""
-    ws = Workspace(X, model.n_components, shift, model.family)
+    (N,) and, with ``resp``, the responsibilities (N, K). The data are centred on their own
+    mean, as in a fit (any point gives the same numbers to rounding, and components far from
+    it take the centred form)."""
+    ws = Workspace(X, model.n_components, _shift(X), model.family)
     log_prob = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)  # (N,)
     _e_step(model.family, _read_state(model), ws, resp=resp, log_prob=log_prob)
     return log_prob, (ws.RT.T if resp else None)

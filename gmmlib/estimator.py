@@ -25,7 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import as_data, as_numbers, check_dtype_device, float_dtype_like, make_generator
-from .em import _fit, _shift, evaluate
+from .em import _fit, evaluate
 from .exceptions import ConvergenceWarning
 from .families import ALIASES, FAMILIES, get_family
 from .init import METHODS
@@ -331,7 +331,6 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         for w in caught:  # re-raise, from here
             warnings.warn(w.message, w.category, stacklevel=2)
         self.model_, self.history_ = model, history
-        self._shift = _shift(X)
         self.converged_ = history.converged
         self.n_iter_ = history.n_iter
         self.lower_bound_ = history.lower_bound
@@ -358,7 +357,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
     # -- evaluation (the E-step's fast path) ------------------------------------------------
     def _evaluate(self, X, resp: bool = False):
         X = self._data(X, reset=False)
-        return evaluate(self.model_, X, self._shift, resp=resp)
+        return evaluate(self.model_, X, resp=resp)
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x_n) of each sample, (n_samples,)."""

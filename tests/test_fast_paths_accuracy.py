@@ -100,8 +100,8 @@ def make_case(cov_type, dtype, D, Kn, N, lscale, loffset, lR, lv, seed, on_outli
     of variance 10^lv scale² collapsed onto the outlier (or, ``on_outlier=False``, onto another
     data point), each mean within ~1 of its own standard deviations of its data point. For the
     shared families (tied, shared_isotropic, constant) every component gets the collapsed
-    variance. Returns the fitted estimator (its model holding those parameters, its ``_shift``
-    the fit's data mean) and X in ``dtype``."""
+    variance. Returns the fitted estimator (its model holding those parameters, fitted to
+    X) and X in ``dtype``."""
     rng = np.random.default_rng(seed)
     fam = FAMILY[cov_type]
     s = 10.0 ** lscale
