@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._validation import as_data, check_dtype_device, check_positive_int, float_dtype_like
+from ._validation import as_data, check_dtype_device, check_positive_int, checked, float_dtype_like
 from .em import fit_em
 from .families import get_family
 from .gd import fit_gd
@@ -66,6 +66,43 @@ class Selection:
         return "\n".join(lines)
 
 
+def _check_choice(choices):
+    def check(value, name: str):
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    return check
+
+
+def _check_method(method, name: str) -> str:
+    if method not in ("em", "gd"):
+        raise ValueError(f"{name} must be 'em' or 'gd', got {method!r}")
+    return method
+
+
+def _check_counts(n_components, name: str) -> list[int]:
+    if isinstance(n_components, numbers.Integral):
+        n_components = [n_components]
+    if not isinstance(n_components, Iterable) or isinstance(n_components, str):
+        raise ValueError(f"{name} must be an int or an iterable of ints such as range(1, 7), "
+                         f"got {n_components!r}")
+    return [check_positive_int(K, f"each of {name}") for K in n_components]
+
+
+def _check_families(covariance_types, name: str) -> list[str]:
+    if isinstance(covariance_types, str):  # one family, not its letters
+        covariance_types = [covariance_types]
+    families = [get_family(t).name for t in covariance_types]
+    if not families:
+        raise ValueError(f"{name} is empty; pass at least one, e.g. ['full']")
+    return families
+
+
+_SELECT_MODEL = {"criterion": _check_choice(CRITERIA), "method": _check_method,
+                 "n_components": _check_counts, "covariance_types": _check_families,
+                 "dtype": lambda dtype, name: check_dtype_device(dtype)[0]}
+
+
 def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", "diagonal", "isotropic"),
                  *, criterion: str = "bic", X_val=None, method: str = "em", generator=0, dtype=None,
                  **fit_kwargs) -> Selection:
@@ -114,35 +151,17 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     >>> sel.best.covariance_type, sel.best.n_components
     ('full', 3)
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    criterion, method, Ks, families, dtype = checked(_SELECT_MODEL, locals()).values()
     if (criterion == "heldout") != (X_val is not None):
         raise ValueError("criterion='heldout' scores held-out data: pass X_val with it, and only with it"
                          if X_val is None else
                          f"X_val is only used by criterion='heldout', not {criterion!r}; drop X_val "
                          "or choose criterion='heldout'")
-    fits = {"em": fit_em, "gd": fit_gd}
-    if method not in fits:
-        raise ValueError(f"method must be 'em' or 'gd', got {method!r}")
-    check_dtype_device(dtype)
     X = as_data(X, dtype=dtype or float_dtype_like(X))
     dtype = X.dtype
     N, D = X.shape
-    if isinstance(n_components, numbers.Integral):
-        n_components = [n_components]
-    if not isinstance(n_components, Iterable) or isinstance(n_components, str):
-        raise ValueError(f"n_components must be an int or an iterable of ints such as range(1, 7), "
-                         f"got {n_components!r}")
-    n_components = list(n_components)
-    Ks = [check_positive_int(K, "each of n_components") for K in n_components]
     if not Ks or max(Ks) > N:
-        raise ValueError(f"n_components must list numbers of components from 1 to N = {N}, got "
-                         f"{list(n_components)}")
-    if isinstance(covariance_types, str):  # one family, not its letters
-        covariance_types = [covariance_types]
-    families = [get_family(t).name for t in covariance_types]
-    if not families:
-        raise ValueError("covariance_types is empty; pass at least one, e.g. ['full']")
+        raise ValueError(f"n_components must list numbers of components from 1 to N = {N}, got {Ks}")
     X_val = None if X_val is None else as_data(X_val, n_features=D, dtype=dtype, name="X_val")
     shared = generator if isinstance(generator, torch.Generator) else None
     fit_kwargs.setdefault("progress", False)
@@ -153,7 +172,7 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
             model = GaussianMixture(K, D, family, dtype=dtype, device=X.device)
             g = shared if shared is not None else make_generator(generator)
             try:
-                history = fits[method](model, X, generator=g, **fit_kwargs)
+                history = {"em": fit_em, "gd": fit_gd}[method](model, X, generator=g, **fit_kwargs)
             except ValueError as exc:
                 raise ValueError(f"select_model: fitting covariance_type={family!r} with "
                                  f"n_components={K} failed: {exc}") from exc
