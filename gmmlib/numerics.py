@@ -132,7 +132,15 @@ def floored_cholesky(cov: torch.Tensor, floor: float) -> torch.Tensor:
     if bool(bad.any()):
         lam, Q = torch.linalg.eigh(A[bad])  # (B, D), (B, D, D)
         margin = tiny * lam.amax(-1, keepdim=True).clamp_min(floor)  # (B, 1)
-        L[bad] = torch.linalg.cholesky((Q * lam.clamp_min(margin).unsqueeze(-2)) @ Q.mT)
+        for _ in range(4):  # rounding in Q Λ Qᵀ can still defeat the factorisation: widen
+            fixed, info = torch.linalg.cholesky_ex((Q * lam.clamp_min(margin).unsqueeze(-2)) @ Q.mT)
+            if bool((info == 0).all()):
+                break
+            margin = margin * 100
+        else:
+            raise ValueError("covariances could not be floored into positive-definite matrices in "
+                             f"{cov.dtype}; use float64, or standardise the data")
+        L[bad] = fixed
     return L
 
 
