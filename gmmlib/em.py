@@ -277,10 +277,8 @@ def _m_step(family, state: _State, ws: Workspace, reg_covar: float, min_variance
         cov = COVARIANCE[family.name](ws, nk, means, reg_covar)  # (K', D, D) or (K', D')
         if not bool(torch.isfinite(cov).all()):
             raise ValueError(_FAIL + _float32_hint(RT))
-        if min_variance <= 0:  # no floor: the estimate itself must be positive definite
-            if not family.positive_definite(cov):
-                raise ValueError(_FAIL + _float32_hint(RT))
-        raw = family.raw_from_covariance(cov, min_variance)
+        # without a floor the estimate itself must be positive definite
+        raw = family.raw_from_covariance(cov, min_variance, error=_FAIL + _float32_hint(RT))
         factor = family.factor(raw, min_variance)  # as the model will compute it
     return _State(log_weights, means + ws.shift, raw.reshape(state.raw.shape), factor)
 

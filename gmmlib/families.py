@@ -32,7 +32,6 @@ families), the nearest covariance that satisfies the floor.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,12 +104,15 @@ class Family:
                                  f"got {cov.reshape(-1).tolist()[:8]}")
         return self.raw_from_covariance(cov, min_variance)
 
-    def raw_from_covariance(self, cov: torch.Tensor, min_variance: float) -> torch.Tensor:
+    def raw_from_covariance(self, cov: torch.Tensor, min_variance: float, *,
+                            error: str = "covariances must be positive definite") -> torch.Tensor:
         """Raw parameter from covariances (K', D, D) or variances (K', D') in this family's
-        own layout, trusted (symmetric, finite, positive definite unless ``min_variance > 0``
-        floors them)."""
+        own layout, trusted to be symmetric and finite. With ``min_variance > 0`` they are
+        floored; without, they must be positive definite, else ``ValueError(error)``."""
         if self.kind == "tril":
-            return self.raw(floored_cholesky(cov, min_variance))
+            return self.raw(floored_cholesky(cov, min_variance, error=error))
+        if min_variance <= 0 and not bool((cov > 0).all()):
+            raise ValueError(error)
         return self.raw(self.floored_scale(cov, min_variance))
 
     def raw(self, free: torch.Tensor) -> torch.Tensor:
@@ -188,12 +190,6 @@ class Family:
         """Rows of the raw parameter that hold ``components``' covariances: their own, or the
         one shared row."""
         return components if self.per_component else torch.zeros(1, dtype=torch.long, device=components.device)
-
-    def positive_definite(self, cov: torch.Tensor) -> bool:
-        """Whether covariances (K', D, D) or variances (K', D') in this family's own layout are."""
-        if self.kind == "tril":
-            return bool((torch.linalg.cholesky_ex(cov)[1] == 0).all())
-        return bool((cov > 0).all())
 
     def covariances_from_precisions(self, precisions: torch.Tensor) -> torch.Tensor:
         """Covariances from precisions in scikit-learn's shape (the same shape), or a ``ValueError``."""

@@ -277,7 +277,8 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
             good.copy_(p.detach())
         opt.step()
         with torch.no_grad():  # one reduction, one sync: NaN/inf anywhere (or a sum near overflow)
-            exploded = not math.isfinite(float(model.covariances.sum() + model.loc.sum() + model.logits.sum()))
+            free = model.family.square(model.family.free_factor(model.raw_scale))  # L Lᵀ: finite iff Σ is
+            exploded = not math.isfinite(float(free.sum() + model.loc.sum() + model.logits.sum()))
         if exploded:  # steps too long for the data's scale: the covariances overflowed
             _stop(history, opt.params, last_good, f"the parameters overflowed at step {step} (learning "
                   f"rates mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large for "

@@ -162,10 +162,9 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
             data = data_covariance(X) + reg_covar * torch.eye(D, dtype=X.dtype, device=X.device)
             data = family.project(data.expand(K, D, D), weights).reshape(cov.shape)
             cov = torch.where((counts >= 2).reshape(-1, *[1] * (cov.ndim - 1)), cov, data)
-        v = model.min_variance
-        if v <= 0 and not family.positive_definite(cov):
-            raise ValueError("initialisation gave a component a singular covariance (it holds "
-                             "duplicated points, or fewer points than features); pass reg_covar > 0 "
-                             "(e.g. 1e-6) or set a variance floor, min_variance > 0")
-        model.raw_scale.copy_(family.raw_from_covariance(cov, v).reshape(model.raw_scale.shape))
+        raw = family.raw_from_covariance(cov, model.min_variance, error=(
+            "initialisation gave a component a singular covariance (it holds duplicated points, "
+            "or fewer points than features); pass reg_covar > 0 (e.g. 1e-6) or set a variance "
+            "floor, min_variance > 0"))
+        model.raw_scale.copy_(raw.reshape(model.raw_scale.shape))
     return model

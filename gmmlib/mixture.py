@@ -19,9 +19,12 @@ from .families import Family, get_family
 __all__ = ["GaussianMixture"]
 
 
-def _below_floor(variance: float, min_variance: float) -> str:
-    return (f"the constant family's variance {variance:g} is below min_variance={min_variance:g}; "
-            "the floor bounds every covariance, so lower min_variance or raise constant_variance")
+def _check_constant(variance: float, min_variance: float) -> None:
+    """The constant family learns nothing, so its fixed variance must itself respect the floor."""
+    if variance < min_variance:
+        raise ValueError(f"the constant family's variance {variance:g} is below min_variance="
+                         f"{min_variance:g}; the floor bounds every covariance, so lower "
+                         "min_variance or raise constant_variance")
 
 
 def _numbers(value, name: str, *, dtype, device) -> torch.Tensor:
@@ -71,8 +74,8 @@ class GaussianMixture(nn.Module):
         super().__init__()
         K, D, family, constant_variance, min_variance = checked(_ARGUMENTS, locals()).values()
         dtype, device = check_dtype_device(dtype, device)
-        if not family.learned and constant_variance < min_variance:
-            raise ValueError(_below_floor(constant_variance, min_variance))
+        if not family.learned:
+            _check_constant(constant_variance, min_variance)
         self.n_components, self.n_features, self.family = K, D, family
         self._min_variance = min_variance
         factory = {"dtype": dtype, "device": device}
@@ -150,8 +153,7 @@ class GaussianMixture(nn.Module):
                 raw = self.family.encode(cov, K, D, self.min_variance)
             else:
                 raw = self.family.encode(cov, K, D)
-                if float(raw.exp().square().amin()) < self.min_variance:
-                    raise ValueError(_below_floor(float(cov.reshape(-1)[0]), self.min_variance))
+                _check_constant(float(cov.reshape(-1)[0]), self.min_variance)
             self.raw_scale.copy_(raw.reshape(self.raw_scale.shape))
         return self
 
@@ -167,8 +169,7 @@ class GaussianMixture(nn.Module):
         if value == self._min_variance:
             return
         if not self.family.learned:
-            if float(self.raw_scale.exp().square().amin()) < value:
-                raise ValueError(_below_floor(float(self.raw_scale.exp().square().amin()), value))
+            _check_constant(float(self.raw_scale.exp().square().amin()), value)
             self._min_variance = value
             return
         cov = self.sklearn_covariances()
@@ -216,23 +217,27 @@ class GaussianMixture(nn.Module):
 
     # -- densities ---------------------------------------------------------------------------
     def _by_rows(self, fn, X: torch.Tensor) -> torch.Tensor:
-        """``fn(X)``, in chunks of rows when no gradient is needed, so that the (K, D, n)
-        temporaries of the log-density stay near 2^20 elements whatever N is (with a gradient,
-        autograd keeps every chunk's temporaries anyway)."""
+        """``fn`` of the component log-densities (n, K) of the rows of ``X``, in chunks of rows
+        when no gradient is needed, so that the (K, D, n) temporaries of the log-density stay
+        near 2^20 elements whatever N is (with a gradient, autograd keeps every chunk's
+        temporaries anyway); ``X`` is trusted."""
+        f = self.factor()
+
+        def apply(x):
+            return fn(self.family.log_prob(x, self.loc, f))
         n = max(1, (1 << 20) // (self.n_components * self.n_features))
         grad = torch.is_grad_enabled() and (X.requires_grad or any(p.requires_grad for p in self.parameters()))
         if grad or X.shape[0] <= n:
-            return fn(X)
-        return torch.cat([fn(X[a:a + n]) for a in range(0, X.shape[0], n)])
+            return apply(X)
+        return torch.cat([apply(X[a:a + n]) for a in range(0, X.shape[0], n)])
 
     def _component_log_prob(self, X: torch.Tensor) -> torch.Tensor:
         """log N(x_n | mu_k, Sigma_k), (N, K); ``X`` is trusted."""
-        f = self.factor()
-        return self._by_rows(lambda x: self.family.log_prob(x, self.loc, f), X)
+        return self._by_rows(lambda c: c, X)
 
     def _log_prob(self, X: torch.Tensor) -> torch.Tensor:
-        lw, f = self.log_weights, self.factor()
-        return self._by_rows(lambda x: numerics.mixture_log_prob(lw, self.family.log_prob(x, self.loc, f)), X)
+        lw = self.log_weights
+        return self._by_rows(lambda c: numerics.mixture_log_prob(lw, c), X)
 
     def _check(self, X, min_rows: int = 1) -> torch.Tensor:
         return as_data(X, n_features=self.n_features, dtype=self.loc.dtype, device=self.loc.device,
@@ -255,15 +260,14 @@ class GaussianMixture(nn.Module):
     @torch.no_grad()
     def predict_proba(self, X) -> torch.Tensor:
         """Responsibilities p(k | x_n), (N, K), detached; each row sums to 1."""
-        lw, f = self.log_weights, self.factor()
-        return self._by_rows(lambda x: numerics.log_responsibilities(
-            lw, self.family.log_prob(x, self.loc, f)).exp(), self._check(X))
+        lw = self.log_weights
+        return self._by_rows(lambda c: numerics.log_responsibilities(lw, c).exp(), self._check(X))
 
     @torch.no_grad()
     def predict(self, X) -> torch.Tensor:
         """Most responsible component of each point, (N,) int64."""
-        lw, f = self.log_weights, self.factor()
-        return self._by_rows(lambda x: (self.family.log_prob(x, self.loc, f) + lw).argmax(-1), self._check(X))
+        lw = self.log_weights
+        return self._by_rows(lambda c: (c + lw).argmax(-1), self._check(X))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | int | None = None, *, return_labels: bool = False):

@@ -110,25 +110,31 @@ def floor_eigenvalues(cov: torch.Tensor, floor: float) -> torch.Tensor:
     return (Q * lam.clamp_min(floor).unsqueeze(-2)) @ Q.mT
 
 
-def floored_cholesky(cov: torch.Tensor, floor: float) -> torch.Tensor:
+def floored_cholesky(cov: torch.Tensor, floor: float, *,
+                     error: str = "covariances must be positive definite") -> torch.Tensor:
     """A lower-triangular ``L`` (..., D, D) with ``L Lᵀ + v I`` = ``cov`` floored at ``v``.
 
     Where ``cov - v I`` is positive definite, ``L`` is its Cholesky factor and ``L Lᵀ + v I``
     is ``cov`` itself. Otherwise (an eigenvalue of ``cov`` at or below the floor) the
     eigenvalues of ``cov - v I`` are clipped at a margin of ``10 D eps`` times its largest
     eigenvalue (or ``v``), just enough for a Cholesky factor to exist in the dtype: the result
-    is then :func:`floor_eigenvalues` of ``cov`` to within that margin.
+    is then :func:`floor_eigenvalues` of ``cov`` to within that margin. Without a floor
+    (``v <= 0``) there is nothing to clip to: a ``cov`` that is not positive definite raises
+    ``ValueError(error)``.
     """
     D = cov.shape[-1]
     eye = torch.eye(D, dtype=cov.dtype, device=cov.device)
     A = cov - floor * eye  # (..., D, D)
     L, info = torch.linalg.cholesky_ex(A)
-    tiny = torch.finfo(cov.dtype).eps * 10 * D
     diag = torch.diagonal(L, dim1=-2, dim2=-1)  # (..., D)
-    scale = torch.diagonal(A, dim1=-2, dim2=-1).amax(-1).clamp_min(floor)  # (...,)
     bad = (info != 0) | ~torch.isfinite(diag).all(-1)
-    if floor > 0:  # a pivot a rounding error above 0 is the floor binding: clip it to the margin
-        bad |= (diag.square() < tiny * scale.unsqueeze(-1)).any(-1)
+    if floor <= 0:
+        if bool(bad.any()):
+            raise ValueError(error)
+        return L
+    tiny = torch.finfo(cov.dtype).eps * 10 * D
+    scale = torch.diagonal(A, dim1=-2, dim2=-1).amax(-1).clamp_min(floor)  # (...,)
+    bad |= (diag.square() < tiny * scale.unsqueeze(-1)).any(-1)  # the floor binding: clip it
     if bool(bad.any()):
         lam, Q = torch.linalg.eigh(A[bad])  # (B, D), (B, D, D)
         margin = tiny * lam.amax(-1, keepdim=True).clamp_min(floor)  # (B, 1)

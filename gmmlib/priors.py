@@ -160,7 +160,7 @@ class InverseWishartPrior:
             if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
                 raise ValueError(f"scale must be a positive number or a finite square (D, D) "
                                  f"positive-definite matrix, got shape {tuple(S.shape)}")
-            self._factor = cholesky(S, name="scale")  # raises, naming it, unless positive definite
+            cholesky(S, name="scale")  # raises, naming it, unless positive definite
         self.df, self.scale = float(df), scale
         self._factors = {}  # (D, dtype, device) -> Cholesky factor of Ψ, checked once per key
 
@@ -183,15 +183,8 @@ class InverseWishartPrior:
         if key not in self._factors:  # df and Ψ checked against D once, Ψ factored once
             D = model.n_features
             _check_df(self.df, D)
-            if isinstance(self.scale, numbers.Real):
-                C = math.sqrt(self.scale) * torch.eye(D, dtype=L.dtype, device=L.device)
-            elif self._factor.shape != (D, D):
-                raise ValueError(f"scale must be a positive number or a ({D}, {D}) positive-definite "
-                                 f"matrix for {D}-dimensional covariances, got shape "
-                                 f"{tuple(self._factor.shape)}")
-            else:
-                C = self._factor.to(dtype=L.dtype, device=L.device)
-            self._factors[key] = C
+            Psi = _scale_matrix(self.scale, D, dtype=L.dtype, device=L.device)
+            self._factors[key] = cholesky(Psi, name="scale")
         return _iw_log_prob(L, self.df, self._factors[key]).sum()
 
     def map_covariance(self, scatter, n: float) -> torch.Tensor:
