@@ -25,14 +25,14 @@ from .gd import fit_gd
 from .history import FitHistory, Snapshot
 from .init import initialize, kmeans_plusplus
 from .mdn import MDNHead
-from .mixture import GaussianMixture
+from .mixture import GaussianMixture, match_components
 from .priors import InverseWishartPrior, RidgePrior, inverse_wishart_log_prob
 from .selection import Selection, select_model
 
 __all__ = ["GaussianMixture", "FAMILIES", "get_family", "fit_gd", "fit_em", "GaussianMixtureEM",
            "ConvergenceWarning", "initialize", "kmeans_plusplus", "InverseWishartPrior", "RidgePrior",
            "inverse_wishart_log_prob", "generate_data", "GeneratedData", "FitHistory", "Snapshot",
-           "MDNHead", "select_model", "Selection"]
+           "MDNHead", "select_model", "Selection", "match_components"]
 __version__ = "0.1.0"
 
 # Loaded on first use: they import scikit-learn, which would add ~1.8 s to `import gmmlib`.

@@ -5,6 +5,7 @@ and the family's raw scale (see :mod:`gmmlib.families`). Everything is computed 
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -16,7 +17,7 @@ from ._validation import (as_data, as_numbers, check_dtype_device, check_nonnega
                           checked, make_generator)
 from .families import Family, get_family
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "match_components"]
 
 
 def _check_constant(variance: float, min_variance: float) -> None:
@@ -284,6 +285,27 @@ class GaussianMixture(nn.Module):
         X = self.loc[labels] + (L[labels] @ eps.unsqueeze(-1)).squeeze(-1)
         return (X, labels) if return_labels else X
 
+    @torch.no_grad()
+    def permuted(self, order) -> "GaussianMixture":
+        """A copy whose component ``k`` is this model's component ``order[k]``.
+
+        The mixture is the same distribution (its log-likelihood is identical): the K!
+        orderings of the components are the label-switching symmetry of the likelihood.
+        ``order`` is a permutation of ``0 .. K-1`` (a sequence or an int tensor); this model is
+        unchanged. A shared covariance (``tied``, ``shared_isotropic``, ``constant``) is kept.
+        """
+        K = self.n_components
+        idx = torch.as_tensor(order).reshape(-1)
+        if idx.dtype.is_floating_point or idx.dtype == torch.bool or sorted(idx.tolist()) != list(range(K)):
+            raise ValueError(f"order must be a permutation of 0..{K - 1}, got {idx.tolist()}")
+        idx = idx.to(device=self.loc.device, dtype=torch.long)
+        model = copy.deepcopy(self)
+        model.logits.copy_(self.logits[idx])
+        model.loc.copy_(self.loc[idx])
+        if self.family.per_component:
+            model.raw_scale.copy_(self.raw_scale[idx])
+        return model
+
     # -- model selection ---------------------------------------------------------------------
     def n_parameters(self) -> int:
         """Number of free parameters: (K - 1) weights, K·D means and the family's covariances."""
@@ -319,3 +341,26 @@ class GaussianMixture(nn.Module):
 
     def set_extra_state(self, state):
         self._min_variance = float(state["min_variance"])
+
+
+@torch.no_grad()
+def match_components(model: GaussianMixture, reference: GaussianMixture) -> torch.Tensor:
+    """The order of ``model``'s components that best matches ``reference``'s, a (K,) int64 tensor.
+
+    ``model.permuted(match_components(model, reference))`` puts at position ``k`` the component
+    of ``model`` nearest to the reference's component ``k``: the assignment minimises the sum of
+    squared distances between matched means (the Hungarian algorithm,
+    ``scipy.optimize.linear_sum_assignment``). Use it to undo label switching: to compare two
+    fits component by component, or to keep a component's colour across the frames of a figure.
+    Both models must have the same K and D.
+    """
+    if not isinstance(model, GaussianMixture) or not isinstance(reference, GaussianMixture):
+        raise TypeError("model and reference must be gmmlib.GaussianMixture instances")
+    if (model.n_components, model.n_features) != (reference.n_components, reference.n_features):
+        raise ValueError(f"model has (K, D) = {(model.n_components, model.n_features)} but reference has "
+                         f"{(reference.n_components, reference.n_features)}; they must be equal")
+    from scipy.optimize import linear_sum_assignment  # scipy loads on first use only
+
+    cost = torch.cdist(reference.loc.double().cpu(), model.loc.double().cpu()).square()  # (K, K)
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)

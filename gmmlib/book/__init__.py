@@ -8,13 +8,16 @@ notebooks call one function instead of growing private helpers:
   :func:`log_slider`;
 * :mod:`gmmlib.book.teaching` – deliberately naive formulas (:func:`naive_gaussian_log_prob`,
   :func:`naive_mixture_log_prob`) that the first chapters show breaking, and
-  :func:`covariance_2d`.
+  :func:`covariance_2d`;
+* :mod:`gmmlib.book.checks` – :func:`max_abs_diff`, how a chapter prints a numerical check
+  (the size of the disagreement and the tolerance, not ``True``).
 
 Do not build on these for real work: use :mod:`gmmlib` itself. matplotlib, ipywidgets and
 IPython are imported inside the functions, so importing this package stays light.
 """
+from .checks import Agreement, max_abs_diff
 from .teaching import covariance_2d, naive_gaussian_log_prob, naive_mixture_log_prob
 from .widgets import frames, interactive, log_slider
 
-__all__ = ["frames", "interactive", "log_slider", "covariance_2d", "naive_gaussian_log_prob",
+__all__ = ["max_abs_diff", "Agreement", "frames", "interactive", "log_slider", "covariance_2d", "naive_gaussian_log_prob",
            "naive_mixture_log_prob"]
