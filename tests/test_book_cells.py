@@ -5,7 +5,9 @@ and no notebook-private helpers.
 * every code cell but the first (the imports) has at most 10 lines;
 * a cell may define a function only as a widget callback: a ``def`` (or a lambda bound to a
   name) whose name the same cell passes to ``interactive`` or ``frames``. Anything else a
-  chapter needs lives in gmmlib, where it is tested.
+  chapter needs lives in gmmlib, where it is tested;
+* a cell that shows a live ``interactive`` widget is tagged ``remove-output``: in the HTML book
+  there is no kernel, its sliders would be dead, and the ``frames`` twin is the page's widget.
 
 The notebooks are read as JSON with nbformat; nothing is executed.
 """
@@ -81,6 +83,17 @@ def test_no_notebook_private_helpers(path):
     found = [(i, name) for i, src in code_cells(path) for name in private_helpers(src)]
     assert not found, (f"{path.name}: (cell, function) defined outside a widget callback; "
                        f"move it to gmmlib: {found}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_live_widgets_are_left_out_of_the_html(path):
+    nb = nbformat.read(path, as_version=4)
+    live = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+        isinstance(n, ast.Call) and _called_name(n) == "interactive"
+        for n in ast.walk(ast.parse(_python(c.source))))]
+    untagged = [i for i in live if "remove-output" not in nb.cells[i].metadata.get("tags", [])]
+    assert live, f"{path.name} has no live widget"
+    assert not untagged, f"{path.name}: cells {untagged} call interactive() without the tag remove-output"
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -89,13 +89,14 @@ def test_page_renders_offline(page, path):
         anim.locator("button[title='First frame']").click()
         assert img.get_attribute("src") == before and slider.input_value() == "0"
 
-    # Saved ipywidgets state: rendered by the offline embed-amd.js, never a blank box.
-    if page.locator("script[type='application/vnd.jupyter.widget-state+json']").count():
-        views = page.locator("script[type='application/vnd.jupyter.widget-view+json']")
+    # Saved ipywidgets views: rendered by the offline embed-amd.js, never a blank box. (The
+    # chapters tag their live `interactive` cells `remove-output`: without a kernel those
+    # sliders are dead, and the frames animation is the HTML's widget. The notebook's saved
+    # state may still be embedded, with no view to render.)
+    if page.locator("script[type='application/vnd.jupyter.widget-view+json']").count():
         page.wait_for_function(
             "() => document.querySelectorAll('.jupyter-widgets, .widget-slider').length > 0",
             timeout=30_000)
-        assert views.count() >= 1
 
     # Figures: every image loaded (after the animations set theirs).
     bad = page.evaluate("""() => [...document.images]
