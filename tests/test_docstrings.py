@@ -8,7 +8,8 @@ import pytest
 
 import gmmlib
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(gmmlib.__path__, "gmmlib.")
+# walk_packages, not iter_modules: the subpackage gmmlib.book's modules have examples too
+MODULES = sorted(m.name for m in pkgutil.walk_packages(gmmlib.__path__, "gmmlib.")
                  if m.name not in ("gmmlib.__main__",))
 
 
