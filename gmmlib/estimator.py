@@ -341,14 +341,13 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
     @torch.no_grad()
     def _set_fitted_attributes(self):
         m = self.model_
-        fam, K, D = m.family, m.n_components, m.n_features
+        fam = m.family
         self.weights_ = m.weights.cpu().numpy()
         self.means_ = m.means.cpu().numpy()
         self.covariances_ = fam.to_sklearn(m.covariances).cpu().numpy()
-        P = fam.precision_factor(m.factor().detach())  # (K', D, D) upper, or 1 / std (K', D')
-        P = P.expand(fam.raw_shape(K, D))
-        self.precisions_cholesky_ = fam.own_to_sklearn(P).cpu().numpy()
-        self.precisions_ = fam.own_to_sklearn(fam.square(P)).cpu().numpy()
+        precisions, precisions_cholesky = m.sklearn_precisions()
+        self.precisions_cholesky_ = precisions_cholesky.cpu().numpy()
+        self.precisions_ = precisions.cpu().numpy()
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """``fit(X).predict(X)``: the component of each training point after fitting."""

@@ -216,6 +216,30 @@ class GaussianMixture(nn.Module):
         """Covariances in scikit-learn's shape for this family (see ``from_parameters``)."""
         return self.family.to_sklearn(self.covariances)
 
+    @torch.no_grad()
+    def sklearn_precisions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(precisions, precisions_cholesky)`` in scikit-learn's shapes for this family.
+
+        The precision ``Σ⁻¹ = P Pᵀ`` with ``P`` upper triangular (scikit-learn's
+        ``precisions_cholesky_``), formed from the Cholesky factor by one triangular solve
+        (1 / standard deviation for the axis-aligned families); no matrix is inverted.
+        """
+        fam, K, D = self.family, self.n_components, self.n_features
+        P = fam.precision_factor(self.factor()).expand(fam.raw_shape(K, D))  # (K', D, D) or (K', D')
+        return fam.own_to_sklearn(fam.square(P)), fam.own_to_sklearn(P)
+
+    def sklearn_init(self) -> dict:
+        """This mixture as the starting point of a ``sklearn.mixture.GaussianMixture``.
+
+        Returns ``{"weights_init", "means_init", "precisions_init"}`` as NumPy arrays in
+        scikit-learn's shapes: ``GaussianMixture(K, covariance_type=..., **model.sklearn_init())``
+        starts EM exactly here (scikit-learn's ``covariance_type`` is
+        ``model.family.sklearn_name``; ``shared_isotropic`` and ``constant`` have none).
+        """
+        precisions, _ = self.sklearn_precisions()
+        return {"weights_init": self.weights.cpu().numpy(), "means_init": self.means.cpu().numpy(),
+                "precisions_init": precisions.cpu().numpy()}
+
     # -- densities ---------------------------------------------------------------------------
     def _by_rows(self, fn, X: torch.Tensor) -> torch.Tensor:
         """``fn`` of the component log-densities (n, K) of the rows of ``X``, in chunks of rows

@@ -266,3 +266,30 @@ def test_import_gmmlib_does_not_import_sklearn():
            "print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_sklearn_init_starts_scikit_learn_where_the_model_is(covariance_type):
+    """model.sklearn_init() hands scikit-learn its own precisions back (no matrix inverted), and
+    scikit-learn's EM started from it takes the same step as from its own fitted attributes."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+    from sklearn.mixture import GaussianMixture as SkGM
+
+    X = np.random.default_rng(0).normal(size=(300, 3)) * [1.0, 2.0, 0.5]
+    sk = SkGM(3, covariance_type=covariance_type, random_state=0).fit(X)
+    model = gmmlib.GaussianMixture.from_sklearn(sk)
+    init = model.sklearn_init()
+    np.testing.assert_allclose(init["precisions_init"], sk.precisions_, rtol=1e-10)
+    np.testing.assert_allclose(init["means_init"], sk.means_, rtol=1e-12)
+    np.testing.assert_allclose(init["weights_init"], sk.weights_, rtol=1e-12)
+    precisions, cholesky = model.sklearn_precisions()
+    np.testing.assert_allclose(cholesky.numpy(), sk.precisions_cholesky_, rtol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkConvergenceWarning)
+        again = SkGM(3, covariance_type=covariance_type, max_iter=1, **init).fit(X)
+        own = SkGM(3, covariance_type=covariance_type, max_iter=1, weights_init=sk.weights_,
+                   means_init=sk.means_, precisions_init=sk.precisions_).fit(X)
+    np.testing.assert_allclose(again.means_, own.means_, rtol=1e-9)
+    np.testing.assert_allclose(again.covariances_, own.covariances_, rtol=1e-9)
