@@ -100,9 +100,15 @@ def density_grid(model, xlim, ylim, n: int = 200, dims=(0, 1)):
 
 
 def plot_density(ax, model, X=None, *, xlim=None, ylim=None, n: int = 200, kind: str = "heatmap",
-                 dims=(0, 1), cmap="viridis", levels: int = 12, **kwargs):
+                 dims=(0, 1), cmap="viridis", levels=12, colorbar: bool = False, **kwargs):
     """Draw the mixture density of ``model`` (or a :class:`~gmmlib.Snapshot`) as a heat-map
-    (``kind="heatmap"``) or contours (``"contour"``)."""
+    (``kind="heatmap"``) or contours (``"contour"``).
+
+    The heat-map shows the density ``p(x)``, the contours the log-density at ``levels`` (a
+    number of evenly spaced levels, or the levels themselves, increasing). ``colorbar=True``
+    adds a colour bar beside ``ax`` labelled ``p(x)`` (heat-map) or ``log p(x)`` (contours);
+    pass ``vmin``/``vmax`` to give several panels one scale. Returns ``ax``.
+    """
     if kind not in ("heatmap", "contour"):
         raise ValueError(f"kind must be 'heatmap' or 'contour', got {kind!r}")
     if xlim is None or ylim is None:
@@ -110,9 +116,12 @@ def plot_density(ax, model, X=None, *, xlim=None, ylim=None, n: int = 200, kind:
         xlim, ylim = xlim or xl, ylim or yl
     xx, yy, logp = density_grid(model, xlim, ylim, n, dims)
     if kind == "heatmap":
-        ax.imshow(np.exp(logp), origin="lower", extent=(*xlim, *ylim), aspect="auto", cmap=cmap, **kwargs)
+        mappable = ax.imshow(np.exp(logp), origin="lower", extent=(*xlim, *ylim), aspect="auto",
+                             cmap=cmap, **kwargs)
     else:
-        ax.contour(xx, yy, logp, levels=levels, cmap=cmap, **kwargs)
+        mappable = ax.contour(xx, yy, logp, levels=levels, cmap=cmap, **kwargs)
+    if colorbar:
+        ax.figure.colorbar(mappable, ax=ax, label="p(x)" if kind == "heatmap" else "log p(x)")
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
     return ax
@@ -160,8 +169,10 @@ def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0
 
 def responsibility_colours(model, X, colors=None) -> np.ndarray:
     """RGB colours (N, 3): each point's mix of its components' colours, weighted by the
-    responsibilities p(k | x_n) (a point a component owns outright takes its colour).
+    responsibilities r_nk = p(k | x_n) (a point a component owns outright takes its colour).
 
+    ``colors`` defaults to matplotlib's colour-blind-friendly "tab10" cycle (C0 blue, C1
+    orange, C2 green, ...); avoid red/green pairs, which many readers cannot tell apart.
     ``model`` may be a :class:`~gmmlib.GaussianMixture` or a :class:`~gmmlib.Snapshot`; the
     responsibilities use every feature of ``X``.
     """
@@ -173,21 +184,68 @@ def responsibility_colours(model, X, colors=None) -> np.ndarray:
     return (R @ palette).clip(0, 1)
 
 
-def plot_responsibilities(ax, model, X, *, dims=(0, 1), colors=None, s: float = 5, **kwargs):
+def plot_responsibilities(ax, model, X, *, dims=(0, 1), colors=None, s: float = 5,
+                          size_by_max: bool = False, key: bool = False, **kwargs):
     """Scatter ``X`` with each point coloured by its responsibilities under ``model`` (see
-    :func:`responsibility_colours`): the E-step, drawn."""
+    :func:`responsibility_colours`): the E-step, drawn.
+
+    ``size_by_max=True`` makes each marker's area ``s * max_k r_nk``: a point one component
+    owns outright is drawn at full size, a point shared by several smaller (as in
+    VanderPlas's *Python Data Science Handbook*). ``key=True`` adds a legend naming the colour
+    of each component. Returns ``ax``.
+    """
     xy = _columns(X, dims)  # (N, 2)
-    ax.scatter(xy[:, 0], xy[:, 1], c=responsibility_colours(model, X, colors), s=s,
-               linewidths=0, **kwargs)
+    colours = responsibility_colours(model, X, colors)  # (N, 3)
+    size = s
+    if size_by_max:
+        size = s * _as_model(model).predict_proba(X).cpu().numpy().max(1)  # (N,)
+    ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=size, linewidths=0, **kwargs)
+    if key:
+        K = _as_model(model).n_components
+        for k, c in enumerate(_colors(colors, K)[:K]):
+            ax.scatter([], [], color=c, s=max(float(s), 20.0), label=f"component {k + 1}")
+        ax.legend(fontsize="small")
     return ax
 
 
-def plot_fit(ax, model, X, *, labels=None, dims=(0, 1), kind: str = "contour", title: str | None = None):
-    """Data, density and ellipses of a fitted model in one panel."""
+def _subscript(i: int) -> str:
+    return str(i).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+
+def plot_fit(ax, model, X, *, labels=None, dims=(0, 1), kind: str = "contour", title: str | None = None,
+             quantiles=(0.05, 0.5), n: int = 200):
+    """Data, density and ellipses of a fitted model (or a :class:`~gmmlib.Snapshot`) in one panel.
+
+    With ``kind="contour"`` the log-density is drawn only where the data are: at the
+    ``quantiles`` of the data's own log-densities under the model, each contour labelled with
+    the share of the points it encloses (the contour at quantile ``q`` encloses the ``1 - q``
+    of the points the model finds most likely: by default 95 % and 50 %). ``kind="heatmap"``
+    draws the density as a heat-map instead. The axes are labelled x₁, x₂ (the features
+    ``dims``, counted from 1); ``n`` is the grid size. Returns ``ax``.
+    """
     xlim, ylim = _limits(model, X, dims)
-    plot_density(ax, model, xlim=xlim, ylim=ylim, kind=kind, dims=dims, cmap="Greys" if kind == "contour" else "viridis")
+    if kind == "contour":
+        xy = _columns(X, dims)
+        with torch.no_grad():
+            logp = _marginal(_as_model(model), dims).log_prob(xy).cpu().numpy()  # (N,)
+        qs = sorted(float(q) for q in np.atleast_1d(quantiles))
+        levels = np.quantile(logp[np.isfinite(logp)], qs) if np.isfinite(logp).any() else []
+        levels, first = np.unique(levels, return_index=True)  # contour needs increasing levels
+        if len(levels):
+            xx, yy, grid = density_grid(model, xlim, ylim, n, dims)
+            cs = ax.contour(xx, yy, grid, levels=levels, colors="0.55", linewidths=0.9,
+                            linestyles="solid")
+            names = {float(lv): f"{100 * (1 - qs[i]):.0f}%" for lv, i in zip(levels, first)}
+            ax.clabel(cs, fmt=lambda lv: names.get(float(lv), ""), fontsize=7, inline=True,
+                      colors="0.3")
+        ax.set_xlim(xlim)
+        ax.set_ylim(ylim)
+    else:
+        plot_density(ax, model, xlim=xlim, ylim=ylim, n=n, kind=kind, dims=dims)
     plot_data(ax, X, labels, dims=dims)
     plot_ellipses(ax, model, dims=dims)
+    ax.set_xlabel(f"x{_subscript(dims[0] + 1)}")
+    ax.set_ylabel(f"x{_subscript(dims[1] + 1)}")
     if title:
         ax.set_title(title)
     return ax

@@ -135,10 +135,87 @@ def test_responsibility_colours_mix_the_component_colours():
     np.testing.assert_allclose(rgb, [r * c0 + (1 - r) * c1, (c0 + c1) / 2, r * c1 + (1 - r) * c0], atol=1e-12)
     snap = gmmlib.Snapshot(0, model.weights.numpy(), model.means.numpy(), model.covariances.numpy(), 0.0)
     np.testing.assert_allclose(plot.responsibility_colours(snap, X), rgb, atol=1e-12)
-    np.testing.assert_allclose(plot.responsibility_colours(model, X, colors=["red", "blue"])[1], [0.5, 0, 0.5])
+    np.testing.assert_allclose(plot.responsibility_colours(model, X, colors=["C0", "C2"])[1],
+                               (c0 + np.array(to_rgb("C2"))) / 2, atol=1e-12)
     fig, ax = plt.subplots()
     assert plot.plot_responsibilities(ax, snap, X) is ax
     np.testing.assert_allclose(ax.collections[0].get_facecolors()[:, :3], rgb, atol=1e-12)
+    plt.close(fig)
+
+
+def test_responsibility_colours_default_to_the_colour_blind_safe_cycle():
+    """No red/lime: the default palette is tab10's C0, C1, ... (blue, orange, green, ...)."""
+    from matplotlib.colors import to_rgb
+    means = [[0.0, 0.0], [50.0, 0.0], [0.0, 50.0]]
+    model = gmmlib.GaussianMixture.from_parameters([1 / 3] * 3, means, np.eye(2)[None].repeat(3, 0))
+    rgb = plot.responsibility_colours(model, np.array(means))  # each point owned outright
+    tab10 = [to_rgb(c) for c in ("tab:blue", "tab:orange", "tab:green")]
+    np.testing.assert_allclose(rgb, tab10, atol=1e-12)
+    assert not any(np.allclose(c, to_rgb(bad)) for c in rgb for bad in ("red", "lime"))
+
+
+def test_plot_responsibilities_sizes_points_by_their_largest_responsibility_and_keys_colours():
+    """size_by_max: area s * max_k r_nk (1/2 at the midpoint of two equal components, ~1 far
+    from it); key: one legend entry per component, in its colour."""
+    from matplotlib.colors import to_rgb
+    model = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0, 0.0], [4.0, 0.0]],
+                                                    np.eye(2)[None].repeat(2, 0))
+    X = np.array([[-3.0, 0.0], [2.0, 0.0], [7.0, 0.0]])
+    fig, ax = plt.subplots()
+    assert plot.plot_responsibilities(ax, model, X, s=20, size_by_max=True, key=True) is ax
+    np.testing.assert_allclose(ax.collections[0].get_sizes(), [20, 10, 20], atol=1e-6)
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["component 1", "component 2"]
+    handles = legend.legend_handles
+    np.testing.assert_allclose([h.get_facecolor()[0][:3] for h in handles],
+                               [to_rgb("C0"), to_rgb("C1")], atol=1e-12)
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    plot.plot_responsibilities(ax, model, X, s=20)  # the defaults: equal sizes, no legend
+    assert ax.get_legend() is None and np.allclose(ax.collections[0].get_sizes(), 20)
+    plt.close(fig)
+
+
+def test_plot_fit_contours_sit_at_quantiles_of_the_data_and_label_the_axes():
+    """The contour levels are the 5 % and 50 % quantiles of the data's own log-densities, so
+    they enclose 95 % and 50 % of the points; x₁/x₂ (or the chosen dims) label the axes."""
+    X, labels, truth = gmmlib.generate_data(300, 3, 2, seed=0)
+    fig, ax = plt.subplots()
+    plot.plot_fit(ax, truth, X)
+    (cs,) = [c for c in ax.collections if hasattr(c, "levels")]
+    logp = truth.log_prob(X).detach().numpy()
+    np.testing.assert_allclose(cs.levels, np.quantile(logp, [0.05, 0.5]), rtol=1e-10)
+    assert [t.get_text() for t in ax.texts] and {t.get_text() for t in ax.texts} <= {"95%", "50%"}
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x₁", "x₂")
+    plt.close(fig)
+    X4, _, truth4 = gmmlib.generate_data(200, 2, 4, seed=0)
+    fig, ax = plt.subplots()
+    plot.plot_fit(ax, truth4, X4, dims=(1, 3), quantiles=(0.1, 0.5, 0.9), n=40)
+    (cs,) = [c for c in ax.collections if hasattr(c, "levels")]
+    assert len(cs.levels) == 3 and (ax.get_xlabel(), ax.get_ylabel()) == ("x₂", "x₄")
+    plt.close(fig)
+
+
+def test_plot_fit_draws_a_snapshot_and_a_heatmap():
+    X, labels, truth = gmmlib.generate_data(200, 3, 2, seed=0)
+    snap = gmmlib.Snapshot(0, truth.weights.numpy(), truth.means.numpy(), truth.covariances.numpy(), 0.0)
+    fig, axes = plt.subplots(1, 2)
+    assert plot.plot_fit(axes[0], snap, X, n=30) is axes[0]
+    assert plot.plot_fit(axes[1], truth, X, kind="heatmap", n=30) is axes[1]
+    assert len(axes[1].images) == 1 and axes[1].get_xlabel() == "x₁"
+    plt.close(fig)
+
+
+def test_plot_density_colour_bar_is_labelled_and_shares_a_scale():
+    model = gmmlib.GaussianMixture.from_parameters([1.0], [[0.0, 0.0]], np.eye(2)[None])
+    fig, axes = plt.subplots(1, 2)
+    plot.plot_density(axes[0], model, xlim=(-3, 3), ylim=(-3, 3), n=20, colorbar=True,
+                      vmin=0.0, vmax=0.2)
+    plot.plot_density(axes[1], model, xlim=(-3, 3), ylim=(-3, 3), n=20, kind="contour",
+                      colorbar=True)
+    assert len(fig.axes) == 4  # two panels and two colour bars
+    assert fig.axes[2].get_ylabel() == "p(x)" and fig.axes[3].get_ylabel() == "log p(x)"
+    assert axes[0].images[0].get_clim() == (0.0, 0.2)
     plt.close(fig)
 
 
