@@ -63,6 +63,25 @@ class FitHistory:
         return None
 
     @property
+    def seconds_per_step(self) -> float:
+        """Mean wall-clock seconds per step, the first step excluded.
+
+        ``time[i]`` is recorded when step ``i``'s loss is known, so consecutive entries are one
+        whole step apart (for EM an M-step and the next E-step; for gradient descent a backward
+        pass, an optimiser step and the next forward pass). The mean is taken over the gaps
+        between the ``n_iter`` steps' records, ``(time[n_iter - 1] - time[0]) / (n_iter - 1)``:
+        the first step, which also pays for warming up (allocations, caches), and the final
+        evaluation after the last step are left out. NaN with fewer than two steps.
+
+        Examples
+        --------
+        >>> FitHistory(time=[0.5, 1.5, 2.5, 3.5, 3.6], n_iter=4).seconds_per_step
+        1.0
+        """
+        t = self.time[:min(self.n_iter, len(self.time))]
+        return (t[-1] - t[0]) / (len(t) - 1) if len(t) >= 2 else float("nan")
+
+    @property
     def wall_time(self) -> float:
         """Total seconds the fit took."""
         return self.time[-1] if self.time else 0.0
