@@ -372,19 +372,32 @@ def match_components(model: GaussianMixture, reference: GaussianMixture) -> torc
     """The order of ``model``'s components that best matches ``reference``'s, a (K,) int64 tensor.
 
     ``model.permuted(match_components(model, reference))`` puts at position ``k`` the component
-    of ``model`` nearest to the reference's component ``k``: the assignment minimises the sum of
-    squared distances between matched means (the Hungarian algorithm,
+    of ``model`` matched to the reference's component ``k``: the assignment minimises the sum
+    of squared distances between matched means (the Hungarian algorithm,
     ``scipy.optimize.linear_sum_assignment``). Use it to undo label switching: to compare two
     fits component by component, or to keep a component's colour across the frames of a figure.
-    Both models must have the same K and D.
+
+    The two may have different numbers of components (a K = 5 fit against a 3-cluster truth):
+    then min(K, K_ref) pairs are matched, the matched components of ``model`` come first,
+    in the order of the reference components they match, and the unmatched ones follow in
+    their own order. The dimensions D must be equal.
+
+    Examples
+    --------
+    >>> import gmmlib
+    >>> a = gmmlib.GaussianMixture.from_parameters([.5, .5], [[0., 0.], [5., 5.]], [1., 1.], "isotropic")
+    >>> match_components(a.permuted([1, 0]), a)
+    tensor([1, 0])
     """
     if not isinstance(model, GaussianMixture) or not isinstance(reference, GaussianMixture):
         raise TypeError("model and reference must be gmmlib.GaussianMixture instances")
-    if (model.n_components, model.n_features) != (reference.n_components, reference.n_features):
-        raise ValueError(f"model has (K, D) = {(model.n_components, model.n_features)} but reference has "
-                         f"{(reference.n_components, reference.n_features)}; they must be equal")
+    if model.n_features != reference.n_features:
+        raise ValueError(f"model has D = {model.n_features} features but reference has "
+                         f"{reference.n_features}; they must be equal")
     from scipy.optimize import linear_sum_assignment  # scipy loads on first use only
 
-    cost = torch.cdist(reference.loc.double().cpu(), model.loc.double().cpu()).square()  # (K, K)
-    rows, cols = linear_sum_assignment(cost.numpy())
-    return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
+    cost = torch.cdist(reference.loc.double().cpu(), model.loc.double().cpu()).square()  # (K_ref, K)
+    rows, cols = linear_sum_assignment(cost.numpy())  # rows ascending: reference order
+    matched = [int(c) for c in cols]
+    rest = [k for k in range(model.n_components) if k not in set(matched)]
+    return torch.as_tensor(matched + rest, dtype=torch.long)

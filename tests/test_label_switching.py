@@ -75,9 +75,31 @@ def test_match_components_is_optimal_against_brute_force():
     assert cost(match_components(b, a).tolist()) == pytest.approx(cost(best), rel=1e-12)
 
 
+@pytest.mark.parametrize("K, K_ref", [(5, 3), (2, 4), (1, 3)])
+def test_match_components_with_different_counts_matches_what_it_can(K, K_ref):
+    """Matched components first, in the reference's order; the unmatched follow in their own."""
+    ref = _model("diagonal", K=K_ref, D=2, seed=1)
+    order = list(range(K))[::-1]
+    # a model whose components sit near the reference's, in reverse order, plus far-away extras
+    means = torch.cat([ref.means, 100 + torch.arange(max(K - K_ref, 0) * 2.0).reshape(-1, 2)])[:K]
+    model = GaussianMixture.from_parameters(torch.full((K,), 1 / K), means[order] + 0.01,
+                                            torch.ones(K, 2), "diagonal")
+    got = match_components(model, ref).tolist()
+    assert sorted(got) == list(range(K))
+    n = min(K, K_ref)
+    matched = model.means[got[:n]]
+    if K <= K_ref:  # every model component matched to its own reference component
+        assert torch.cdist(matched, ref.means).argmin(1).tolist() == sorted(
+            torch.cdist(matched, ref.means).argmin(1).tolist())
+        assert torch.cdist(matched, ref.means).amin(1).max() < 0.1
+    else:  # the reference's components are matched in order, the extras come last
+        torch.testing.assert_close(matched, ref.means + 0.01)
+        assert got[n:] == sorted(got[n:])
+
+
 def test_match_components_checks_its_arguments():
     with pytest.raises(ValueError, match="must be equal"):
-        match_components(_model("full", K=3), _model("full", K=4))
+        match_components(_model("full", K=3, D=3), _model("full", K=3, D=2))
     with pytest.raises(TypeError, match="GaussianMixture"):
         match_components(_model("full"), "reference")
 
