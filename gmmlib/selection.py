@@ -38,7 +38,13 @@ class Candidate:
 
 @dataclass
 class Selection:
-    """What :func:`select_model` returns: every candidate, in the grid's order, and the best."""
+    """What :func:`select_model` returns: every candidate, in the grid's order, and the best.
+
+    One grid point is looked up by family and number of components: :meth:`candidate` (the
+    :class:`Candidate`), :meth:`model` (its fitted mixture) and :meth:`score` (its criterion
+    value). Any criterion can be recomputed from the stored models, e.g.
+    ``selection.model("full", 3).aic(X)`` on a grid ranked by BIC.
+    """
     criterion: str
     candidates: list = field(default_factory=list)
 
@@ -47,13 +53,43 @@ class Selection:
         """The candidate with the lowest score (the first of equals, in grid order)."""
         return min(self.candidates, key=lambda c: c.score)
 
-    def score(self, covariance_type: str, n_components: int) -> float:
-        """The criterion value of one grid point."""
+    def candidate(self, covariance_type: str, n_components: int) -> Candidate:
+        """The :class:`Candidate` fitted at one grid point (aliases such as ``"diag"`` work).
+
+        Raises
+        ------
+        KeyError
+            When ``(covariance_type, n_components)`` was not on the grid; the message lists
+            the grid's families and numbers of components.
+        """
         name = get_family(covariance_type).name
         for c in self.candidates:
             if c.covariance_type == name and c.n_components == n_components:
-                return c.score
-        raise KeyError(f"({covariance_type!r}, {n_components}) is not on the grid")
+                return c
+        families = sorted({c.covariance_type for c in self.candidates})
+        Ks = sorted({c.n_components for c in self.candidates})
+        raise KeyError(f"({covariance_type!r}, {n_components}) is not on the grid; it has the "
+                       f"families {families} and the numbers of components {Ks}")
+
+    def model(self, covariance_type: str, n_components: int) -> GaussianMixture:
+        """The fitted :class:`~gmmlib.GaussianMixture` of one grid point: the best of its
+        ``n_init`` runs. It is the grid's own model, not a copy; the same call returns the
+        same object, so a notebook can ask for a fit by (family, K) as often as it likes
+        without refitting.
+
+        Examples
+        --------
+        >>> import gmmlib
+        >>> X = gmmlib.generate_data(300, 2, 2, seed=0).X
+        >>> grid = gmmlib.select_model(X, [1, 2], ["full", "diagonal"])
+        >>> grid.model("diag", 2).n_components, grid.model("diag", 2).covariance_type
+        (2, 'diagonal')
+        """
+        return self.candidate(covariance_type, n_components).model
+
+    def score(self, covariance_type: str, n_components: int) -> float:
+        """The criterion value of one grid point."""
+        return self.candidate(covariance_type, n_components).score
 
     def table(self, rows: int | None = None) -> str:
         """The candidates as a text table, best first (the first ``rows`` of them, or all).
@@ -135,7 +171,8 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     Returns
     -------
     Selection
-        ``candidates`` in grid order (family-major); ``best`` the lowest score; ``table()``.
+        ``candidates`` in grid order (family-major); ``best`` the lowest score; ``table()``;
+        one fit by (family, K) with ``model(covariance_type, n_components)``.
 
     Raises
     ------

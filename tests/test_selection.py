@@ -98,3 +98,30 @@ def test_bad_arguments_say_what_to_do(kwargs, match):
     args = dict(n_components=[1, 2], covariance_types=["full"])
     with pytest.raises(ValueError, match=match):
         gmmlib.select_model(X, **{**args, **kwargs})
+
+
+def test_one_grid_point_by_family_and_k():
+    """candidate/model/score look a fit up by (family, K), aliases included; model is the
+    grid's own fitted mixture (no refit, no copy), and other criteria can be computed from it."""
+    X = gmmlib.generate_data(300, 2, 2, seed=5).X
+    sel = gmmlib.select_model(X, [1, 2, 3], ["full", "diagonal"], n_init=2)
+    for c in sel.candidates:
+        assert sel.candidate(c.covariance_type, c.n_components) is c
+        assert sel.model(c.covariance_type, c.n_components) is c.model
+        assert sel.score(c.covariance_type, c.n_components) == c.score
+    m = sel.model("diag", 2)
+    assert m is sel.model("diagonal", 2) and (m.covariance_type, m.n_components) == ("diagonal", 2)
+    assert sel.score("diag", 2) == pytest.approx(m.bic(X), rel=1e-12)
+    again = gmmlib.select_model(X, [2], ["diagonal"], n_init=2).model("diagonal", 2)
+    assert again.nll(X).item() == pytest.approx(m.nll(X).item(), abs=1e-12)  # reproducible
+
+
+@pytest.mark.parametrize("family,K", [("full", 4), ("tied", 2), ("isotropic", 1)])
+def test_a_point_off_the_grid_is_a_key_error(family, K):
+    X = gmmlib.generate_data(100, 2, 2, seed=6).X
+    sel = gmmlib.select_model(X, [1, 2, 3], ["full", "diagonal"])
+    for lookup in (sel.candidate, sel.model, sel.score):
+        with pytest.raises(KeyError, match=r"not on the grid; it has the families "
+                                           r"\['diagonal', 'full'\] and the numbers of "
+                                           r"components \[1, 2, 3\]"):
+            lookup(family, K)
