@@ -13,8 +13,16 @@ import torch
 
 from ._validation import check_positive_int
 
-__all__ = ["density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_responsibilities",
+__all__ = ["COLOURS", "density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_responsibilities",
            "responsibility_colours", "plot_fit", "plot_loss", "ellipse_points"]
+
+
+# Okabe & Ito's palette (2008, "Color Universal Design"): eight colours that readers with any
+# common colour-vision deficiency can tell apart; blue, orange, bluish green, vermillion,
+# reddish purple, sky blue, yellow, black. Component k is drawn in COLOURS[k % 8]. A notebook
+# gives its own line plots the same cycle with
+# ``plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plot.COLOURS)``.
+COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
 def _check_dims(n_features: int, dims) -> list:
@@ -62,9 +70,9 @@ def _as_model(model_or_snapshot):
 
 
 def _colors(colors, K: int) -> list:
-    """``colors`` (one per component), or matplotlib's cycle C0, C1, ... when None."""
+    """``colors`` (one per component), or :data:`COLOURS` (Okabe-Ito) in turn when None."""
     if colors is None:
-        return [f"C{k % 10}" for k in range(K)]
+        return [COLOURS[k % len(COLOURS)] for k in range(K)]
     colors = list(colors)
     if len(colors) < K:
         raise ValueError(f"colors has {len(colors)} entries for {K} components; pass one per component")
@@ -161,7 +169,7 @@ def plot_ellipses(ax, model, *, nsig=(1, 2), dims=(0, 1), colors=None, weight_al
 def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0.5, **kwargs):
     """Scatter the data, coloured by ``labels`` when given."""
     xy = _columns(X, dims)  # (N, 2)
-    c = None if labels is None else [f"C{int(k) % 10}" for k in np.asarray(labels)]
+    c = None if labels is None else [COLOURS[int(k) % len(COLOURS)] for k in np.asarray(labels)]
     ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, c=c if c is not None else "k",
                linewidths=0, **kwargs)
     return ax
@@ -171,8 +179,8 @@ def responsibility_colours(model, X, colors=None) -> np.ndarray:
     """RGB colours (N, 3): each point's mix of its components' colours, weighted by the
     responsibilities r_nk = p(k | x_n) (a point a component owns outright takes its colour).
 
-    ``colors`` defaults to matplotlib's colour-blind-friendly "tab10" cycle (C0 blue, C1
-    orange, C2 green, ...); avoid red/green pairs, which many readers cannot tell apart.
+    ``colors`` defaults to :data:`COLOURS`, Okabe and Ito's colour-blind-safe palette (blue,
+    orange, bluish green, ...); avoid red/green pairs, which many readers cannot tell apart.
     ``model`` may be a :class:`~gmmlib.GaussianMixture` or a :class:`~gmmlib.Snapshot`; the
     responsibilities use every feature of ``X``.
     """

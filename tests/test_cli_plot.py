@@ -129,7 +129,7 @@ def test_responsibility_colours_mix_the_component_colours():
     model = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0, 0.0], [4.0, 0.0]],
                                                     np.eye(2)[None].repeat(2, 0))
     X = np.array([[-3.0, 0.0], [2.0, 0.0], [7.0, 0.0]])
-    c0, c1 = np.array(to_rgb("C0")), np.array(to_rgb("C1"))
+    c0, c1 = np.array(to_rgb(plot.COLOURS[0])), np.array(to_rgb(plot.COLOURS[1]))
     rgb = plot.responsibility_colours(model, X)
     r = 1 / (1 + np.exp(-20.0))
     np.testing.assert_allclose(rgb, [r * c0 + (1 - r) * c1, (c0 + c1) / 2, r * c1 + (1 - r) * c0], atol=1e-12)
@@ -144,13 +144,14 @@ def test_responsibility_colours_mix_the_component_colours():
 
 
 def test_responsibility_colours_default_to_the_colour_blind_safe_cycle():
-    """No red/lime: the default palette is tab10's C0, C1, ... (blue, orange, green, ...)."""
+    """No red/lime: the default palette is Okabe and Ito's (blue, orange, bluish green, ...),
+    written out here from their paper's RGB values."""
     from matplotlib.colors import to_rgb
     means = [[0.0, 0.0], [50.0, 0.0], [0.0, 50.0]]
     model = gmmlib.GaussianMixture.from_parameters([1 / 3] * 3, means, np.eye(2)[None].repeat(3, 0))
     rgb = plot.responsibility_colours(model, np.array(means))  # each point owned outright
-    tab10 = [to_rgb(c) for c in ("tab:blue", "tab:orange", "tab:green")]
-    np.testing.assert_allclose(rgb, tab10, atol=1e-12)
+    okabe_ito = np.array([[0, 114, 178], [230, 159, 0], [0, 158, 115]]) / 255
+    np.testing.assert_allclose(rgb, okabe_ito, atol=1e-12)
     assert not any(np.allclose(c, to_rgb(bad)) for c in rgb for bad in ("red", "lime"))
 
 
@@ -168,7 +169,7 @@ def test_plot_responsibilities_sizes_points_by_their_largest_responsibility_and_
     assert [t.get_text() for t in legend.get_texts()] == ["component 1", "component 2"]
     handles = legend.legend_handles
     np.testing.assert_allclose([h.get_facecolor()[0][:3] for h in handles],
-                               [to_rgb("C0"), to_rgb("C1")], atol=1e-12)
+                               [to_rgb(plot.COLOURS[0]), to_rgb(plot.COLOURS[1])], atol=1e-12)
     plt.close(fig)
     fig, ax = plt.subplots()
     plot.plot_responsibilities(ax, model, X, s=20)  # the defaults: equal sizes, no legend
