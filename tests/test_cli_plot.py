@@ -136,7 +136,7 @@ def test_responsibility_colours_mix_the_component_colours():
     snap = gmmlib.Snapshot(0, model.weights.numpy(), model.means.numpy(), model.covariances.numpy(), 0.0)
     np.testing.assert_allclose(plot.responsibility_colours(snap, X), rgb, atol=1e-12)
     np.testing.assert_allclose(plot.responsibility_colours(model, X, colors=["C0", "C2"])[1],
-                               (c0 + np.array(to_rgb("C2"))) / 2, atol=1e-12)
+                               (np.array(to_rgb("C0")) + np.array(to_rgb("C2"))) / 2, atol=1e-12)
     fig, ax = plt.subplots()
     assert plot.plot_responsibilities(ax, snap, X) is ax
     np.testing.assert_allclose(ax.collections[0].get_facecolors()[:, :3], rgb, atol=1e-12)
