@@ -70,7 +70,7 @@ def _as_model(model_or_snapshot):
 
 
 def _colors(colors, K: int) -> list:
-    """``colors`` (one per component), or :data:`COLOURS` (Okabe-Ito) in turn when None."""
+    """``colors`` (one per component), or ``COLOURS`` (Okabe-Ito) in turn when None."""
     if colors is None:
         return [COLOURS[k % len(COLOURS)] for k in range(K)]
     colors = list(colors)
@@ -179,7 +179,7 @@ def responsibility_colours(model, X, colors=None) -> np.ndarray:
     """RGB colours (N, 3): each point's mix of its components' colours, weighted by the
     responsibilities r_nk = p(k | x_n) (a point a component owns outright takes its colour).
 
-    ``colors`` defaults to :data:`COLOURS`, Okabe and Ito's colour-blind-safe palette (blue,
+    ``colors`` defaults to ``COLOURS``, Okabe and Ito's colour-blind-safe palette (blue,
     orange, bluish green, ...); avoid red/green pairs, which many readers cannot tell apart.
     ``model`` may be a :class:`~gmmlib.GaussianMixture` or a :class:`~gmmlib.Snapshot`; the
     responsibilities use every feature of ``X``.
