@@ -13,7 +13,8 @@ Layers, imported one way only:
   so they load on first use);
 * :mod:`gmmlib.selection` – the grid of families and component counts, ranked by BIC, AIC
   or held-out likelihood;
-* :mod:`gmmlib.data` – mock data; :mod:`gmmlib.mdn` – the mixture density network head;
+* :mod:`gmmlib.data` – mock data; :mod:`gmmlib.mdn` – the mixture density network head and
+  :func:`fit_mdn`, its training loop;
 * :mod:`gmmlib.plot`, :mod:`gmmlib.cli` – at the edge (imported lazily);
 * :mod:`gmmlib.book` – the book's support code (widgets with a static twin, the naive formulas
   the first chapters show breaking), outside the modelling API.
@@ -24,7 +25,7 @@ from .families import FAMILIES, get_family
 from .gd import fit_gd
 from .history import FitHistory, Snapshot
 from .init import initialize, kmeans_plusplus
-from .mdn import MDNHead
+from .mdn import MDNHead, MDNOutput, fit_mdn
 from .mixture import GaussianMixture, match_components
 from .priors import InverseWishartPrior, RidgePrior, inverse_wishart_log_prob
 from .selection import Selection, select_model
@@ -32,7 +33,7 @@ from .selection import Selection, select_model
 __all__ = ["GaussianMixture", "FAMILIES", "get_family", "fit_gd", "fit_em", "GaussianMixtureEM",
            "ConvergenceWarning", "initialize", "kmeans_plusplus", "InverseWishartPrior", "RidgePrior",
            "inverse_wishart_log_prob", "generate_data", "GeneratedData", "FitHistory", "Snapshot",
-           "MDNHead", "select_model", "Selection", "match_components"]
+           "MDNHead", "MDNOutput", "fit_mdn", "select_model", "Selection", "match_components"]
 __version__ = "0.1.0"
 
 # Loaded on first use: they import scikit-learn, which would add ~1.8 s to `import gmmlib`.

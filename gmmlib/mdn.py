@@ -3,24 +3,50 @@
 Stack it on any network: ``MDNHead(hidden, K, D)`` maps features ``h`` (B, H) to the
 parameters of a Gaussian mixture over targets ``y`` (B, D) — mixture logits (B, K), means
 (B, K, D) and a scale per component — and ``head.nll(h, y)`` is the mean negative conditional
-log-likelihood to minimise. The seed project promised this stacking; here it is, in log space.
+log-likelihood to minimise. :func:`fit_mdn` is the training loop (Adam on that NLL, a cosine
+schedule) for a whole network ending in the head.
+
+The densities are :func:`gmmlib.numerics.gaussian_log_density`, the formula every other model in
+gmmlib uses, and the variance floor means what it means for :class:`~gmmlib.GaussianMixture`.
 """
 from __future__ import annotations
 
+import math
+import time
+import warnings
 
 import torch
 from torch import nn
 
-from ._validation import check_nonnegative, check_positive_int, checked
+from ._validation import (as_data, check_nonnegative, check_positive, check_positive_int, checked,
+                          make_generator, optional)
 from .families import get_family
+from .gd import minibatches
+from .history import FitHistory
 
-__all__ = ["MDNHead", "MDNOutput"]
+__all__ = ["MDNHead", "MDNOutput", "fit_mdn"]
 
 _SUPPORTED = ("full", "diagonal", "isotropic")
 
 
 class MDNOutput:
-    """Per-input mixture parameters produced by :class:`MDNHead`."""
+    """The conditional mixtures ``p(y | x_b)``, one per input ``x_b`` of a batch: what
+    :class:`MDNHead` returns.
+
+    The shapes follow ``torch.distributions``: batch shape (B,), event shape (D,);
+    :meth:`log_prob` broadcasts extra dimensions on the left (``(S, B, D)`` or ``(S, 1, D)``
+    targets give ``(S, B)``), and ``sample(n)`` returns ``(n, B, D)``.
+    :meth:`to_distribution` gives the equivalent ``MixtureSameFamily``.
+
+    Attributes
+    ----------
+    log_weights : (B, K) tensor
+        ``log pi_k(x_b)``, normalised.
+    means : (B, K, D) tensor
+    factor : tensor
+        Cholesky factors (B, K, D, D) (``full``) or standard deviations (B, K, D or 1), floor
+        included: the family's factor, as in :class:`~gmmlib.GaussianMixture`.
+    """
 
     def __init__(self, log_weights, means, factor, family):
         self.log_weights = log_weights  # (B, K)
@@ -28,28 +54,73 @@ class MDNOutput:
         self.factor = factor  # (B, K, D, D) Cholesky factors, or (B, K, D or 1) standard deviations
         self.family = family
 
+    def __repr__(self) -> str:
+        B, K, D = self.means.shape
+        return f"MDNOutput(batch={B}, n_components={K}, n_features={D}, family={self.family.name!r})"
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Mixing coefficients ``pi_k(x_b)``, (B, K)."""
+        return self.log_weights.exp()
+
     def scale_tril(self) -> torch.Tensor:
         """Cholesky factors (B, K, D, D) for every family."""
         return self.family.scale_tril(self.factor, *self.means.shape[-2:])
 
+    @property
+    def component_covariances(self) -> torch.Tensor:
+        """``Sigma_k(x_b)``, (B, K, D, D)."""
+        L = self.scale_tril()
+        return L @ L.mT
+
     def component_log_prob(self, y: torch.Tensor) -> torch.Tensor:
-        """log N(y_b | mu_bk, Sigma_bk), (B, K)."""
+        """``log N(y | mu_k(x_b), Sigma_k(x_b))``: (B, K) for targets (B, D), (S, B, K) for
+        targets (S, B, D) or (S, 1, D)."""
         B, K, D = self.means.shape
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (B, D):
+        if not isinstance(y, torch.Tensor) or y.ndim < 2 or y.shape[-1] != D or y.shape[-2] not in (1, B):
             shape = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
-            raise ValueError(f"targets must be a tensor of shape (batch, n_features) = ({B}, {D}), got "
-                             f"{shape}" + (" (use y.reshape(-1, 1) for one target feature)"
-                                           if getattr(y, "ndim", 0) == 1 else ""))
-        diff = (y.unsqueeze(1) - self.means).unsqueeze(-1)  # (B, K, D, 1): one point per Gaussian
+            raise ValueError(f"targets must be a tensor of shape (batch, n_features) = ({B}, {D}), "
+                             f"or (..., {B} or 1, {D}) for several targets per input, got {shape}"
+                             + (" (use y.reshape(-1, 1) for one target feature)"
+                                if getattr(y, "ndim", 0) == 1 else ""))
+        diff = (y.unsqueeze(-2) - self.means).unsqueeze(-1)  # (..., B, K, D, 1): one point per Gaussian
         return self.family.log_density(diff, self.factor).squeeze(-1)  # the model's formula
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
-        """log p(y_b | x_b), (B,)."""
+        """``log p(y | x_b)``: (B,) for targets (B, D); see :meth:`component_log_prob`."""
         return torch.logsumexp(self.log_weights + self.component_log_prob(y), dim=-1)
 
+    def nll(self, y: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood ``-1/B sum_b log p(y_b | x_b)`` of targets (B, D)."""
+        return -self.log_prob(y).mean()
+
+    @property
     def mean(self) -> torch.Tensor:
-        """Conditional mean E[y | x], (B, D)."""
-        return (self.log_weights.exp().unsqueeze(-1) * self.means).sum(1)
+        """Conditional mean ``E[y | x_b] = sum_k pi_k mu_k``, (B, D)."""
+        return (self.weights.unsqueeze(-1) * self.means).sum(-2)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        """The mean of the most probable component, ``mu_k*`` with ``k* = argmax_k pi_k(x_b)``,
+        (B, D). This is the usual MDN point prediction (Bishop, 1994). It is the mixture's
+        highest mode only approximately: when components overlap, or a lighter but narrower
+        component has the taller peak, the true mode (which has no closed form) lies elsewhere."""
+        k = self.log_weights.argmax(-1)  # (B,)
+        return self.means[torch.arange(len(k), device=k.device), k]
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """``Cov[y | x_b]`` by the law of total variance,
+        ``sum_k pi_k Sigma_k + sum_k pi_k (mu_k - m)(mu_k - m)ᵀ`` with ``m`` the mean, (B, D, D)."""
+        w = self.weights[..., None, None]  # (B, K, 1, 1)
+        d = (self.means - self.mean.unsqueeze(-2)).unsqueeze(-1)  # (B, K, D, 1)
+        return (w * (self.component_covariances + d @ d.mT)).sum(-3)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """``Var[y_d | x_b]``, the diagonal of :attr:`covariance`, (B, D) (as
+        ``MixtureSameFamily.variance``)."""
+        return torch.diagonal(self.covariance, dim1=-2, dim2=-1)
 
     def to_distribution(self) -> torch.distributions.MixtureSameFamily:
         """An equivalent batched ``torch.distributions.MixtureSameFamily``."""
@@ -58,13 +129,21 @@ class MDNOutput:
                                    D.MultivariateNormal(self.means, scale_tril=self.scale_tril()))
 
     @torch.no_grad()
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw of y for each input, (B, D)."""
+    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws of ``y`` from each input's mixture: (B, D) for ``n=None`` (one each), else
+        ``n`` draws per input, (n, B, D), as ``to_distribution().sample((n,))``."""
         B, K, D = self.means.shape
-        k = torch.multinomial(self.log_weights.exp(), 1, generator=generator).squeeze(-1)  # (B,)
-        eps = torch.randn(B, D, 1, generator=generator, dtype=self.means.dtype, device=self.means.device)
-        rows = torch.arange(B, device=self.means.device)
-        return self.means[rows, k] + (self.scale_tril()[rows, k] @ eps).squeeze(-1)
+        m = 1 if n is None else check_positive_int(n, "n")
+        dev = self.means.device
+        k = torch.multinomial(self.weights, m, replacement=True, generator=generator)  # (B, m)
+        rows = torch.arange(B, device=dev).unsqueeze(-1)  # (B, 1)
+        eps = torch.randn(B, m, D, generator=generator, dtype=self.means.dtype, device=dev)
+        if self.family.kind == "tril":
+            noise = (self.factor[rows, k] @ eps.unsqueeze(-1)).squeeze(-1)  # (B, m, D)
+        else:
+            noise = self.factor[rows, k] * eps  # std (B, m, D or 1) times eps
+        y = (self.means[rows, k] + noise).transpose(0, 1)  # (m, B, D)
+        return y[0] if n is None else y
 
 
 def _check_family(covariance_type, name: str):
@@ -93,14 +172,24 @@ class MDNHead(nn.Module):
     min_variance : float
         The variance floor ``v`` (the singularity guard; an MDN collapses just like a mixture):
         each covariance is ``L Lᵀ + v I`` (variances ``s² + v``), as in
-        :class:`~gmmlib.GaussianMixture`, so every eigenvalue is at least ``v``.
+        :class:`~gmmlib.GaussianMixture`, so every eigenvalue is at least ``v`` and every
+        density at most ``(2 pi v)^(-D/2)``. 0 switches the floor off.
+
+    Notes
+    -----
+    The layer's outputs are the mixture logits, the means and the log-scales (the log of the
+    free part's standard deviations, or of ``L``'s diagonal). A log-scale is capped at
+    ``log(finfo.max) / 2 - 1`` (43 in float32) before it is exponentiated, so that no input,
+    however large, makes a scale overflow to infinity (an MDN's features, unlike a mixture's
+    parameters, are unbounded).
 
     Examples
     --------
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(1, 32), torch.nn.Tanh(), MDNHead(32, 3, 1))
-    >>> net(torch.zeros(5, 1)).log_prob(torch.zeros(5, 1)).shape
-    torch.Size([5])
+    >>> out = net(torch.zeros(5, 1))
+    >>> out.log_prob(torch.zeros(5, 1)).shape, out.sample(10).shape
+    (torch.Size([5]), torch.Size([10, 5, 1]))
     """
 
     def __init__(self, in_features: int, n_components: int, n_features: int = 1,
@@ -113,8 +202,11 @@ class MDNHead(nn.Module):
         n_scale = {"full": D * (D + 1) // 2, "diagonal": D, "isotropic": 1}[family.name]
         self.n_scale = n_scale
         self.linear = nn.Linear(H, K * (1 + D + n_scale))
-        if family.name == "full":
-            self.register_buffer("_tril_index", torch.tril_indices(D, D), persistent=False)
+        rows, cols = torch.tril_indices(D, D) if family.name == "full" else (torch.zeros(0),) * 2
+        self.register_buffer("_tril_index", torch.stack([rows, cols]), persistent=False)
+        # which raw scale entries are exponentiated (log-scales): all, or L's diagonal
+        is_log = rows == cols if family.name == "full" else torch.ones(n_scale, dtype=torch.bool)
+        self.register_buffer("_is_log", is_log, persistent=False)
 
     def forward(self, h: torch.Tensor) -> MDNOutput:
         if not isinstance(h, torch.Tensor):
@@ -129,20 +221,146 @@ class MDNHead(nn.Module):
                              f"convert one of them (h.to({weight.dtype}) or head.to({h.dtype}))")
         B = h.shape[0]
         K, D = self.n_components, self.n_features
-        out = self.linear(h)
-        logits, means, raw = out.split([K, K * D, K * self.n_scale], dim=-1)
+        logits, means, raw = self.linear(h).split([K, K * D, K * self.n_scale], dim=-1)
         log_weights = torch.log_softmax(logits, dim=-1)  # (B, K)
         means = means.reshape(B, K, D)
+        cap = math.log(torch.finfo(raw.dtype).max) / 2 - 1  # exp(cap)² is finite
         raw = raw.reshape(B, K, self.n_scale)
+        raw = torch.where(self._is_log, raw.clamp(max=cap), raw)
         if self.family.name == "full":
             L = raw.new_zeros(B, K, D, D)
             L[..., self._tril_index[0], self._tril_index[1]] = raw
             raw = L
-        # the same transform (exp of the diagonal, variance floor) as GaussianMixture's
+        # the same transform (exp of the log-scales, variance floor) as GaussianMixture's
         return MDNOutput(log_weights, means, self.family.factor(raw, self.min_variance), self.family)
 
     def nll(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean negative conditional log-likelihood ``-1/B sum_b log p(y_b | h_b)``."""
         if getattr(h, "shape", (1,))[0] == 0:
             raise ValueError("nll needs at least one (features, target) pair; the batch is empty")
-        return -self(h).log_prob(y).mean()
+        return self(h).nll(y)
+
+
+def _check_net(net, name: str):
+    if not isinstance(net, nn.Module):
+        raise ValueError(f"{name} must be a torch.nn.Module whose output has log_prob(targets) (e.g. "
+                         f"a network ending in gmmlib.MDNHead), got {type(net).__name__}")
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ValueError(f"{name} has no trainable parameters")
+    return net
+
+
+_FIT_MDN = {"net": _check_net, "steps": check_positive_int, "lr": check_positive,
+            "weight_decay": check_nonnegative, "batch_size": optional(check_positive_int)}
+
+
+def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1e-2,
+            weight_decay: float = 0.0, batch_size: int | None = None, generator=None,
+            progress: bool | None = None) -> FitHistory:
+    """Train ``net`` (in place) by Adam on the mean negative log-likelihood of ``targets`` given
+    ``inputs``, with a cosine learning-rate schedule that anneals to 0 over ``steps``.
+
+    It is the loop one writes by hand, plus what a long run needs::
+
+        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        for step in range(steps):
+            opt.zero_grad()
+            loss = net(inputs).nll(targets)
+            loss.backward()
+            opt.step()
+            schedule.step()
+
+    With the same seed it takes exactly these steps. What it adds: a non-finite loss or gradient
+    stops the fit with a ``RuntimeWarning``, keeps the last finite parameters and sets
+    ``history.diverged`` (it never leaves NaN in the network); minibatches; a progress bar.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        ``net(inputs)`` must return an object with ``log_prob(targets)`` of shape (N,): an
+        :class:`MDNOutput` (a network ending in :class:`MDNHead`) or any
+        ``torch.distributions.Distribution`` with batch shape (N,).
+    inputs, targets : (N, H) and (N, D) arrays or tensors
+        Converted to the dtype and device of ``net``'s first parameter (never modified).
+    steps : int
+        Optimiser steps.
+    lr, weight_decay : float
+        Adam's learning rate (the schedule's start) and L2 penalty.
+    batch_size : int, optional
+        Minibatches drawn without replacement from a fresh shuffle each epoch, as in
+        :func:`~gmmlib.fit_gd`; None (default) uses all pairs every step.
+    generator : torch.Generator or int, optional
+        Randomness of the minibatches (the network's initial weights are the caller's).
+    progress : bool, optional
+        Show a tqdm progress bar; default only when stderr is a terminal.
+
+    Returns
+    -------
+    FitHistory
+        ``loss``: the (minibatch) mean NLL before each step, then the full-data NLL of the
+        trained network; ``n_iter``, ``diverged``, ``time``.
+
+    Examples
+    --------
+    >>> import torch, gmmlib
+    >>> _ = torch.manual_seed(0)
+    >>> t = torch.rand(200, 1); x = 2 * t + 0.1 * torch.randn(200, 1)
+    >>> net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), gmmlib.MDNHead(8, 2))
+    >>> history = gmmlib.fit_mdn(net, t, x, steps=300, progress=False)
+    >>> history.final_loss < history.loss[0]
+    True
+    """
+    net, steps, lr, weight_decay, batch_size = checked(_FIT_MDN, locals()).values()
+    p0 = next(net.parameters())
+    inputs = as_data(inputs, dtype=p0.dtype, device=p0.device, name="inputs")
+    targets = as_data(targets, dtype=p0.dtype, device=p0.device, name="targets")
+    if len(inputs) != len(targets):
+        raise ValueError(f"inputs and targets must have the same number of rows, got {len(inputs)} "
+                         f"and {len(targets)}")
+    N = len(inputs)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    g = make_generator(generator)
+    batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, p0.device)
+    history = FitHistory(method="mdn")
+    last_good = [p.detach().clone() for p in params]
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, desc="fit_mdn", unit="step", disable=None if progress is None else not progress)
+    start = time.perf_counter()
+    for step in range(steps):
+        opt.zero_grad()
+        rows = slice(None) if batches is None else next(batches)
+        loss = -net(inputs[rows]).log_prob(targets[rows]).mean()
+        value = float(loss.detach())
+        finite = math.isfinite(value)
+        if finite:
+            loss.backward()
+            finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        if not finite:
+            with torch.no_grad():
+                for p, good in zip(params, last_good):
+                    p.copy_(good)
+            history.diverged = True
+            warnings.warn(f"fit_mdn: the loss or its gradient became non-finite at step {step} (a "
+                          "component collapsed onto targets, or the learning rate is too large); "
+                          "stopped and kept the last finite parameters. Raise the head's "
+                          "min_variance or lower lr.", RuntimeWarning, stacklevel=2)
+            break
+        history.loss.append(value)
+        history.time.append(time.perf_counter() - start)
+        for p, good in zip(params, last_good):
+            good.copy_(p.detach())
+        opt.step()
+        schedule.step()
+        history.n_iter = step + 1
+        bar.update(1)
+    bar.close()
+    with torch.no_grad():
+        final = float(-net(inputs).log_prob(targets).mean())
+    if math.isfinite(final):
+        history.loss.append(final)
+        history.time.append(time.perf_counter() - start)
+    history.lower_bound = -history.final_loss
+    return history

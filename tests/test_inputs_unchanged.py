@@ -396,8 +396,19 @@ def _mdn(family, method):
             return {"nll": numpy(loss)} | {n: numpy(p.grad) for n, p in head.named_parameters()}
         out = head(h)
         return {"log_prob": numpy(out.log_prob(y)), "component_log_prob": numpy(out.component_log_prob(y)),
-                "mean": numpy(out.mean()), "log_weights": numpy(out.log_weights)}
+                "mean": numpy(out.mean), "variance": numpy(out.variance), "mode": numpy(out.mode),
+                "log_weights": numpy(out.log_weights)}
     return call
+
+
+def _fit_mdn(lay):
+    h, y = lay(DATA), lay(TARGETS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(np.shape(h)[1], 4), torch.nn.Tanh(),
+                                  gmmlib.MDNHead(4, K, np.shape(y)[1])).double()
+    history = gmmlib.fit_mdn(net, h, y, steps=5, progress=False)
+    return {"loss": np.asarray(history.loss)} | {n: numpy(p) for n, p in net.named_parameters()}
 
 
 ENTRIES = [
@@ -436,6 +447,7 @@ ENTRIES = [
     Entry("MDNHead.nll+backward[full]", _mdn("full", "nll"), tensors_only=True),
     Entry("MDNHead.forward+log_prob[diagonal]", _mdn("diagonal", "forward"), tensors_only=True),
     Entry("MDNHead.forward+log_prob[full]", _mdn("full", "forward"), tensors_only=True),
+    Entry("fit_mdn", _fit_mdn),
 ]
 
 CASES = [pytest.param(e, lay, id=f"{e.name}-{lay.name}") for e in ENTRIES for lay in LAYOUTS if e.accepts(lay)]

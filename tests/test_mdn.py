@@ -1,9 +1,23 @@
-"""The MDN head against torch.distributions, and a fit of Bishop's (1994) inverse problem."""
+"""The MDN head and its output against torch.distributions, scipy and hand formulas; fit_mdn
+against the loop written by hand; Bishop's (1994) inverse problem against its Bayes limit."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
-from gmmlib.mdn import MDNHead
+import gmmlib
+from gmmlib.data import inverse_problem, inverse_problem_log_prob
+from gmmlib.mdn import MDNHead, fit_mdn
+
+FAMILIES = ["full", "diagonal", "isotropic"]
+
+
+def _output(family, B=50, H=6, K=3, D=2, seed=0, scale=1.0):
+    torch.manual_seed(seed)
+    head = MDNHead(H, K, D, family).double()
+    return head, head(scale * torch.randn(B, H, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("family", ["full", "diagonal", "isotropic"])
@@ -20,44 +34,99 @@ def test_log_prob_matches_torch_distributions(family):
     assert (torch.count_nonzero(off) == 0) == (family != "full")
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_moments_and_broadcasting_match_torch_distributions(family):
+    _, out = _output(family)
+    ref = out.to_distribution()
+    torch.testing.assert_close(out.mean, ref.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.variance, ref.variance, rtol=1e-12, atol=1e-12)
+    y = torch.randn(4, 50, 2, dtype=torch.float64)  # several targets per input, torch's convention
+    torch.testing.assert_close(out.log_prob(y), ref.log_prob(y), rtol=1e-10, atol=0)
+    grid = torch.linspace(-3, 3, 7, dtype=torch.float64).reshape(7, 1, 1).expand(7, 1, 2)
+    torch.testing.assert_close(out.log_prob(grid), ref.log_prob(grid), rtol=1e-10, atol=0)
+    assert out.log_prob(grid).shape == (7, 50)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_covariance_and_mode_by_hand(family):
+    """Law of total variance, written out in NumPy per row; the mode is the heaviest component's mean."""
+    _, out = _output(family, B=5)
+    w, mu = out.weights.detach().numpy(), out.means.detach().numpy()
+    L = out.scale_tril().detach().numpy()
+    for b in range(5):
+        m = w[b] @ mu[b]
+        cov = sum(w[b, k] * (L[b, k] @ L[b, k].T + np.outer(mu[b, k] - m, mu[b, k] - m))
+                  for k in range(3))
+        np.testing.assert_allclose(out.covariance[b].detach().numpy(), cov, rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(out.mode[b].detach().numpy(), mu[b, w[b].argmax()])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_batch_of_one_equals_its_row_in_a_batch_of_ten_thousand(family):
+    head, _ = _output(family)
+    h = torch.randn(10_000, 6, dtype=torch.float64)
+    y = torch.randn(10_000, 2, dtype=torch.float64)
+    big = head(h)
+    for i in (0, 1, 4_999, 9_999):
+        one = head(h[i:i + 1])
+        for name in ("mean", "mode", "variance", "covariance", "weights"):
+            torch.testing.assert_close(getattr(one, name)[0], getattr(big, name)[i], rtol=1e-13, atol=1e-14)
+        torch.testing.assert_close(one.log_prob(y[i:i + 1])[0], big.log_prob(y)[i], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_gradient_step_lowers_the_nll(family):
+    head, _ = _output(family)
+    h = torch.randn(200, 6, dtype=torch.float64)
+    y = torch.randn(200, 2, dtype=torch.float64)
+    before = head.nll(h, y)
+    before.backward()
+    with torch.no_grad():
+        for p in head.parameters():
+            p -= 1e-3 * p.grad
+    assert head.nll(h, y) < before
+
+
+def test_sample_n_follows_each_inputs_mixture():
+    """n draws per input, (n, B, D): a Kolmogorov-Smirnov test against the mixture's CDF (scipy)."""
+    head, out = _output("diagonal", B=3, K=3, D=1)
+    y = out.sample(20_000, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (20_000, 3, 1) and out.sample().shape == (3, 1)
+    w, mu, sd = out.weights.detach(), out.means.detach()[..., 0], out.factor.detach()[..., 0]
+    for b in range(3):
+        def cdf(v, b=b):
+            return sum(w[b, k].item() * stats.norm.cdf(v, mu[b, k].item(), sd[b, k].item()) for k in range(3))
+        assert stats.kstest(y[:, b, 0].numpy(), cdf).pvalue > 1e-3
+    _, full = _output("full", B=2, K=2, D=2)
+    z = full.sample(100_000, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(z.mean(0), full.mean.detach(), atol=0.03, rtol=0)
+    cov = torch.stack([torch.cov(z[:, b].T) for b in range(2)])
+    torch.testing.assert_close(cov, full.covariance.detach(), rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_nan_for_huge_inputs_or_targets_far_away(family):
+    torch.manual_seed(0)
+    head = MDNHead(4, 3, 2, family)  # float32, default floor
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), head)
+    far = torch.full((5, 2), 1e6)
+    for out in (net(torch.tensor([[1e6], [-1e6], [0.0], [3e38], [-3e38]])), head(torch.full((5, 4), 1e6)),
+                head(torch.full((5, 4), -1e6))):
+        for y in (far, -far, torch.zeros(5, 2)):
+            lp = out.log_prob(y)
+            assert not lp.isnan().any()
+        assert torch.isfinite(out.factor).all() and torch.isfinite(out.mean).all()
+    loss = net(torch.tensor([[1e6], [-1e6]])).nll(torch.full((2, 2), 1e3))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
 def test_gradcheck_of_the_head():
     torch.manual_seed(0)
     head = MDNHead(3, 2, 2, "full").double()
     h = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
     y = torch.randn(8, 2, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda h: head.nll(h, y), (h,))
-
-
-def test_sample_follows_the_conditional_mixture():
-    torch.manual_seed(0)
-    head = MDNHead(2, 2, 1).double()
-    h = torch.randn(1, 2, dtype=torch.float64).expand(100_000, 2)
-    out = head(h)
-    y = out.sample(torch.Generator().manual_seed(0))
-    assert torch.allclose(y.mean(0), out.mean()[0], atol=0.02)
-    assert torch.allclose(y.var(0), out.to_distribution().variance[0], rtol=0.03)
-
-
-def test_mdn_solves_the_inverse_problem_a_regression_cannot():
-    """Bishop (1994): x = t + 0.3 sin(2 pi t) + noise; predict t from x. The map is one-to-many,
-    so a single Gaussian (least squares) fits poorly and a 3-component MDN fits well."""
-    g = torch.Generator().manual_seed(0)
-    t = torch.rand(1000, 1, generator=g)
-    x = t + 0.3 * torch.sin(2 * np.pi * t) + 0.1 * (torch.rand(1000, 1, generator=g) - 0.5)
-    torch.manual_seed(0)
-
-    def fit(K):
-        net = torch.nn.Sequential(torch.nn.Linear(1, 32), torch.nn.Tanh(), MDNHead(32, K, 1))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        for _ in range(800):
-            opt.zero_grad()
-            loss = net[-1].nll(net[:-1](x), t)
-            loss.backward()
-            opt.step()
-        return float(loss.detach())
-
-    single, mixture = fit(1), fit(3)
-    assert mixture < single - 0.5  # nats per point
 
 
 def test_bad_input():
@@ -78,3 +147,110 @@ def test_bad_input():
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def _net(K, family="diagonal", H=20, D=1, seed=0, min_variance=1e-6):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(1, H), torch.nn.Tanh(),
+                               MDNHead(H, K, D, family, min_variance=min_variance)).double()
+
+
+def test_fit_mdn_takes_the_steps_of_the_loop_written_by_hand():
+    t, x = inverse_problem(300, seed=0, dtype=torch.float64)
+    net = _net(3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
+    losses = []
+    for _ in range(100):
+        opt.zero_grad()
+        loss = net(t).nll(x)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+        schedule.step()
+    ours = _net(3)
+    history = fit_mdn(ours, t, x, steps=100, lr=1e-2, progress=False)
+    assert history.loss[:-1] == losses and history.n_iter == 100 and not history.diverged
+    for a, b in zip(net.parameters(), ours.parameters()):
+        assert torch.equal(a, b)
+    assert history.final_loss == pytest.approx(net(t).nll(x).item(), rel=1e-14)
+
+
+def test_fit_mdn_solves_the_inverse_problem_near_the_bayes_limit():
+    """Held-out NLL below -0.9 nats (the exact conditional density's is -1.28): least squares'
+    unimodal answer cannot get there."""
+    t, x = inverse_problem(1000, seed=0)
+    tt, xt = inverse_problem(4000, seed=1)
+    bayes = -inverse_problem_log_prob(xt, tt).mean().item()
+    assert bayes == pytest.approx(-1.278, abs=0.005)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 20), torch.nn.Tanh(), MDNHead(20, 3, 1))
+    fit_mdn(net, t, x, steps=1000, lr=1e-2, progress=False)
+    single = torch.nn.Sequential(torch.nn.Linear(1, 20), torch.nn.Tanh(), MDNHead(20, 1, 1))
+    fit_mdn(single, t, x, steps=1000, lr=1e-2, progress=False)
+    with torch.no_grad():
+        mdn, one = net(tt).nll(xt).item(), single(tt).nll(xt).item()
+    assert bayes < mdn < -0.9 and one > mdn + 0.3
+
+
+def test_fit_mdn_stops_at_a_non_finite_loss_and_keeps_finite_parameters():
+    t, x = inverse_problem(100, seed=0, dtype=torch.float64)
+    for floor, diverges in ((0.0, True), (1e-6, False)):
+        net = _net(2, min_variance=floor)
+        with torch.no_grad():
+            net[-1].linear.bias[-2:] = -800.0  # log-scales: exp(-800) = 0 in float64
+        start = [p.detach().clone() for p in net.parameters()]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = fit_mdn(net, t, x, steps=20, progress=False)
+        assert history.diverged is diverges
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+        if diverges:
+            assert history.n_iter == 0 and "min_variance" in str(caught[0].message)
+            assert all(torch.equal(a, b) for a, b in zip(start, net.parameters()))
+        else:
+            assert history.n_iter == 20 and np.isfinite(history.final_loss)
+
+
+def test_fit_mdn_minibatches_and_leaves_its_inputs_alone():
+    t, x = inverse_problem(256, seed=0, dtype=torch.float64)
+    t0, x0 = t.clone(), x.clone()
+    net = _net(3)
+    history = fit_mdn(net, t.numpy(), x, steps=50, batch_size=64, generator=0, progress=False)
+    assert torch.equal(t, t0) and torch.equal(x, x0)
+    assert len(history.loss) == 51 and history.final_loss == pytest.approx(net(t).nll(x).item(), rel=1e-12)
+
+
+def test_fit_mdn_bad_input():
+    t, x = inverse_problem(10, seed=0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), MDNHead(4, 2, 1))
+    cases = [
+        (lambda: fit_mdn(lambda v: v, t, x), "net must be a torch.nn.Module"),
+        (lambda: fit_mdn(net, t, x[:5]), "same number of rows, got 10 and 5"),
+        (lambda: fit_mdn(net, t, x, steps=0), "steps"),
+        (lambda: fit_mdn(net, t, x, lr=-1.0), "lr"),
+        (lambda: fit_mdn(net, t[:, 0], x), "inputs must be 2-D"),
+        (lambda: net(t).sample(0), "n must be"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+def test_inverse_problem_support_against_a_grid_and_the_marginal_of_t():
+    """|A(t)| from the inverse of f against a grid count; p(t) = 5 |A(t)| (x uniform, noise of
+    density 5) against a histogram of a million draws; every draw lies in its support."""
+    from gmmlib.data import _support_length, _forward_map
+    ts = torch.linspace(-0.15, 1.15, 27, dtype=torch.float64)
+    xs = torch.linspace(0, 1, 400_001, dtype=torch.float64)
+    grid = ((ts[:, None] - _forward_map(xs)).abs() < 0.1).double().mean(1)
+    torch.testing.assert_close(_support_length(ts), grid, atol=2e-5, rtol=0)
+    t, x = inverse_problem(1_000_000, seed=3, dtype=torch.float64)
+    assert torch.isfinite(inverse_problem_log_prob(x[:10_000], t[:10_000])).all()
+    counts, edges = np.histogram(t.numpy(), bins=26, range=(-0.1, 1.2))
+    centres = torch.from_numpy((edges[:-1] + edges[1:]) / 2)
+    width = edges[1] - edges[0]
+    fine = torch.linspace(0, 1, 50, dtype=torch.float64)
+    expected = torch.stack([5 * _support_length(c - width / 2 + width * fine).mean() for c in centres])
+    np.testing.assert_allclose(counts / (1e6 * width), expected.numpy(), atol=0.02)
+    assert torch.isinf(inverse_problem_log_prob(torch.tensor([0.9]), torch.tensor([0.1])))
