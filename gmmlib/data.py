@@ -79,7 +79,7 @@ def _forward_map(x: torch.Tensor) -> torch.Tensor:
 
 
 # f' = 1 + 0.6 pi cos(2 pi x) vanishes at a and 1 - a: f rises, falls, rises on these pieces
-_TURN = float(np.arccos(-1 / (0.6 * np.pi)) / (2 * np.pi))  # 0.3386
+_TURN = float(np.arccos(-1 / (0.6 * np.pi)) / (2 * np.pi))  # 0.3390
 _PIECES = ((0.0, _TURN), (_TURN, 1 - _TURN), (1 - _TURN, 1.0))
 
 
@@ -87,9 +87,10 @@ def inverse_problem(n_samples: int = 1000, *, seed: int | None = 0,
                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Bishop's (1994; PRML §5.6) inverse problem: predict ``x`` from ``t``.
 
-    ``x ~ U(0, 1)`` and ``t = x + 0.3 sin(2 pi x) + u`` with ``u ~ U(-0.1, 0.1)``. The forward
-    map ``x -> t`` is a function; for ``t`` between about 0.35 and 0.65 the inverse has three
-    branches, so ``p(x | t)`` is multimodal and least squares averages the branches.
+    ``x ~ U(0, 1)`` and ``t = f(x) + u`` with ``f(x) = x + 0.3 sin(2 pi x)`` and
+    ``u ~ U(-0.1, 0.1)``. The forward map ``x -> t`` is a function; for ``t`` between f's local
+    minimum 0.407 and maximum 0.593 the noise-free inverse has three branches, so
+    ``p(x | t)`` is multimodal and least squares averages the branches.
 
     Returns
     -------
@@ -136,8 +137,8 @@ def inverse_problem_log_prob(x, t) -> torch.Tensor:
     """The exact conditional log-density ``log p(x | t)`` of :func:`inverse_problem`.
 
     With ``x`` and the noise uniform, ``p(x | t)`` is uniform on the set
-    ``A(t) = {x in [0, 1] : |t - f(x)| < 0.1}`` (one, two or three intervals, the branches of
-    the inverse): ``-log |A(t)|`` there and ``-inf`` elsewhere. ``|A(t)|`` is computed exactly
+    ``A(t) = {x in [0, 1] : |t - f(x)| < 0.1}`` (one interval or two: the inverse's branches,
+    widened by the noise until neighbours touch): ``-log |A(t)|`` there and ``-inf`` elsewhere. ``|A(t)|`` is computed exactly
     from the inverse of ``f`` on its three monotone pieces. Its mean over held-out pairs is
     the Bayes limit of the held-out NLL: no model of ``p(x | t)`` does better on average.
 

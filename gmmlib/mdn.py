@@ -337,7 +337,8 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
         finite = math.isfinite(value)
         if finite:
             loss.backward()
-            finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+            grads = [p.grad for p in params if p.grad is not None]
+            finite = bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())  # one sync
         if not finite:
             with torch.no_grad():
                 for p, good in zip(params, last_good):
@@ -350,8 +351,7 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
             break
         history.loss.append(value)
         history.time.append(time.perf_counter() - start)
-        for p, good in zip(params, last_good):
-            good.copy_(p.detach())
+        torch._foreach_copy_(last_good, [p.detach() for p in params])
         opt.step()
         schedule.step()
         history.n_iter = step + 1

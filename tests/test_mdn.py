@@ -254,3 +254,4 @@ def test_inverse_problem_support_against_a_grid_and_the_marginal_of_t():
     expected = torch.stack([5 * _support_length(c - width / 2 + width * fine).mean() for c in centres])
     np.testing.assert_allclose(counts / (1e6 * width), expected.numpy(), atol=0.02)
     assert torch.isinf(inverse_problem_log_prob(torch.tensor([0.9]), torch.tensor([0.1])))
+
