@@ -19,7 +19,7 @@ Layers, imported one way only:
 * :mod:`gmmlib.book` – the book's support code (widgets with a static twin, the naive formulas
   the first chapters show breaking), outside the modelling API.
 """
-from .data import GeneratedData, generate_data
+from .data import GeneratedData, generate_data, load_faithful
 from .em import fit_em
 from .families import FAMILIES, get_family
 from .gd import fit_gd
@@ -32,7 +32,7 @@ from .selection import Selection, select_model
 
 __all__ = ["GaussianMixture", "FAMILIES", "get_family", "fit_gd", "fit_em", "GaussianMixtureEM",
            "ConvergenceWarning", "initialize", "kmeans_plusplus", "InverseWishartPrior", "RidgePrior",
-           "inverse_wishart_log_prob", "generate_data", "GeneratedData", "FitHistory", "Snapshot",
+           "inverse_wishart_log_prob", "generate_data", "GeneratedData", "load_faithful", "FitHistory", "Snapshot",
            "MDNHead", "MDNOutput", "fit_mdn", "select_model", "Selection", "match_components"]
 __version__ = "0.1.0"
 
