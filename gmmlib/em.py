@@ -400,6 +400,7 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
     show = None if progress is None else bool(progress)  # None: tqdm shows it on a terminal only
 
     best = None  # (lower_bound, state, history)
+    restarts = []  # each run's final mean NLL
     for run in range(n_init):
         if monitor is not None:
             monitor.start(run)
@@ -411,9 +412,11 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
                               previous, monitor)
         if monitor is not None and max_iter > 0:
             monitor.end(history.lower_bound, history.converged)
+        restarts.append(-history.lower_bound)
         if best is None or history.lower_bound > best[0] or best[0] == -math.inf:  # as scikit-learn
             best = (history.lower_bound, state, history)
     _, state, history = best
+    history.restarts = restarts
     _write_state(model, state)
 
     # the loss of the fitted model, from what the model now holds

@@ -38,6 +38,10 @@ class FitHistory:
         Whether the loss became non-finite; the model then holds the last finite parameters.
     n_iter : int
         Steps actually taken.
+    restarts : list of float
+        :func:`~gmmlib.fit_em`: each of the ``n_init`` runs' final ``-lower_bound`` (the mean NLL
+        at its last E-step, which the fit compares to keep the best run), in the order run;
+        empty for gradient descent.
     """
     loss: list = field(default_factory=list)
     time: list = field(default_factory=list)
@@ -48,6 +52,7 @@ class FitHistory:
     n_iter: int = 0
     lower_bound: float = float("nan")
     method: str = ""
+    restarts: list = field(default_factory=list)
 
     @property
     def final_loss(self) -> float:

@@ -14,7 +14,7 @@ import torch
 from ._validation import check_positive_int
 
 __all__ = ["COLOURS", "density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_responsibilities",
-           "responsibility_colours", "plot_fit", "plot_loss", "ellipse_points"]
+           "responsibility_colours", "plot_fit", "plot_loss", "ellipse_points", "plot_selection"]
 
 
 # Okabe & Ito's palette (2008, "Color Universal Design"): eight colours that readers with any
@@ -277,3 +277,59 @@ def plot_loss(ax, history, *, label: str | None = None, x: str = "step", shift: 
     if logy:
         ax.set_yscale("log")
     return ax
+
+
+_CRITERION_LABELS = {"bic": "BIC", "aic": "AIC", "heldout": "held-out NLL per point",
+                     "cv": "cross-validated NLL per point"}
+
+
+def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: bool = True):
+    """One panel per criterion of a :class:`~gmmlib.Selection`: the criterion against the number
+    of components, one line per covariance family, the lowest point of each panel starred.
+
+    Parameters
+    ----------
+    axes : matplotlib Axes or sequence of Axes
+        One per criterion.
+    selection : Selection
+        From :func:`~gmmlib.select_model`.
+    criteria : sequence of str, optional
+        Any of the candidates' ``scores`` (``"bic"``, ``"aic"``, ``"heldout"``, ``"cv"``);
+        default: all that the selection computed, in that order.
+    colors : sequence, optional
+        One colour per family (default ``COLOURS``, in the order of the grid's families).
+    error_bars : bool
+        Draw ± one standard error on ``"cv"`` (the candidates' ``"cv_se"``).
+
+    Returns
+    -------
+    list of Axes
+    """
+    first = selection.candidates[0].scores
+    criteria = [c for c in _CRITERION_LABELS if c in first] if criteria is None else list(criteria)
+    axes = list(np.atleast_1d(axes))
+    if len(axes) != len(criteria):
+        raise ValueError(f"axes must hold one Axes per criterion: {len(criteria)} criteria "
+                         f"{criteria}, got {len(axes)} axes")
+    missing = [c for c in criteria if c not in first]
+    if missing:
+        raise ValueError(f"the selection has no {missing} scores; it holds {sorted(first)} "
+                         "(held-out needs X_val, cv needs criterion='cv' in select_model)")
+    families = list(dict.fromkeys(c.covariance_type for c in selection.candidates))
+    colors = list(colors) if colors is not None else [COLOURS[i % len(COLOURS)] for i in range(len(families))]
+    styles = ["-", "--", ":", "-."]
+    for ax, criterion in zip(axes, criteria):
+        best = min(selection.candidates, key=lambda c: c.scores[criterion])
+        for i, family in enumerate(families):
+            cands = sorted((c for c in selection.candidates if c.covariance_type == family),
+                           key=lambda c: c.n_components)
+            Ks = [c.n_components for c in cands]
+            ys = np.array([c.scores[criterion] for c in cands])
+            ax.plot(Ks, ys, styles[i % 4], marker="o", ms=4, color=colors[i], label=family)
+            if criterion == "cv" and error_bars and "cv_se" in cands[0].scores:
+                se = np.array([c.scores["cv_se"] for c in cands])
+                ax.fill_between(Ks, ys - se, ys + se, color=colors[i], alpha=0.12, lw=0)
+        ax.plot(best.n_components, best.scores[criterion], "*", ms=16, color="k", zorder=5,
+                label=f"lowest: {best.covariance_type}, K = {best.n_components}")
+        ax.set(xlabel="number of components K", ylabel=_CRITERION_LABELS.get(criterion, criterion))
+    return axes

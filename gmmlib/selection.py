@@ -1,12 +1,13 @@
 """Model selection: fit every (covariance family, number of components) on a grid and rank the
-fits by BIC, AIC (both as scikit-learn defines them; lower is better) or the mean negative
-log-likelihood of held-out data.
+fits by BIC, AIC (both as scikit-learn defines them; lower is better), the mean negative
+log-likelihood of held-out data, or that of K-fold cross-validation.
 
 This sits beside the fitting functions it calls (:func:`~gmmlib.fit_em`, :func:`~gmmlib.fit_gd`)
 and below plotting; it only loops over them and scores the results.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,17 +24,25 @@ from .mixture import GaussianMixture
 
 __all__ = ["select_model", "Selection", "Candidate", "CRITERIA"]
 
-CRITERIA = ("bic", "aic", "heldout")
+CRITERIA = ("bic", "aic", "heldout", "cv")
 
 
 @dataclass
 class Candidate:
-    """One fitted point of the grid; ``score`` is its criterion value (lower is better)."""
+    """One fitted point of the grid; ``score`` is its criterion value (lower is better).
+
+    ``scores`` holds every criterion computed for it: ``"bic"`` and ``"aic"`` always,
+    ``"heldout"`` with ``X_val``, and with cross-validation ``"cv"`` (the mean held-out NLL per
+    point over the folds) and ``"cv_se"`` (its standard error, the standard deviation of the
+    per-point held-out NLLs over the square root of N). ``history.restarts`` lists the fit's
+    ``n_init`` runs.
+    """
     covariance_type: str
     n_components: int
     model: GaussianMixture
     history: FitHistory
     score: float
+    scores: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -94,7 +103,7 @@ class Selection:
     def table(self, rows: int | None = None) -> str:
         """The candidates as a text table, best first (the first ``rows`` of them, or all).
         BIC and AIC print to 0.1, a held-out NLL to 1e-4 nats."""
-        digits = 4 if self.criterion == "heldout" else 1
+        digits = 4 if self.criterion in ("heldout", "cv") else 1
         lines = [f"{'covariance':17s} {'K':>3s} {'params':>6s} {'train NLL':>10s} {self.criterion:>10s}"]
         for c in sorted(self.candidates, key=lambda c: c.score)[:rows]:
             lines.append(f"{c.covariance_type:17s} {c.n_components:3d} {c.model.n_parameters():6d} "
@@ -134,14 +143,36 @@ def _check_families(covariance_types, name: str) -> list[str]:
     return families
 
 
+def _check_folds(cv, name: str) -> int:
+    if isinstance(cv, bool) or not isinstance(cv, numbers.Integral) or cv < 2:
+        raise ValueError(f"{name} must be an int >= 2 (the number of folds), got {cv!r}")
+    return int(cv)
+
+
 _SELECT_MODEL = {"criterion": _check_choice(CRITERIA), "method": _check_method,
                  "n_components": _check_counts, "covariance_types": _check_families,
-                 "dtype": lambda dtype, name: check_dtype_device(dtype)[0]}
+                 "dtype": lambda dtype, name: check_dtype_device(dtype)[0], "cv": _check_folds}
+
+
+def _cross_validated_nll(fit, X: torch.Tensor, folds: list, family: str, K: int, generator):
+    """Per-point held-out NLL (N,) of ``K``-component ``family`` fits, each point scored by the
+    fit that did not see it."""
+    N, D = X.shape
+    nll = torch.empty(N, dtype=X.dtype, device=X.device)
+    for held in folds:
+        train = torch.ones(N, dtype=torch.bool, device=X.device)
+        train[held] = False
+        model = GaussianMixture(K, D, family, dtype=X.dtype, device=X.device)
+        g = generator if isinstance(generator, torch.Generator) else make_generator(generator)
+        fit(model, X[train], generator=g)
+        with torch.no_grad():
+            nll[held] = -model.log_prob(X[held])
+    return nll
 
 
 def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", "diagonal", "isotropic"),
-                 *, criterion: str = "bic", X_val=None, method: str = "em", generator=0, dtype=None,
-                 **fit_kwargs) -> Selection:
+                 *, criterion: str = "bic", X_val=None, cv: int = 5, method: str = "em", generator=0,
+                 dtype=None, **fit_kwargs) -> Selection:
     """Fit a mixture for every covariance type and number of components, and rank the fits.
 
     Parameters
@@ -154,9 +185,15 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
         Families to try (any name or alias :class:`~gmmlib.GaussianMixture` accepts).
     criterion : str
         ``"bic"`` or ``"aic"`` on the training data (scikit-learn's definitions), or
-        ``"heldout"``: the mean negative log-likelihood of ``X_val``.
+        ``"heldout"``: the mean negative log-likelihood of ``X_val``; ``"cv"``: that of
+        ``cv``-fold cross-validation (each point scored by a fit on the other folds, as
+        scikit-learn's ``cross_val_score`` with a ``KFold`` split shuffled once by
+        ``generator``). Every candidate's ``scores`` holds BIC and AIC besides.
     X_val : (M, D) array or tensor, optional
         Held-out data; required for ``criterion="heldout"`` and only then.
+    cv : int, default 5
+        Number of folds for ``criterion="cv"``. Each grid point is then fitted ``cv + 1``
+        times: once per fold, and once on all of ``X`` (the candidate's model).
     method : str
         ``"em"`` (:func:`~gmmlib.fit_em`) or ``"gd"`` (:func:`~gmmlib.fit_gd`).
     generator : int or torch.Generator
@@ -188,7 +225,7 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     >>> sel.best.covariance_type, sel.best.n_components
     ('full', 3)
     """
-    criterion, method, Ks, families, dtype = checked(_SELECT_MODEL, locals()).values()
+    criterion, method, Ks, families, dtype, cv = checked(_SELECT_MODEL, locals()).values()
     if (criterion == "heldout") != (X_val is not None):
         raise ValueError("criterion='heldout' scores held-out data: pass X_val with it, and only with it"
                          if X_val is None else
@@ -202,6 +239,14 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     X_val = None if X_val is None else as_data(X_val, n_features=D, dtype=dtype, name="X_val")
     shared = generator if isinstance(generator, torch.Generator) else None
     fit_kwargs.setdefault("progress", False)
+    folds = None
+    if criterion == "cv":
+        n_train = N - -(-N // cv)  # the smallest training part: N minus the largest fold
+        if cv > N or n_train < max(Ks):
+            raise ValueError(f"cv={cv} folds leave {n_train} training points, fewer than "
+                             f"n_components={max(Ks)}; use fewer folds or components")
+        order = torch.randperm(N, generator=shared if shared is not None else make_generator(generator))
+        folds = [f.to(X.device) for f in order.tensor_split(cv)]
 
     selection = Selection(criterion)
     for family in families:
@@ -214,7 +259,13 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
                 raise ValueError(f"select_model: fitting covariance_type={family!r} with "
                                  f"n_components={K} failed: {exc}") from exc
             with torch.no_grad():
-                score = (model.bic(X) if criterion == "bic" else model.aic(X) if criterion == "aic"
-                         else float(model.nll(X_val)))
-            selection.candidates.append(Candidate(family, K, model, history, float(score)))
+                scores = {"bic": float(model.bic(X)), "aic": float(model.aic(X))}
+                if X_val is not None:
+                    scores["heldout"] = float(model.nll(X_val))
+            if folds is not None:
+                fit = functools.partial({"em": fit_em, "gd": fit_gd}[method], **fit_kwargs)
+                nll = _cross_validated_nll(fit, X, folds, family, K, shared if shared is not None else generator)
+                scores["cv"] = float(nll.mean())
+                scores["cv_se"] = float(nll.std() / N ** 0.5)
+            selection.candidates.append(Candidate(family, K, model, history, scores[criterion], scores))
     return selection

@@ -125,3 +125,65 @@ def test_a_point_off_the_grid_is_a_key_error(family, K):
                                            r"\['diagonal', 'full'\] and the numbers of "
                                            r"components \[1, 2, 3\]"):
             lookup(family, K)
+
+
+def test_cross_validation_equals_scikit_learns_cross_val_score_on_the_same_folds():
+    """K = 1 has one optimum (the sample mean and covariance), so gmmlib's cv score must equal
+    scikit-learn's cross_val_score on the same four folds: each point scored by the fit that did
+    not see it."""
+    from sklearn.model_selection import cross_val_score
+    from gmmlib.init import make_generator
+    X = gmmlib.load_faithful()
+    Z = ((X - X.mean(0)) / X.std(0)).numpy()
+    for family in ("full", "diagonal"):
+        sel = gmmlib.select_model(Z, [1], [family], criterion="cv", cv=4, generator=0, reg_covar=0.0)
+        order = torch.randperm(len(Z), generator=make_generator(0)).numpy()
+        folds = [(np.setdiff1d(order, held), held) for held in np.array_split(order, 4)]
+        sk = cross_val_score(SkGMM(1, covariance_type=SKLEARN[family], reg_covar=0.0), Z, cv=folds)
+        cand = sel.best
+        assert cand.scores["cv"] == pytest.approx(-sk.mean(), rel=1e-10)
+        assert cand.score == cand.scores["cv"]
+        assert cand.scores["bic"] == pytest.approx(cand.model.bic(Z), rel=1e-12)
+        assert cand.scores["aic"] == pytest.approx(cand.model.aic(Z), rel=1e-12)
+        assert 0 < cand.scores["cv_se"] < 0.2
+
+
+def test_every_candidate_reports_all_criteria_and_its_restarts(three_clusters):
+    X, X_val = three_clusters
+    sel = gmmlib.select_model(X, [2, 3], ["full"], criterion="heldout", X_val=X_val, n_init=4)
+    for c in sel.candidates:
+        assert set(c.scores) == {"bic", "aic", "heldout"} and c.score == c.scores["heldout"]
+        assert c.scores["bic"] == pytest.approx(c.model.bic(X)) and len(c.history.restarts) == 4
+        assert -c.history.lower_bound == min(c.history.restarts)  # the kept run is the best
+
+
+def test_cross_validation_input_checks(three_clusters):
+    X, _ = three_clusters
+    for cv in (1, 2.5, True):
+        with pytest.raises(ValueError, match="cv must be an int >= 2"):
+            gmmlib.select_model(X, [2], ["full"], criterion="cv", cv=cv)
+    with pytest.raises(ValueError, match="cv=5 folds leave 8 training points, fewer than n_components=9"):
+        gmmlib.select_model(X[:10], [9], ["full"], criterion="cv", cv=5)
+    gmmlib.select_model(X[:10], [8], ["isotropic"], criterion="cv", cv=5)  # 8 points for 8: allowed
+
+
+def test_plot_selection_draws_one_line_per_family_and_stars_the_best():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from gmmlib import plot
+    X = gmmlib.load_faithful()
+    sel = gmmlib.select_model(X, [1, 2, 3], ["full", "tied"], criterion="cv", cv=3, n_init=2)
+    fig, axes = plt.subplots(1, 3)
+    plot.plot_selection(axes, sel)
+    for ax, criterion in zip(axes, ("bic", "aic", "cv")):
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines[:2]] == ["full", "tied"]
+        best = min(sel.candidates, key=lambda c: c.scores[criterion])
+        star = lines[-1]
+        assert star.get_xdata()[0] == best.n_components and star.get_ydata()[0] == best.scores[criterion]
+    with pytest.raises(ValueError, match="no \\['heldout'\\] scores"):
+        plot.plot_selection(axes[0], sel, ["heldout"])
+    with pytest.raises(ValueError, match="one Axes per criterion"):
+        plot.plot_selection(axes[:2], sel)
+    plt.close(fig)
