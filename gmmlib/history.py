@@ -20,7 +20,7 @@ class Snapshot:
 
 @dataclass
 class FitHistory:
-    """Record of a fit by :func:`gmmlib.fit_gd` or :func:`gmmlib.fit_em`.
+    """Record of a fit by :func:`gmmlib.fit_gd`, :func:`gmmlib.fit_em` or :func:`gmmlib.fit_mdn`.
 
     Attributes
     ----------

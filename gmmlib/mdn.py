@@ -33,9 +33,10 @@ class MDNOutput:
     """The conditional mixtures ``p(y | x_b)``, one per input ``x_b`` of a batch: what
     :class:`MDNHead` returns.
 
-    The shapes follow ``torch.distributions``: batch shape (B,), event shape (D,);
-    :meth:`log_prob` broadcasts extra dimensions on the left (``(S, B, D)`` or ``(S, 1, D)``
-    targets give ``(S, B)``), and ``sample(n)`` returns ``(n, B, D)``.
+    The shapes follow ``torch.distributions`` (batch shape (B,), event shape (D,)) for targets
+    that carry the batch dimension: :meth:`log_prob` takes (B, D), or broadcasts extra
+    dimensions on the left (``(S, B, D)`` or ``(S, 1, D)`` targets give ``(S, B)``), and
+    ``sample(n)`` returns ``(n, B, D)``.
     :meth:`to_distribution` gives the equivalent ``MixtureSameFamily``.
 
     Attributes
@@ -79,8 +80,9 @@ class MDNOutput:
         B, K, D = self.means.shape
         if not isinstance(y, torch.Tensor) or y.ndim < 2 or y.shape[-1] != D or y.shape[-2] not in (1, B):
             shape = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
+            several = f"(..., {B}, {D})" + (" or (..., 1, {D})".format(D=D) if B > 1 else "")
             raise ValueError(f"targets must be a tensor of shape (batch, n_features) = ({B}, {D}), "
-                             f"or (..., {B} or 1, {D}) for several targets per input, got {shape}"
+                             f"or {several} for several targets per input, got {shape}"
                              + (" (use y.reshape(-1, 1) for one target feature)"
                                 if getattr(y, "ndim", 0) == 1 else ""))
         diff = (y.unsqueeze(-2) - self.means).unsqueeze(-1)  # (..., B, K, D, 1): one point per Gaussian
@@ -131,7 +133,9 @@ class MDNOutput:
     @torch.no_grad()
     def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws of ``y`` from each input's mixture: (B, D) for ``n=None`` (one each), else
-        ``n`` draws per input, (n, B, D), as ``to_distribution().sample((n,))``."""
+        ``n`` draws per input, (n, B, D): the shape and distribution of
+        ``to_distribution().sample((n,))`` (not the same draws). ``generator`` must be on the
+        outputs' device."""
         B, K, D = self.means.shape
         m = 1 if n is None else check_positive_int(n, "n")
         dev = self.means.device
@@ -179,9 +183,12 @@ class MDNHead(nn.Module):
     -----
     The layer's outputs are the mixture logits, the means and the log-scales (the log of the
     free part's standard deviations, or of ``L``'s diagonal). A log-scale is capped at
-    ``log(finfo.max) / 2 - 1`` (43 in float32) before it is exponentiated, so that no input,
-    however large, makes a scale overflow to infinity (an MDN's features, unlike a mixture's
-    parameters, are unbounded).
+    ``log(finfo.max) / 2 - 1`` (43 in float32) before it is exponentiated, so that a large
+    feature cannot make a standard deviation overflow to infinity (an MDN's features, unlike
+    a mixture's parameters, are unbounded); the cap passes no gradient. Only the log-scales
+    are capped: the means, and the off-diagonal entries of a ``full`` head's ``L``, are linear
+    in the features, so features of order 1e19 (float32) still overflow the covariance.
+    Standardise the network's inputs.
 
     Examples
     --------
@@ -226,7 +233,8 @@ class MDNHead(nn.Module):
         means = means.reshape(B, K, D)
         cap = math.log(torch.finfo(raw.dtype).max) / 2 - 1  # exp(cap)² is finite
         raw = raw.reshape(B, K, self.n_scale)
-        raw = torch.where(self._is_log, raw.clamp(max=cap), raw)
+        capped = raw.clamp(max=cap)
+        raw = capped if self.family.kind == "std" else torch.where(self._is_log, capped, raw)
         if self.family.name == "full":
             L = raw.new_zeros(B, K, D, D)
             L[..., self._tril_index[0], self._tril_index[1]] = raw
@@ -298,8 +306,9 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     Returns
     -------
     FitHistory
-        ``loss``: the (minibatch) mean NLL before each step, then the full-data NLL of the
-        trained network; ``n_iter``, ``diverged``, ``time``.
+        ``loss``: the (minibatch) mean NLL before each step (in training mode), then the
+        full-data NLL of the trained network (in evaluation mode: no dropout; the network's
+        mode is put back afterwards); ``n_iter``, ``diverged``, ``time``.
 
     Examples
     --------
@@ -325,6 +334,8 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     g = make_generator(generator)
     batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, p0.device)
     history = FitHistory(method="mdn")
+    was_training = net.training
+    net.train()
     last_good = [p.detach().clone() for p in params]
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="fit_mdn", unit="step", disable=None if progress is None else not progress)
@@ -337,8 +348,8 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
         finite = math.isfinite(value)
         if finite:
             loss.backward()
-            grads = [p.grad for p in params if p.grad is not None]
-            finite = bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())  # one sync
+            grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
+            finite = bool(torch.stack(grads).all()) if grads else True  # one sync
         if not finite:
             with torch.no_grad():
                 for p, good in zip(params, last_good):
@@ -357,10 +368,11 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
         history.n_iter = step + 1
         bar.update(1)
     bar.close()
+    net.eval()  # the full-data NLL without dropout's noise or batch statistics
     with torch.no_grad():
         final = float(-net(inputs).log_prob(targets).mean())
+    net.train(was_training)
     if math.isfinite(final):
         history.loss.append(final)
         history.time.append(time.perf_counter() - start)
-    history.lower_bound = -history.final_loss
     return history

@@ -255,3 +255,18 @@ def test_inverse_problem_support_against_a_grid_and_the_marginal_of_t():
     np.testing.assert_allclose(counts / (1e6 * width), expected.numpy(), atol=0.02)
     assert torch.isinf(inverse_problem_log_prob(torch.tensor([0.9]), torch.tensor([0.1])))
 
+
+
+def test_fit_mdn_scores_the_trained_network_in_eval_mode_and_restores_its_mode():
+    t, x = inverse_problem(200, seed=0, dtype=torch.float64)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Tanh(), torch.nn.Dropout(0.5),
+                              MDNHead(16, 2, 1)).double()
+    for mode in (True, False):
+        net.train(mode)
+        history = fit_mdn(net, t, x, steps=20, progress=False)
+        assert net.training is mode
+        net.eval()
+        with torch.no_grad():
+            assert history.final_loss == pytest.approx(net(t).nll(x).item(), rel=1e-12)
+        assert np.isnan(history.lower_bound)  # not a bound: an MDN's fit has none
