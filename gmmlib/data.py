@@ -91,8 +91,8 @@ def inverse_problem(n_samples: int = 1000, *, seed: int | None = 0,
 
     ``x ~ U(0, 1)`` and ``t = f(x) + u`` with ``f(x) = x + 0.3 sin(2 pi x)`` and
     ``u ~ U(-0.1, 0.1)``. The forward map ``x -> t`` is a function; for ``t`` between f's local
-    minimum 0.407 and maximum 0.593 the noise-free inverse has three branches, so
-    ``p(x | t)`` is multimodal and least squares averages the branches.
+    minimum 0.407 and maximum 0.593 the noise-free inverse has three branches, and for ``t``
+    in (0.307, 0.693) the targets lie on more than one, so least squares averages branches.
 
     Returns
     -------
