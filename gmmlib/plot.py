@@ -319,7 +319,7 @@ def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: b
     colors = list(colors) if colors is not None else [COLOURS[i % len(COLOURS)] for i in range(len(families))]
     styles = ["-", "--", ":", "-."]
     for ax, criterion in zip(axes, criteria):
-        best = min(selection.candidates, key=lambda c: c.scores[criterion])
+        best = selection.best_by(criterion)
         for i, family in enumerate(families):
             cands = sorted((c for c in selection.candidates if c.covariance_type == family),
                            key=lambda c: c.n_components)

@@ -34,8 +34,10 @@ class Candidate:
     ``scores`` holds every criterion computed for it: ``"bic"`` and ``"aic"`` always,
     ``"heldout"`` with ``X_val``, and with cross-validation ``"cv"`` (the mean held-out NLL per
     point over the folds) and ``"cv_se"`` (its standard error, the standard deviation of the
-    per-point held-out NLLs over the square root of N). ``history.restarts`` lists the fit's
-    ``n_init`` runs.
+    per-point held-out NLLs over the square root of N); ``cv_nll`` then holds the per-point
+    held-out NLLs (N,) themselves, for paired comparisons of two candidates (the standard
+    error of the mean of their difference is usually far smaller than either ``cv_se``).
+    ``history.restarts`` lists the fit's ``n_init`` runs.
     """
     covariance_type: str
     n_components: int
@@ -43,6 +45,7 @@ class Candidate:
     history: FitHistory
     score: float
     scores: dict = field(default_factory=dict)
+    cv_nll: torch.Tensor | None = None
 
 
 @dataclass
@@ -61,6 +64,14 @@ class Selection:
     def best(self) -> Candidate:
         """The candidate with the lowest score (the first of equals, in grid order)."""
         return min(self.candidates, key=lambda c: c.score)
+
+    def best_by(self, criterion: str) -> Candidate:
+        """The candidate lowest in ``scores[criterion]`` (``"bic"``, ``"aic"``, and ``"heldout"``
+        or ``"cv"`` where computed), whatever the grid was ranked by."""
+        if criterion not in self.candidates[0].scores:
+            raise KeyError(f"no {criterion!r} scores in this selection; it holds "
+                           f"{sorted(self.candidates[0].scores)}")
+        return min(self.candidates, key=lambda c: c.scores[criterion])
 
     def candidate(self, covariance_type: str, n_components: int) -> Candidate:
         """The :class:`Candidate` fitted at one grid point (aliases such as ``"diag"`` work).
@@ -267,5 +278,6 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
                 nll = _cross_validated_nll(fit, X, folds, family, K, shared if shared is not None else generator)
                 scores["cv"] = float(nll.mean())
                 scores["cv_se"] = float(nll.std() / N ** 0.5)
-            selection.candidates.append(Candidate(family, K, model, history, scores[criterion], scores))
+            selection.candidates.append(Candidate(family, K, model, history, scores[criterion], scores,
+                                                  None if folds is None else nll))
     return selection

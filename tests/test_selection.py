@@ -146,6 +146,7 @@ def test_cross_validation_equals_scikit_learns_cross_val_score_on_the_same_folds
         assert cand.scores["bic"] == pytest.approx(cand.model.bic(Z), rel=1e-12)
         assert cand.scores["aic"] == pytest.approx(cand.model.aic(Z), rel=1e-12)
         assert 0 < cand.scores["cv_se"] < 0.2
+        assert cand.cv_nll.shape == (len(Z),) and cand.cv_nll.mean().item() == cand.scores["cv"]
 
 
 def test_every_candidate_reports_all_criteria_and_its_restarts(three_clusters):
@@ -155,6 +156,10 @@ def test_every_candidate_reports_all_criteria_and_its_restarts(three_clusters):
         assert set(c.scores) == {"bic", "aic", "heldout"} and c.score == c.scores["heldout"]
         assert c.scores["bic"] == pytest.approx(c.model.bic(X)) and len(c.history.restarts) == 4
         assert -c.history.lower_bound == min(c.history.restarts)  # the kept run is the best
+    assert sel.best_by("heldout") is sel.best
+    assert sel.best_by("bic").scores["bic"] == min(c.model.bic(X) for c in sel.candidates)
+    with pytest.raises(KeyError, match="no 'cv' scores"):
+        sel.best_by("cv")
 
 
 def test_cross_validation_input_checks(three_clusters):
