@@ -65,3 +65,13 @@ def test_bic_matches_mclusts_published_table(family):
         assert bic <= -reference + 1e-3
         if K <= 2:
             assert bic == pytest.approx(-reference, abs=0.01)
+
+
+def test_the_data_file_ships_with_the_package():
+    """load_faithful reads package data: pyproject.toml must declare it, or a wheel lacks it."""
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "datasets/*.csv" in config["tool"]["setuptools"]["package-data"]["gmmlib"]
+    assert resources.files("gmmlib").joinpath("datasets/faithful.csv").is_file()
