@@ -178,7 +178,7 @@ def load_faithful(*, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
     Source: W. Härdle (1991), *Smoothing Techniques with Implementation in S*, Springer; a more
     complete version is in A. Azzalini and A. W. Bowman (1990), "A look at some data on the Old
-    Faithful geyser", *Applied Statistics* 39, 357-365. PRML's figures 9.5 and 9.8 use them
+    Faithful geyser", *Applied Statistics* 39, 357-365. PRML's figures 9.1 and 9.8 use them
     (standardised).
 
     Returns

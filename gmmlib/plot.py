@@ -283,7 +283,7 @@ _CRITERION_LABELS = {"bic": "BIC", "aic": "AIC", "heldout": "held-out NLL per po
                      "cv": "cross-validated NLL per point"}
 
 
-def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: bool = True):
+def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: bool = False):
     """One panel per criterion of a :class:`~gmmlib.Selection`: the criterion against the number
     of components, one line per covariance family, the lowest point of each panel starred.
 
@@ -298,8 +298,10 @@ def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: b
         default: all that the selection computed, in that order.
     colors : sequence, optional
         One colour per family (default ``COLOURS``, in the order of the grid's families).
-    error_bars : bool
-        Draw ± one standard error on ``"cv"`` (the candidates' ``"cv_se"``).
+    error_bars : bool, default False
+        Shade ± one standard error on ``"cv"`` (the candidates' ``"cv_se"``). Off by default:
+        two candidates are scored on the same points, so compare them by the standard error of
+        their paired differences (from ``Candidate.cv_nll``), which is usually far smaller.
 
     Returns
     -------

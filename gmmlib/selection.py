@@ -32,12 +32,15 @@ class Candidate:
     """One fitted point of the grid; ``score`` is its criterion value (lower is better).
 
     ``scores`` holds every criterion computed for it: ``"bic"`` and ``"aic"`` always,
-    ``"heldout"`` with ``X_val``, and with cross-validation ``"cv"`` (the mean held-out NLL per
-    point over the folds) and ``"cv_se"`` (its standard error, the standard deviation of the
-    per-point held-out NLLs over the square root of N); ``cv_nll`` then holds the per-point
-    held-out NLLs (N,) themselves, for paired comparisons of two candidates (the standard
-    error of the mean of their difference is usually far smaller than either ``cv_se``).
-    ``history.restarts`` lists the fit's ``n_init`` runs.
+    ``"heldout"`` with ``X_val``, and with cross-validation ``"cv"`` (the mean of the N per-point
+    held-out NLLs, each point scored once; scikit-learn's ``cross_val_score`` averages fold
+    means instead, the same for equal folds) and ``"cv_se"`` (the standard deviation of the
+    per-point NLLs over the square root of N); ``cv_nll`` then holds the per-point held-out
+    NLLs (N,) themselves, for paired comparisons of two candidates (the standard error of the
+    mean of their difference is usually far smaller than either ``cv_se``). Both standard
+    errors treat the points as independent, which the folds' shared training data are not:
+    no unbiased estimate of cross-validation's variance exists (Bengio and Grandvalet, 2004),
+    so read them as a lower bound. ``history.restarts`` lists the fit's ``n_init`` runs.
     """
     covariance_type: str
     n_components: int
@@ -199,7 +202,11 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
         ``"heldout"``: the mean negative log-likelihood of ``X_val``; ``"cv"``: that of
         ``cv``-fold cross-validation (each point scored by a fit on the other folds, as
         scikit-learn's ``cross_val_score`` with a ``KFold`` split shuffled once by
-        ``generator``). Every candidate's ``scores`` holds BIC and AIC besides.
+        ``generator``; the folds are the same for every candidate, so candidates can be
+        compared point by point). Every candidate's ``scores`` holds BIC and AIC besides.
+        The fits stop at ``fit_kwargs``' ``tol`` (fit_em's default, scikit-learn's 1e-3, can
+        leave a fit 0.01 nats per point short of its optimum: pass a smaller ``tol`` to
+        compare close candidates).
     X_val : (M, D) array or tensor, optional
         Held-out data; required for ``criterion="heldout"`` and only then.
     cv : int, default 5
