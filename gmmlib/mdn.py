@@ -21,7 +21,7 @@ from torch import nn
 from ._validation import (as_data, check_nonnegative, check_positive, check_positive_int, checked,
                           make_generator, optional)
 from .families import get_family
-from .gd import minibatches
+from .gd import _restore, minibatches
 from .history import FitHistory
 
 __all__ = ["MDNHead", "MDNOutput", "fit_mdn"]
@@ -211,9 +211,8 @@ class MDNHead(nn.Module):
         self.linear = nn.Linear(H, K * (1 + D + n_scale))
         rows, cols = torch.tril_indices(D, D) if family.name == "full" else (torch.zeros(0),) * 2
         self.register_buffer("_tril_index", torch.stack([rows, cols]), persistent=False)
-        # which raw scale entries are exponentiated (log-scales): all, or L's diagonal
-        is_log = rows == cols if family.name == "full" else torch.ones(n_scale, dtype=torch.bool)
-        self.register_buffer("_is_log", is_log, persistent=False)
+        # a full head's raw entries that are log-scales (L's diagonal); a std head's all are
+        self.register_buffer("_is_log", rows == cols, persistent=False)
 
     def forward(self, h: torch.Tensor) -> MDNOutput:
         if not isinstance(h, torch.Tensor):
@@ -351,9 +350,7 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
             grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
             finite = bool(torch.stack(grads).all()) if grads else True  # one sync
         if not finite:
-            with torch.no_grad():
-                for p, good in zip(params, last_good):
-                    p.copy_(good)
+            _restore(params, last_good)
             history.diverged = True
             warnings.warn(f"fit_mdn: the loss or its gradient became non-finite at step {step} (a "
                           "component collapsed onto targets, or the learning rate is too large); "

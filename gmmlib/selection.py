@@ -168,17 +168,16 @@ _SELECT_MODEL = {"criterion": _check_choice(CRITERIA), "method": _check_method,
                  "dtype": lambda dtype, name: check_dtype_device(dtype)[0], "cv": _check_folds}
 
 
-def _cross_validated_nll(fit, X: torch.Tensor, folds: list, family: str, K: int, generator):
+def _cross_validated_nll(fit, X: torch.Tensor, folds: list, family: str, K: int, generator_for_fit):
     """Per-point held-out NLL (N,) of ``K``-component ``family`` fits, each point scored by the
-    fit that did not see it."""
+    fit that did not see it; ``generator_for_fit()`` gives each fit its generator."""
     N, D = X.shape
     nll = torch.empty(N, dtype=X.dtype, device=X.device)
     for held in folds:
         train = torch.ones(N, dtype=torch.bool, device=X.device)
         train[held] = False
         model = GaussianMixture(K, D, family, dtype=X.dtype, device=X.device)
-        g = generator if isinstance(generator, torch.Generator) else make_generator(generator)
-        fit(model, X[train], generator=g)
+        fit(model, X[train], generator=generator_for_fit())
         with torch.no_grad():
             nll[held] = -model.log_prob(X[held])
     return nll
@@ -257,22 +256,26 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     X_val = None if X_val is None else as_data(X_val, n_features=D, dtype=dtype, name="X_val")
     shared = generator if isinstance(generator, torch.Generator) else None
     fit_kwargs.setdefault("progress", False)
+    fit = functools.partial({"em": fit_em, "gd": fit_gd}[method], **fit_kwargs)
+
+    def generator_for_fit() -> torch.Generator:
+        """A shared generator is drawn from in grid order; an int seeds every fit alike."""
+        return shared if shared is not None else make_generator(generator)
     folds = None
     if criterion == "cv":
         n_train = N - -(-N // cv)  # the smallest training part: N minus the largest fold
         if cv > N or n_train < max(Ks):
             raise ValueError(f"cv={cv} folds leave {n_train} training points, fewer than "
                              f"n_components={max(Ks)}; use fewer folds or components")
-        order = torch.randperm(N, generator=shared if shared is not None else make_generator(generator))
+        order = torch.randperm(N, generator=generator_for_fit())
         folds = [f.to(X.device) for f in order.tensor_split(cv)]
 
     selection = Selection(criterion)
     for family in families:
         for K in Ks:
             model = GaussianMixture(K, D, family, dtype=dtype, device=X.device)
-            g = shared if shared is not None else make_generator(generator)
             try:
-                history = {"em": fit_em, "gd": fit_gd}[method](model, X, generator=g, **fit_kwargs)
+                history = fit(model, X, generator=generator_for_fit())
             except ValueError as exc:
                 raise ValueError(f"select_model: fitting covariance_type={family!r} with "
                                  f"n_components={K} failed: {exc}") from exc
@@ -281,8 +284,7 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
                 if X_val is not None:
                     scores["heldout"] = float(model.nll(X_val))
             if folds is not None:
-                fit = functools.partial({"em": fit_em, "gd": fit_gd}[method], **fit_kwargs)
-                nll = _cross_validated_nll(fit, X, folds, family, K, shared if shared is not None else generator)
+                nll = _cross_validated_nll(fit, X, folds, family, K, generator_for_fit)
                 scores["cv"] = float(nll.mean())
                 scores["cv_se"] = float(nll.std() / N ** 0.5)
             selection.candidates.append(Candidate(family, K, model, history, scores[criterion], scores,
