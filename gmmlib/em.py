@@ -24,23 +24,30 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   component (beyond ``_MAX_WHITENED_OFFSET``) is recomputed centred, ``(x - mu_k) P_k``, so every
   E-step and scoring path agrees with :meth:`GaussianMixture.log_prob` (scikit-learn uses the
   expanded forms without this guard and was measured 4e4 nats off on such a model).
-* The full and tied M-steps compute their scatter matrices *centred* on the new means (never
-  ``E[x²] - E[x]²``, which cancels catastrophically in float32), chunk by chunk, as a batched
-  product ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X_chunk - mu_k``.
-* The diagonal families' scatter is two (K, N) x (N, D) products, ``sum_n r x²`` and
-  ``sum_n r x``, accumulated in float64 whatever the data's dtype; a component whose
-  difference would lose more than 5 of float64's digits (narrow and far from the data's mean)
-  is recomputed centred. Measured at (1e5, 64, 16) against a float64 reference: 5.7e-8
-  relative in float32 (the centred float32 sum: 8.3e-7), 1.6e-12 in float64, and 2-4x faster
-  than the centred sum.
-* The data are copied once, shifted by their mean (EM is translation-equivariant), which keeps
-  the whitening products accurate in float32 for data far from the origin. The caller's data
-  are never written to.
+* One pass per iteration: each block's responsibilities are turned at once into the M-step's
+  sums (:class:`~gmmlib.moments.Moments`: ``sum r``, ``sum r (x - c)`` and the scatter about
+  centres ``c``, in float64) and dropped, so no (K, N) matrix is ever formed; sums from several
+  blocks, a stream's batches or several processes simply add. The full and tied sums are
+  centred on the current means, a batched product ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X_block -
+  mu_k`` (never ``E[x²] - E[x]²``, which cancels catastrophically in float32); the scatter
+  about the new means then differs from them by a rank-one correction.
+* The diagonal families' sums are two (K, n) x (n, D) products, ``sum_n r x²`` and
+  ``sum_n r x``, accumulated in float64 whatever the data's dtype. Either way, a component
+  whose scatter would lose more than 5 of float64's digits (a narrow component far from the
+  data's mean, or a mean that jumped many of its standard deviations) is summed again,
+  centred on its new mean, in a second pass for those components only. Measured at
+  (1e5, 64, 16) against a float64 reference: 5.7e-8 relative in float32 (the centred float32
+  sum: 8.3e-7), 1.6e-12 in float64, and 2-4x faster than the centred sum.
+* In-memory data are copied once, shifted by their mean (EM is translation-equivariant), which
+  keeps the whitening products accurate in float32 for data far from the origin; a stream's
+  batches are shifted block by block into a reused buffer. The caller's data are never
+  written to.
 * A component with no responsibility at all (``sum_n r_nk = 0``) keeps a defined update:
   ``n_k`` carries scikit-learn's ``10 eps``, so its mean is the data's mean (scikit-learn's,
   computed in raw coordinates, is the origin), its covariance ``reg_covar`` times the identity
   and its weight ``10 eps / N``.
-* Memory beyond the data: the (N, K) responsibilities and per-chunk temporaries.
+* Memory beyond the data: per-block temporaries, O(block x K x D) and O(K x D²) sums, whatever
+  N is (a stream is never held whole; see :mod:`gmmlib.sources`).
 
 Two different things keep the covariances away from singular, and they are not the same:
 
@@ -66,11 +73,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import as_data, check_nonnegative, check_nonnegative_int, check_positive_int, checked, optional
+from ._validation import check_nonnegative, check_nonnegative_int, check_positive_int, checked, optional
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture
-from .moments import COVARIANCE, Workspace
+from .distributed import all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
+from .moments import COVARIANCE, Moments, Workspace, scatter
+from .sources import Source, as_source, survey
 from .numerics import LOG_2PI
 
 __all__ = ["fit_em"]
@@ -197,13 +206,13 @@ class _EStep:
         model's own log-density (n, K")."""
         diff = x.T.unsqueeze(0) - self.far_mu  # (K", D, n)
         return (self.family.log_density(diff, self.far_factor) + self.far_log_weights.unsqueeze(-1)).T
-    def weighted_log_prob(self, ws: Workspace, a: int, b: int) -> torch.Tensor:
-        """``log w_k + log N(x_n | mu_k, Σ_k)`` for the rows ``a:b`` of the data, (n, K)."""
-        x = ws.XT[:, a:b].T  # (n, D), shifted
+    def weighted_log_prob(self, ws: Workspace, block) -> torch.Tensor:
+        """``log w_k + log N(x_n | mu_k, Σ_k)`` for the rows of a :class:`Block`, (n, K)."""
+        x = block.xt.T  # (n, D), shifted
         n = x.shape[0]
         K, D = self.K, self.D
         if self.kind == "tril":
-            buf = ws.buffer("estep", (ws.chunk_e, K * D))
+            buf = ws.buffer("estep", (ws.chunk, K * D))
             if self.shared:
                 y = torch.sub((x @ self.Pcat).unsqueeze(1), self.muP, out=buf[:n].view(n, K, D))
             else:
@@ -218,26 +227,27 @@ class _EStep:
         if self.mid is not None:  # the expanded form in float64 (float32 data, diagonal families)
             # [p, -2 mu p] @ [x²; x] as (K_mid, 2D) x (2D, n): MKL runs this wide product 3x
             # faster than the tall (n, 2D) x (2D, K_mid) one (measured)
-            mid = torch.addmm(self.mid_const, self.mid_weights, ws.float64_columns(a, b))
+            mid = torch.addmm(self.mid_const, self.mid_weights, block.float64_columns())
             maha[:, self.mid] = mid.T.to(maha.dtype)  # (n, K_mid)
         out = maha.mul_(-0.5).add_(self.offset)  # (n, K)
         if self.far is not None:
-            out[:, self.far] = self._centred(ws.X[a:b])
+            out[:, self.far] = self._centred(block.x)
         return out
 
 
-def _e_step(family, state: _State, ws: Workspace, *, resp: bool = False,
-            log_prob: torch.Tensor | None = None) -> torch.Tensor:
-    """Sum over points of log p(x_n), a 0-d tensor. With ``resp`` fills ``ws.RT`` (K, N)
-    with the responsibilities; ``log_prob`` (N,), when given, receives log p(x_n)."""
+def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = None,
+            out: list | None = None, resp: bool = False) -> torch.Tensor:
+    """One pass over the data: the sum over points of log p(x_n), a float64 0-d tensor (also
+    added to ``moments.log_lik``). ``moments``, when given, receives every block's
+    responsibility-weighted sums (the M-step's statistics); ``out``, when given, receives per
+    block ``log p(x_n)`` (n,) and, with ``resp``, the responsibilities (n, K)."""
     e = _EStep(family, state, ws.shift)
-    RT = ws.resp() if resp else None
-    dt = ws.XT.dtype
-    total = torch.zeros((), dtype=dt, device=ws.XT.device)
-    ones = torch.ones(e.K, 1, dtype=dt, device=ws.XT.device)  # (K, 1)
+    dt = ws.dtype
+    total = torch.zeros((), dtype=torch.float64, device=ws.device)
+    ones = torch.ones(e.K, 1, dtype=dt, device=ws.device)  # (K, 1)
     log_tiny = math.log(torch.finfo(dt).tiny)
-    for a, b in ws.chunks(ws.chunk_e):
-        w = e.weighted_log_prob(ws, a, b)  # (n, K)
+    for block in ws.blocks():
+        w = e.weighted_log_prob(ws, block)  # (n, K)
         # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. Terms
         # below the smallest normal number are set to exactly 0 first: exp producing subnormals
         # was measured 25x slower, and they change neither the sum nor any printed digit.
@@ -246,20 +256,42 @@ def _e_step(family, state: _State, ws: Workspace, *, resp: bool = False,
         p = z.masked_fill_(z < log_tiny, -math.inf).exp_()  # (n, K), max 1 per row
         s = p @ ones  # (n, 1), >= 1
         lse = s.log().add_(top)  # (n, 1)
-        total += lse.sum()
-        if log_prob is not None:
-            log_prob[a:b] = lse.squeeze(-1)
-        if RT is not None:
-            RT[:, a:b] = p.div_(s).T
+        total += lse.sum(dtype=torch.float64)
+        if moments is not None or resp:
+            p.div_(s)  # (n, K) responsibilities
+        if moments is not None:
+            moments.add(block, p.T)
+        if out is not None:
+            out.append((lse.squeeze(-1), p if resp else None))
+    if moments is not None:
+        moments.log_lik += total
     return total
 
 
 # ------------------------------------------------------------------------------------------------
 # M-step (its arithmetic, shared with initialisation, is in gmmlib.moments)
 # ------------------------------------------------------------------------------------------------
-def _m_step(family, state: _State, ws: Workspace, reg_covar: float, min_variance: float) -> _State:
-    """New parameters from the responsibilities in ``ws.RT``; the covariance is left as it is
-    for the ``constant`` family.
+def _statistics(family, state: _State, ws: Workspace, group=None) -> Moments:
+    """One E-step pass: the M-step's sums under ``state``'s responsibilities, and the
+    log-likelihood, summed over the ranks of ``group``. The full and tied families' sums are
+    centred on the current means (the M-step's scatter then barely differs from them), the
+    axis-aligned families' on the shift (two products per block; see :mod:`gmmlib.moments`)."""
+    centre = (state.means - ws.shift).to(ws.dtype) if family.kind == "tril" else None
+    m = Moments(ws, family.kind, centre, second=family.learned)
+    _e_step(family, state, ws, moments=m)
+    return _reduce(m, group)
+
+
+def _reduce(m: Moments, group) -> Moments:
+    if group is not None:
+        m.load(all_reduce_sum(m.vector(), group))
+    return m
+
+
+def _m_step(family, state: _State, m: Moments, ws: Workspace, reg_covar: float,
+            min_variance: float, group=None) -> _State:
+    """New parameters from the E-step's sums ``m``; the covariance is left as it is for the
+    ``constant`` family.
 
     With a floor ``v = min_variance`` the covariance maximises EM's auxiliary function
     subject to every eigenvalue >= v: the estimate's eigenvalues clipped at ``v`` (per
@@ -267,25 +299,28 @@ def _m_step(family, state: _State, ws: Workspace, reg_covar: float, min_variance
     :meth:`Family.encode`. That is the exact constrained maximiser, so EM stays monotone
     under the floor (with ``reg_covar = 0``).
     """
-    RT = ws.RT  # (K, N)
-    eps = torch.finfo(RT.dtype).eps
-    nk = RT.sum(1) + 10 * eps  # (K,)
-    means = (RT @ ws.XT.T) / nk.unsqueeze(-1)  # (K, D), shifted
-    log_weights = (nk / nk.sum()).log()  # (K,)
+    dt = ws.dtype
+    nk, means = m.means(torch.finfo(dt).eps)  # (K,), (K, D) shifted, float64
+    log_weights = (nk / nk.sum()).log().to(dt)  # (K,)
     raw, factor = state.raw, state.factor
     if family.learned:
-        cov = COVARIANCE[family.name](ws, nk, means, reg_covar)  # (K', D, D) or (K', D')
+        def repass(components, centres):
+            again = Moments(ws, family.kind, centres, components=components)
+            _e_step(family, state, ws, moments=again)
+            return _reduce(again, group)
+        cov = COVARIANCE[family.name](scatter(m, means, repass), nk, reg_covar).to(dt)
         if not bool(torch.isfinite(cov).all()):
-            raise ValueError(_FAIL + _float32_hint(RT))
+            raise ValueError(_FAIL + _float32_hint(dt))
         # without a floor the estimate itself must be positive definite
-        raw = family.raw_from_covariance(cov, min_variance, error=_FAIL + _float32_hint(RT))
+        raw = family.raw_from_covariance(cov, min_variance, error=_FAIL + _float32_hint(dt))
         factor = family.factor(raw, min_variance)  # as the model will compute it
-    return _State(log_weights, means + ws.shift, raw.reshape(state.raw.shape), factor)
+    means = (means + ws.shift.to(torch.float64)).to(dt)
+    return _State(log_weights, means, raw.reshape(state.raw.shape), factor)
 
 
-def _float32_hint(X):
+def _float32_hint(dtype):
     return (" The numerical accuracy can also be improved by passing float64 data instead of "
-            "float32.") if X.dtype == torch.float32 else ""
+            "float32.") if dtype == torch.float32 else ""
 
 
 def _covariances(family, state: _State) -> torch.Tensor:
@@ -300,12 +335,14 @@ def _covariances(family, state: _State) -> torch.Tensor:
 _FIT_EM = {"model": check_model, "max_iter": check_nonnegative_int, "n_init": check_positive_int,
            "tol": check_nonnegative, "reg_covar": check_nonnegative, "log_every": check_nonnegative_int,
            "init": optional(lambda init, name: check_method(
-               init, name, remedy="; or None to start from the model's current parameters"))}
+               init, name, remedy="; or None to start from the model's current parameters")),
+           "init_sample": check_positive_int, "distributed": resolve_group}
 
 
 def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
            reg_covar: float = 1e-6, n_init: int = 1, init: str | None = "kmeans", generator=None,
-           progress: bool | None = None, log_every: int = 0) -> FitHistory:
+           progress: bool | None = None, log_every: int = 0, init_sample: int = 100_000,
+           distributed=False) -> FitHistory:
     """Fit ``model`` to ``X`` by expectation-maximisation (EM), in place.
 
     Each iteration is scikit-learn's: an E-step that records the mean log-likelihood of the
@@ -318,7 +355,13 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     ----------
     model : GaussianMixture
         Fitted in place; its dtype and device are used for the computation.
-    X : (N, D) array or tensor
+    X : (N, D) array or tensor, or a stream of batches
+        A re-iterable source of row batches works as well and gives the same fit to rounding:
+        a ``torch.utils.data.DataLoader`` (batches are tensors, or tuples whose first element
+        is the data, as a ``TensorDataset`` yields), an ``IterableDataset``, a list of arrays or
+        a NumPy ``memmap`` (see :mod:`gmmlib.sources`). EM reads it once per iteration and
+        never holds more than a block of it: working memory is O(block x K + K x D²)
+        whatever N is. Every pass must yield the same rows (in any order).
     max_iter : int
         Maximum number of EM iterations per run; 0 only initialises (as in scikit-learn, a way
         to get the initial parameters), with no warning.
@@ -346,6 +389,18 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
         Show a tqdm progress bar; default only when stderr is a terminal.
     log_every : int
         Record a parameter :class:`Snapshot` every ``log_every`` iterations (0: none).
+    init_sample : int
+        For a stream, or a distributed fit: the initialisation reads a uniform random sample
+        of this many rows (a reservoir sample drawn in one pass, which also finds the data's
+        mean; every row, in order, when there are fewer), split evenly over the processes.
+        In-memory data in one process are read whole, as scikit-learn does.
+    distributed : bool or torch.distributed.ProcessGroup
+        True (the default process group) or a group: every process passes its own shard of
+        the data; each pass's sums are all-reduced, so every process takes the same steps and
+        ends with the parameters of the single-process fit of the union of the shards (to
+        rounding). The start is computed once, on rank 0, and broadcast. Needs
+        ``torch.distributed.init_process_group`` (``torchrun`` sets it up): gloo on CPUs,
+        nccl on GPUs.
 
     Returns
     -------
@@ -357,7 +412,8 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     Raises
     ------
     ValueError
-        On malformed data (wrong shape, NaN/inf, fewer points than components), a negative
+        On malformed data (wrong shape, NaN/inf, fewer points than components; for a stream,
+        naming the batch), a one-shot iterator, a stream whose passes differ, a negative
         ``max_iter``, a non-positive ``n_init``, a negative ``tol`` or ``reg_covar``, an
         unknown ``init``, or when a covariance estimate stops being positive definite.
 
@@ -376,28 +432,38 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     >>> history.converged
     True
     """
-    model, max_iter, n_init, tol, reg_covar, log_every, init = checked(_FIT_EM, locals()).values()
+    model, max_iter, n_init, tol, reg_covar, log_every, init, init_sample, group = \
+        checked(_FIT_EM, locals()).values()
     if init is None and n_init > 1:
         raise ValueError(f"n_init={n_init} runs would all start from the model's current "
                          "parameters (init=None); pass n_init=1 or a random init such as 'kmeans'")
-    X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
-                min_rows=model.n_components)
-    return _fit(model, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init, init=init,
-                generator=generator, progress=progress, log_every=log_every)
+    source = as_source(X, n_features=model.n_features, dtype=model.loc.dtype,
+                       device=model.loc.device, min_rows=model.n_components)
+    return _fit(model, source, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init,
+                init=init, generator=generator, progress=progress, log_every=log_every,
+                init_sample=init_sample, group=group)
 
 
 def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=None,
-         progress=False, log_every=0, override=None, previous=-math.inf, monitor=None) -> FitHistory:
-    """fit_em after validation. ``override(model)``, when given, runs after each initialisation;
-    ``previous`` is the lower bound the first iteration's gain is measured from (a warm
-    start's); ``monitor``, when given, hears ``start(run)``, ``iteration(it, change)`` and
-    ``end(lower_bound, converged)`` (the estimator's ``verbose`` printing)."""
-    g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu") \
+         progress=False, log_every=0, override=None, previous=-math.inf, monitor=None,
+         init_sample=100_000, group=None) -> FitHistory:
+    """fit_em after validation: ``X`` a validated tensor or a :class:`~gmmlib.sources.Source`.
+    ``override(model)``, when given, runs after each initialisation; ``previous`` is the lower
+    bound the first iteration's gain is measured from (a warm start's); ``monitor``, when
+    given, hears ``start(run)``, ``iteration(it, change)`` and ``end(lower_bound, converged)``
+    (the estimator's ``verbose`` printing); ``group`` the process group of a distributed fit."""
+    source = X if not isinstance(X, torch.Tensor) else Source(  # validated already
+        tensor=X, n_features=X.shape[1], dtype=X.dtype, device=X.device)
+    device = model.loc.device
+    g = make_generator(generator, device=device if device.type == "cuda" else "cpu") \
         if init is not None else None
     family, K = model.family, model.n_components
-    shift = _shift(X)  # (D,)
-    ws = Workspace(X, K, shift, family)
+    sample, shift, N = _prepare(source, model, init_sample, g, group)
+    ws = Workspace(source, K, shift, family)
+    lead = rank(group) == 0
     show = None if progress is None else bool(progress)  # None: tqdm shows it on a terminal only
+    if not lead:
+        show = False
 
     best = None  # (lower_bound, state, history)
     restarts = []  # each run's final mean NLL
@@ -405,11 +471,13 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
         if monitor is not None:
             monitor.start(run)
         if init is not None:
-            _initialize(model, X, init, g, reg_covar)
+            if lead:
+                _initialize(model, sample, init, g, reg_covar)
+            broadcast_parameters(model, group)
         if override is not None:
             override(model)
-        state, history = _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run,
-                              previous, monitor)
+        state, history = _run(model, family, ws, N, max_iter, tol, reg_covar, show, log_every,
+                              run, previous, monitor, group)
         if monitor is not None and max_iter > 0:
             monitor.end(history.lower_bound, history.converged)
         restarts.append(-history.lower_bound)
@@ -421,7 +489,8 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
 
     # the loss of the fitted model, from what the model now holds
     final = _read_state(model)
-    history.loss.append(float(-_e_step(family, final, ws)) / X.shape[0])
+    loss = _e_step(family, final, ws)
+    history.loss.append(float(-all_reduce_sum(loss, group)) / N)
     history.time.append(history.time[-1] if history.time else 0.0)
     if history.snapshots:
         history.snapshots[-1].loss = history.loss[-1]
@@ -435,16 +504,55 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
     return history
 
 
+def _prepare(source, model, init_sample: int, g, group):
+    """What a fit needs before its first pass: the rows the initialisation reads (None without
+    an initialisation), the point the data are centred on (D,) and the number of points.
+
+    In memory, one process: the data themselves and their mean. A stream, or several
+    processes: one pass (:func:`~gmmlib.sources.survey`) for the mean and a reservoir sample of
+    ``init_sample`` rows, split evenly over the ranks and gathered on every rank."""
+    K = model.n_components
+    dt = model.loc.dtype
+    if source.in_memory and group is None:
+        X = source.tensor
+        return X, _shift(X), X.shape[0]
+    world = world_size(group)
+    total, sample = survey(source, -(-init_sample // world), g)
+    counts = all_reduce_sum(torch.tensor([float(source.n_rows)], dtype=torch.float64,
+                                         device=total.device), group)
+    N = int(counts.item())
+    all_reduce_sum(total, group)
+    if N < K:
+        raise ValueError(f"{source.name} has {N} sample(s) but a mixture of {K} components needs at "
+                         f"least {K} (n_samples={N} should be >= n_components={K}); pass more "
+                         "data or use fewer components")
+    if sample is not None:
+        sample = gather_rows(sample, group)
+        if sample.shape[0] < K:
+            raise ValueError(f"init_sample={init_sample} rows cannot initialise {K} components; "
+                             f"pass init_sample >= {K}")
+    return sample, (total / N).to(dt), N
+
+
 @torch.no_grad()
-def evaluate(model: GaussianMixture, X: torch.Tensor, *, resp: bool = False):
-    """The E-step's fast path as a scorer, for validated ``X`` (N, D): returns ``log p(x_n)``
-    (N,) and, with ``resp``, the responsibilities (N, K). The data are centred on their own
-    mean, as in a fit (any point gives the same numbers to rounding, and components far from
-    it take the centred form)."""
-    ws = Workspace(X, model.n_components, _shift(X), model.family)
-    log_prob = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)  # (N,)
-    _e_step(model.family, _read_state(model), ws, resp=resp, log_prob=log_prob)
-    return log_prob, (ws.RT.T if resp else None)
+def evaluate(model: GaussianMixture, X, *, resp: bool = False):
+    """The E-step's fast path as a scorer, for a validated tensor ``X`` (N, D) or a
+    :class:`~gmmlib.sources.Source`: returns ``log p(x_n)`` (N,) and, with ``resp``, the
+    responsibilities (N, K). In-memory data are centred on their own mean, as in a fit, a
+    stream on its first block's (any point gives the same numbers to rounding, and components
+    far from it take the centred form)."""
+    if isinstance(X, torch.Tensor):
+        shift = _shift(X)
+    else:
+        first = next(iter(X), None)
+        if first is None:
+            raise ValueError(f"{X.name} is empty: it yielded no rows")
+        shift = _shift(first)
+    ws = Workspace(X, model.n_components, shift, model.family)
+    out = []
+    _e_step(model.family, _read_state(model), ws, out=out, resp=resp)
+    log_prob = torch.cat([lp for lp, _ in out])  # (N,)
+    return log_prob, (torch.cat([r for _, r in out]) if resp else None)
 
 
 def _shift(X: torch.Tensor) -> torch.Tensor:
@@ -453,10 +561,11 @@ def _shift(X: torch.Tensor) -> torch.Tensor:
     return X.mean(0)  # (D,)
 
 
-def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, previous=-math.inf,
-         monitor=None):
-    """One EM run from the model's current parameters; returns the final state and history."""
-    N = ws.N
+def _run(model, family, ws, N, max_iter, tol, reg_covar, show, log_every, run, previous=-math.inf,
+         monitor=None, group=None):
+    """One EM run from the model's current parameters; returns the final state and history.
+    Each iteration is one pass over the data (:func:`_statistics`): its log-likelihood, then
+    the M-step from the same pass's sums."""
     state = _read_state(model)
     history = FitHistory(method="em")
     from tqdm.auto import tqdm
@@ -465,7 +574,8 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
     start = time.perf_counter()
     for it in range(1, max_iter + 1):
         previous = lower_bound
-        lower_bound = float(_e_step(family, state, ws, resp=True)) / N
+        stats = _statistics(family, state, ws, group)
+        lower_bound = float(stats.log_lik) / N
         if not math.isfinite(lower_bound):
             raise ValueError(f"fit_em: the log-likelihood became {lower_bound} at iteration {it}; "
                              "scale the data, increase reg_covar, or use float64")
@@ -473,7 +583,7 @@ def _run(model, family, ws, max_iter, tol, reg_covar, show, log_every, run, prev
         history.time.append(time.perf_counter() - start)
         if log_every and (it - 1) % log_every == 0:
             history.snapshots.append(_snapshot(family, state, it - 1, -lower_bound))
-        state = _m_step(family, state, ws, reg_covar, model.min_variance)
+        state = _m_step(family, state, stats, ws, reg_covar, model.min_variance, group)
         history.n_iter = it
         bar.update(1)
         bar.set_postfix(nll=f"{-lower_bound:.5f}", refresh=False)

@@ -5,19 +5,28 @@ the components (means and covariances), each on a cosine learning-rate schedule,
 converge in a few hundred steps from a k-means++ start. The guard against Bishop's
 singularity (PRML §9.2.1) has two parts: the model's variance floor ``min_variance`` and, here,
 the reset of a collapsing component to a data point and the data covariance.
+
+The data are a tensor or an array, or a re-iterable stream of batches (:mod:`gmmlib.sources`:
+a ``DataLoader``, an ``IterableDataset``, a list of arrays, a memmap), one optimiser step per
+batch. Across processes (:mod:`gmmlib.distributed`) every rank holds a shard and the gradients
+are summed over the ranks, so that all take the step of the single-process fit of the union.
 """
 from __future__ import annotations
 
+import collections.abc
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import torch
 
-from ._validation import (as_data, check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
+from ._validation import (check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
                           checked, optional)
+from .distributed import all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
+from .sources import Source, as_source, is_stream, survey
 
 __all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
 
@@ -111,11 +120,138 @@ def _check_prior(prior, name: str):
     return prior
 
 
-_FIT_GD = {"model": check_model, "iterations": check_positive_int, "mixture_lr": check_positive,
+_FIT_GD = {"model": check_model, "iterations": optional(check_positive_int), "mixture_lr": check_positive,
            "component_lr": check_positive, "log_every": check_nonnegative_int,
            "init": optional(check_method), "tol": optional(check_positive),
            "batch_size": optional(check_positive_int), "min_variance": optional(check_nonnegative),
-           "prior": optional(_check_prior)}
+           "prior": optional(_check_prior), "epochs": optional(check_positive_int),
+           "init_sample": check_positive_int, "distributed": resolve_group}
+
+
+def _check_length(X, stream: bool, iterations, epochs, batch_size, tol) -> None:
+    """How long the fit runs: ``iterations`` steps or ``epochs`` passes, never both; a stream
+    sets its own batches and needs ``epochs``."""
+    if stream:
+        if isinstance(X, collections.abc.Iterator):
+            raise ValueError(f"X is an iterator ({type(X).__name__}), which can be read only once, but "
+                             "fit_gd reads the data once per epoch and once more to measure the loss: "
+                             "pass a re-iterable source (a DataLoader, an IterableDataset, a list of "
+                             "arrays, a memmap)")
+        if epochs is None:
+            raise ValueError("X is a stream of batches: pass epochs, the number of passes over it "
+                             "(each batch is one optimiser step)")
+        if iterations is not None:
+            raise ValueError("iterations counts the steps over in-memory data; over a stream each "
+                             "batch is one step: choose the length with epochs instead")
+        if batch_size is not None:
+            raise ValueError("batch_size splits in-memory data; a stream's batches are its own: set "
+                             "the batch size on the DataLoader and leave batch_size=None")
+        if tol is not None:
+            raise ValueError("tol stops on the change of the loss, which minibatches make noisy; "
+                             "with a stream, choose the number of passes with epochs instead")
+    elif iterations is not None and epochs is not None:
+        raise ValueError(f"pass iterations (steps, got {iterations}) or epochs (passes over X, got "
+                         f"{epochs}), not both")
+    if batch_size is not None and tol is not None:
+        raise ValueError("tol stops on the change of the loss, which minibatches make noisy; "
+                         "with batch_size, choose the number of steps with iterations instead")
+
+
+@dataclass
+class _Data:
+    """The data as the loop reads them, surveyed once and agreed on by every rank."""
+    source: Source
+    n_rows: int  # N: rows over all ranks
+    sample: torch.Tensor  # (n, D) rows to initialise from and reset to, the same on every rank
+    per_epoch: int  # steps per pass over this rank's data (the same on every rank with epochs)
+    shuffle: torch.Generator  # this rank's: orders its minibatches, draws its sample
+
+
+class _Counting:
+    """``source`` read as it is, counting the batches of the last pass (for :func:`survey`)."""
+
+    def __init__(self, source: Source):
+        self.source, self.batches = source, 0
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def __iter__(self):
+        self.batches = 0
+        for x in self.source:
+            self.batches += 1
+            yield x
+
+
+def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g: torch.Generator, group) -> _Data:
+    """One pass over a stream (none over a tensor): its rows, batches and a uniform sample of
+    ``init_sample`` rows over all ranks (an in-memory X of a single process is its own sample)."""
+    world = world_size(group)
+    # a rank's own generator, so that its shuffles leave g, which the ranks share, in step
+    shuffle = g if group is None else \
+        torch.Generator(device=g.device).manual_seed((g.initial_seed() + 1 + rank(group)) % 2 ** 64)
+    share = -(-init_sample // world)  # ceil: each rank's part of the sample
+    if source.in_memory:
+        n, sample = source.n_rows, source.tensor
+        if group is not None and n > share:
+            sample = survey(source, share, shuffle)[1]
+        per_epoch = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
+    else:
+        counting = _Counting(source)
+        sample = survey(counting, share, shuffle)[1]
+        n, per_epoch = source.n_rows, counting.batches
+    N = n
+    if group is not None:
+        table = gather_rows(torch.tensor([[n, per_epoch]]), group)  # (world, 2): rows, steps per epoch
+        N = int(table[:, 0].sum())
+        if epochs is not None and bool((table[:, 1] != per_epoch).any()):
+            raise ValueError(f"the ranks' data give {table[:, 1].tolist()} steps per epoch, but every "
+                             "rank must take the same steps: give each rank as many batches per pass "
+                             "(e.g. DistributedSampler shards of equal size, drop_last=False), or set "
+                             "the length with iterations over in-memory shards")
+        sample = gather_rows(sample, group)
+    if N < K:
+        raise ValueError(f"X has {N} sample(s) but a mixture of {K} components needs at least {K} "
+                         f"(n_samples={N} should be >= n_components={K}); pass more data or use "
+                         "fewer components")
+    if sample.shape[0] < K:
+        raise ValueError(f"init_sample={init_sample} gave {sample.shape[0]} rows to initialise "
+                         f"{K} components from; raise init_sample")
+    return _Data(source, N, sample, per_epoch, shuffle)
+
+
+def _sync_generator(g: torch.Generator, group) -> None:
+    """Give ``g`` rank 0's state on every rank (the resets then draw the same points)."""
+    if group is not None:
+        g.set_state(gather_rows(g.get_state().reshape(1, -1), group)[0].clone())
+
+
+def _batches(data: _Data, steps: int, epochs, batch_size):
+    """``(x, last)`` for each step: the rows of the step, and whether they end an epoch (always
+    False without ``epochs``)."""
+    source = data.source
+    if source.in_memory:
+        X, n = source.tensor, source.n_rows
+        # a batch of every point is the full-batch fit: same order, same arithmetic
+        order = None if batch_size is None or batch_size >= n else \
+            minibatches(n, batch_size, data.shuffle, device=X.device)
+        for step in range(steps):
+            yield (X if order is None else X[next(order)]), epochs is not None and (step + 1) % data.per_epoch == 0
+        return
+    for epoch in range(epochs):
+        it, count = iter(source), 0
+        x = next(it, None)
+        while x is not None:  # one batch ahead, so the last of the pass is known as such
+            ahead = next(it, None)
+            count += 1
+            if (ahead is None) != (count == data.per_epoch):
+                raise ValueError(f"X yielded {'more than ' if ahead is not None else ''}{count} "
+                                 f"batches in epoch {epoch + 1} but {data.per_epoch} on the first pass, "
+                                 "which counted them: the learning-rate schedule spans epochs x "
+                                 "batches, so every pass must yield as many batches (shuffle the "
+                                 "rows, keep the batch sizes)")
+            yield x, ahead is None
+            x = ahead
 
 
 class _Optimisers:
@@ -143,16 +279,58 @@ class _Optimisers:
             s.step()
 
 
-def _objective(model, x: torch.Tensor, prior, N: int):
-    """The mean NLL of the rows ``x`` and the objective: that NLL minus ``prior(model) / N``."""
-    loss = -model._log_prob(x).mean()
+def _objective(model, x: torch.Tensor, prior, N: int, rows=None, world: int = 1):
+    """The NLL of the rows ``x`` and the objective, that NLL minus ``prior(model) / N``.
+
+    The NLL is the mean, or with ``rows`` (the rows of this step over all ``world`` ranks) the
+    sum divided by ``rows``, and the prior is divided by ``N * world``: summed over the ranks,
+    both are the single-process values of the union of the ranks' rows.
+    """
+    log_p = model._log_prob(x)  # (n,)
+    loss = -(log_p.mean() if rows is None else log_p.sum() / rows)
     if prior is None:
         return loss, loss
     log_prior = prior(model)
     if not isinstance(log_prior, torch.Tensor) or log_prior.numel() != 1:
         got = tuple(log_prior.shape) if isinstance(log_prior, torch.Tensor) else repr(log_prior)
         raise ValueError(f"prior(model) must return a scalar tensor (the log-prior), got {got}")
-    return loss, loss - log_prior.reshape(()) / N
+    return loss, loss - log_prior.reshape(()) / (N * world)
+
+
+def _step_rows(x: torch.Tensor, known, group):
+    """The rows of this step over all ranks: ``known`` (all N, full batch) or summed now; None
+    for a single process, whose NLL is a plain mean."""
+    if group is None:
+        return None
+    if known is not None:
+        return known
+    return float(all_reduce_sum(torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device), group))
+
+
+def _reduce(params, loss, objective, group) -> tuple[float, float, bool]:
+    """The step's loss and objective, and whether every gradient is finite, after summing the
+    gradients, the loss and the objective over the ranks (one all-reduce): every rank then holds
+    the same gradients and takes the same step."""
+    if group is None:
+        return (float(loss.detach()), float(objective.detach()),
+                all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params))
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]
+                                    + [loss.detach().reshape(1), objective.detach().reshape(1)]), group)
+    for p, g in zip(params, flat[:-2].split([p.numel() for p in params])):
+        p.grad = g.view_as(p)
+    return float(flat[-2]), float(flat[-1]), bool(torch.isfinite(flat[:-2]).all())
+
+
+@torch.no_grad()
+def _full_nll(model, data: _Data, group) -> float:
+    """The mean NLL of all the data (over all ranks), read in batches."""
+    if data.source.in_memory and group is None:
+        return float(-model._log_prob(data.source.tensor).mean())
+    total = torch.zeros((), dtype=torch.float64, device=model.loc.device)
+    for x in data.source:
+        total += model._log_prob(x).sum(dtype=torch.float64)
+    return -float(all_reduce_sum(total, group)) / data.n_rows
 
 
 def _stop(history: FitHistory, params, last_good, message: str) -> None:
@@ -162,19 +340,26 @@ def _stop(history: FitHistory, params, last_good, message: str) -> None:
     warnings.warn(f"fit_gd: {message}", RuntimeWarning, stacklevel=3)
 
 
-def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, component_lr: float = 0.05,
+def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05, component_lr: float = 0.05,
            init: str | None = "kmeans", generator=None, min_variance: float | None = None,
            reset_collapsed: bool = True, guard: bool = True, prior=None, tol: float | None = None,
-           batch_size: int | None = None, log_every: int = 0, progress: bool | None = None) -> FitHistory:
+           batch_size: int | None = None, epochs: int | None = None, init_sample: int = 100_000,
+           distributed=False, log_every: int = 0, progress: bool | None = None) -> FitHistory:
     """Fit ``model`` to ``X`` by Adam on the mean negative log-likelihood.
 
     Parameters
     ----------
     model : GaussianMixture
         Fitted in place.
-    X : (N, D) array or tensor
-    iterations : int
-        Number of optimiser steps (the cosine schedules anneal to zero over them).
+    X : (N, D) array or tensor, or a re-iterable stream of batches
+        In memory, or a ``torch.utils.data.DataLoader`` (batches are tensors, or tuples such as
+        ``(x, y)`` whose first element is the data), an ``IterableDataset``, a list of arrays or
+        a NumPy memmap (read in blocks of 65536 rows). Over a stream each batch is one step,
+        ``epochs`` is required, and every pass must yield the same rows in the same number of
+        batches (shuffling is fine). A one-shot iterator (a generator) is refused. Never modified.
+    iterations : int, optional
+        Number of optimiser steps over in-memory data (default 500; the cosine schedules anneal
+        to zero over them). Not with a stream, nor with ``epochs``.
     mixture_lr, component_lr : float
         Adam learning rates of the mixture logits and of the means and covariances.
     init : str or None
@@ -183,7 +368,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         ``"random_from_data"`` or ``"random"`` (see :func:`~gmmlib.initialize`); None keeps the
         model's current parameters.
     generator : torch.Generator or int, optional
-        Randomness for the initialisation and the resets.
+        Randomness for the initialisation, the resets, the minibatch order and the sample.
     min_variance : float, optional
         Variance floor to set on the model for the fit (default: keep ``model.min_variance``).
     reset_collapsed : bool
@@ -198,12 +383,31 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         Stop once the loss improved by less than ``tol`` over the last 10 steps (full-batch
         fits only: minibatch losses are too noisy to stop on).
     batch_size : int, optional
-        Minibatch gradient descent: each step's loss is the mean NLL of ``batch_size`` points,
-        drawn without replacement from a fresh shuffle of the data every epoch (an unbiased
-        estimate of the full loss and its gradient). ``iterations`` counts steps, so
-        ``iterations * batch_size / N`` passes over the data. None (default) uses all points
-        every step. With minibatches ``history.loss`` holds each step's minibatch NLL, and its
-        last entry the full-data NLL of the fitted model.
+        Minibatch gradient descent over in-memory data: each step's loss is the mean NLL of
+        ``batch_size`` points, drawn without replacement from a fresh shuffle of the data every
+        epoch (an unbiased estimate of the full loss and its gradient). ``iterations`` counts
+        steps, so ``iterations * batch_size / N`` passes over the data. None (default) uses all
+        points every step. With minibatches, and over a stream, ``history.loss`` holds each
+        step's minibatch NLL, and its last entry the full-data NLL of the fitted model. A stream
+        brings its own batches: leave it None.
+    epochs : int, optional
+        Passes over the data: required with a stream, where it makes ``epochs x batches`` steps
+        (the batches are counted on a first pass, which also validates them and draws the
+        sample); over in-memory data an alternative to ``iterations`` (``epochs x
+        ceil(N / batch_size)`` steps). After each epoch the full-data mean NLL is recorded in
+        ``history.epoch_loss``.
+    init_sample : int
+        Rows to initialise from, and to reset collapsed components to, when ``X`` is a stream
+        (or a large shard of a distributed fit): a uniform sample of ``init_sample`` rows (all
+        of them when there are fewer) drawn on the first pass. An in-memory ``X`` of a single
+        process is used whole. Default 100000.
+    distributed : bool or ProcessGroup
+        True (the default ``torch.distributed`` group) or a ``ProcessGroup``: this process holds
+        one shard of the data (a tensor or a stream), and every rank must call ``fit_gd`` with
+        the same model and arguments. The gradients, losses and sizes are summed over the ranks,
+        so every rank takes the single-process fit's steps on the union of the shards and ends
+        with the same parameters. The initialisation and the resets use the ranks' gathered
+        samples. With ``epochs``, every rank must have as many batches per epoch.
     log_every : int
         Record a parameter :class:`Snapshot` every ``log_every`` steps (0: none).
     progress : bool, optional
@@ -212,12 +416,17 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     Returns
     -------
     FitHistory
+        ``loss`` per step (global over the ranks), ``epoch_loss`` per epoch when ``epochs`` is
+        given.
 
     Raises
     ------
     ValueError
         On malformed data, fewer points than components, a non-positive learning rate,
-        iteration count or batch size, or ``tol`` given with ``batch_size``.
+        iteration count, epoch count or batch size; ``tol`` given with ``batch_size`` or a
+        stream; a stream without ``epochs``, or with ``iterations`` or ``batch_size``; both
+        ``iterations`` and ``epochs``; a one-shot iterator; ranks with different numbers of
+        batches per epoch; ``distributed`` without an initialised process group.
 
     Examples
     --------
@@ -227,38 +436,51 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
     >>> history = gmmlib.fit_gd(model, X, iterations=200, generator=0, progress=False)
     >>> history.n_iter, history.final_loss < history.loss[0]
     (200, True)
+
+    Over a stream of batches, one step per batch:
+
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> loader = DataLoader(TensorDataset(X), batch_size=100, shuffle=True)
+    >>> history = gmmlib.fit_gd(model, loader, epochs=20, generator=0, progress=False)
+    >>> history.n_iter, len(history.epoch_loss), history.final_loss == history.epoch_loss[-1]
+    (100, 20, True)
     """
     model, iterations, mixture_lr, component_lr, log_every, init, tol, batch_size, min_variance, \
-        prior = checked(_FIT_GD, locals()).values()
-    if batch_size is not None and tol is not None:
-        raise ValueError("tol stops on the change of the loss, which minibatches make noisy; "
-                         "with batch_size, choose the number of steps with iterations instead")
-    X = as_data(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
-                min_rows=model.n_components)
-    N = X.shape[0]
-    g = make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu")
+        prior, epochs, init_sample, group = checked(_FIT_GD, locals()).values()
+    _check_length(X, is_stream(X), iterations, epochs, batch_size, tol)
+    source = as_source(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
+                       min_rows=model.n_components if group is None else 1)
+    device = model.loc.device
+    g = make_generator(generator, device=device if device.type == "cuda" else "cpu")
     if not guard:
         min_variance, reset_collapsed = 0.0, False
     if min_variance is not None:
         model.min_variance = min_variance
-    if init is not None:
-        _initialize(model, X, init, g, reg_covar=1e-6)
+    data = _first_pass(source, model.n_components, batch_size, epochs, init_sample, g, group)
+    N, world = data.n_rows, world_size(group)
+    if init is not None:  # on every rank (the same error everywhere), then rank 0's wins
+        _initialize(model, data.sample, init, g, reg_covar=1e-6)
+    broadcast_parameters(model, group)
+    _sync_generator(g, group)
     threshold = model.min_variance if model.min_variance > 0 else \
-        1e-12 * float(X.var(0).mean().clamp_min(torch.finfo(X.dtype).tiny))
+        1e-12 * float(data.sample.var(0).mean().clamp_min(torch.finfo(data.sample.dtype).tiny))
 
-    opt = _Optimisers(model, iterations, mixture_lr, component_lr)
+    steps = (500 if iterations is None else iterations) if epochs is None else epochs * data.per_epoch
+    opt = _Optimisers(model, steps, mixture_lr, component_lr)
     history = FitHistory(method="gd")
     from tqdm.auto import tqdm  # disable=None: shown only when stderr is a terminal
-    bar = tqdm(total=iterations, desc="fit_gd", unit="step", disable=None if progress is None else not progress)
-    # a batch of every point is the full-batch fit: same order, same arithmetic
-    batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, device=X.device)
+    bar = tqdm(total=steps, desc="fit_gd", unit="step", disable=None if progress is None else not progress)
+    full_batch = source.in_memory and batch_size is None
     last_good = [p.detach().clone() for p in opt.params]  # restored if a step goes non-finite
+    measured = False  # whether history.epoch_loss[-1] is the NLL of the current parameters
     start = time.perf_counter()
-    for step in range(iterations):
+    for step, (x, epoch_end) in enumerate(_batches(data, steps, epochs, batch_size)):
+        measured = False
         opt.zero_grad()
-        loss, objective = _objective(model, X if batches is None else X[next(batches)], prior, N)
-        value = float(loss.detach())
-        if not math.isfinite(value) or not math.isfinite(float(objective.detach())):
+        loss, objective = _objective(model, x, prior, N, _step_rows(x, N if full_batch else None, group), world)
+        objective.backward()
+        value, objective_value, grads_finite = _reduce(opt.params, loss, objective, group)
+        if not math.isfinite(value) or not math.isfinite(objective_value):
             _stop(history, opt.params, last_good, f"the loss became {value} at step {step} (a component "
                   "collapsed onto data points, or a prior returned a non-finite value); stopped and "
                   f"kept the last finite parameters. {_remedy(guard)}")
@@ -267,8 +489,7 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
         history.time.append(time.perf_counter() - start)
         if log_every and step % log_every == 0:
             history.snapshots.append(snapshot(model, step, value))
-        objective.backward()
-        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in opt.params):
+        if not grads_finite:
             _stop(history, (), (), f"the gradient became non-finite at step {step} (a component "
                   "collapsed onto data points); stopped and kept the last finite parameters. "
                   f"{_remedy(guard)}")
@@ -286,11 +507,14 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
                   "learning rates, or standardise X.")
             break
         history.n_iter = step + 1
-        if reset_collapsed:
+        if reset_collapsed:  # the same parameters, sample and generator on every rank: the same resets
             bad = collapsed_components(model, N, threshold=threshold)
             if bad.numel():
-                reset_components(model, X, bad, g, opt.optimizers)
+                reset_components(model, data.sample, bad, g, opt.optimizers)
                 history.resets.extend((step + 1, int(k)) for k in bad)
+        if epoch_end:
+            history.epoch_loss.append(_full_nll(model, data, group))
+            measured = True
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(nll=f"{value:.4f}", refresh=False)
@@ -298,9 +522,11 @@ def fit_gd(model, X, *, iterations: int = 500, mixture_lr: float = 0.05, compone
             history.converged = True
             break
     bar.close()
-    with torch.no_grad():
-        final = float(-model._log_prob(X).mean())
-    if math.isfinite(final) and not history.diverged:
+    if history.diverged:
+        final = math.nan
+    else:  # the last epoch's NLL when it is the fitted model's (one pass of a stream saved)
+        final = history.epoch_loss[-1] if measured else _full_nll(model, data, group)
+    if math.isfinite(final):
         history.loss.append(final)
         history.time.append(time.perf_counter() - start)
         if log_every:

@@ -42,6 +42,9 @@ class FitHistory:
         :func:`~gmmlib.fit_em`: each of the ``n_init`` runs' final ``-lower_bound`` (the mean NLL
         at its last E-step, which the fit compares to keep the best run), in the order run;
         empty for gradient descent.
+    epoch_loss : list of float
+        :func:`~gmmlib.fit_gd`: the full-data mean NLL after each epoch, whenever ``epochs``
+        is given (always over a stream).
     """
     loss: list = field(default_factory=list)
     time: list = field(default_factory=list)
@@ -53,6 +56,7 @@ class FitHistory:
     lower_bound: float = float("nan")
     method: str = ""
     restarts: list = field(default_factory=list)
+    epoch_loss: list = field(default_factory=list)
 
     @property
     def final_loss(self) -> float:

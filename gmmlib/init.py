@@ -9,7 +9,7 @@ import torch
 
 from ._validation import as_data, check_nonnegative, checked, make_generator  # make_generator: re-exported
 from .mixture import GaussianMixture
-from .moments import COVARIANCE, Workspace
+from .moments import COVARIANCE, Moments, Workspace, scatter
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
            "initialize", "data_covariance", "check_method"]
@@ -144,20 +144,30 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
     K, D, family = model.n_components, model.n_features, model.family
     eps = torch.finfo(X.dtype).eps
     ws = Workspace(X, K, X.mean(0), family)  # the M-step's view of the data
-    RT = ws.resp()  # (K, N) responsibilities
     if method == "random":
         R = torch.rand(X.shape[0], K, generator=g, device=g.device, dtype=X.dtype).to(X.device)
-        RT.copy_((R / R.sum(1, keepdim=True)).T)
-        means = (RT @ X) / RT.sum(1).unsqueeze(-1)  # (K, D)
+        R /= R.sum(1, keepdim=True)  # (N, K)
+        means = (R.T @ X) / R.sum(0).unsqueeze(-1)  # (K, D)
+        resp = lambda block: R[block.a:block.b].T  # noqa: E731  (K, n)
     else:
         means = SEEDINGS[method](X, K, g)  # (K, D)
         labels = torch.cdist(X, means).argmin(-1)  # (N,)
-        RT.zero_().scatter_(0, labels.unsqueeze(0), 1.0)  # one-hot
-    counts = RT.sum(1)  # (K,)
+        resp = lambda block: torch.nn.functional.one_hot(  # noqa: E731  (K, n), one-hot
+            labels[block.a:block.b], K).T.to(X.dtype)
+    centre = (means - ws.shift) if family.kind == "tril" else None
+
+    def moments(components=None, centres=centre):  # the sums; again for ``components``
+        m = Moments(ws, family.kind, centres, components=components, second=family.learned)
+        for block in ws.blocks():
+            m.add(block, resp(block))
+        return m
+    m = moments()
+    counts = m.count.to(X.dtype)  # (K,)
     weights = (counts + 10 * eps) / (counts.sum() + 10 * K * eps)
     model.set_parameters(weights=weights, means=means)
     if family.learned:  # one M-step's covariances, about these means
-        cov = COVARIANCE[family.name](ws, counts.clamp_min(1), means - ws.shift, reg_covar)
+        S = scatter(m, (means - ws.shift).to(torch.float64), moments)  # about these means
+        cov = COVARIANCE[family.name](S, m.count.clamp_min(1), reg_covar).to(X.dtype)
         if family.per_component:  # fewer than two points: the data covariance instead
             data = data_covariance(X) + reg_covar * torch.eye(D, dtype=X.dtype, device=X.device)
             data = family.project(data.expand(K, D, D), weights).reshape(cov.shape)

@@ -16,6 +16,7 @@ from ._validation import (as_data, as_numbers, check_dtype_device, check_nonnega
                           check_positive, check_positive_int, check_probability_vector,
                           checked, make_generator)
 from .families import Family, get_family
+from .sources import as_source, is_stream
 
 __all__ = ["GaussianMixture", "match_components"]
 
@@ -268,13 +269,31 @@ class GaussianMixture(nn.Module):
         return as_data(X, n_features=self.n_features, dtype=self.loc.dtype, device=self.loc.device,
                        min_rows=min_rows)
 
+    def _rows(self, fn, X) -> torch.Tensor:
+        """``fn`` of the component log-densities of the rows of ``X``: a tensor or array at once
+        (differentiable), a stream of batches (:mod:`gmmlib.sources`) batch by batch, detached,
+        concatenated in the stream's order."""
+        if not is_stream(X):
+            return self._by_rows(fn, self._check(X))
+        source = as_source(X, n_features=self.n_features, dtype=self.loc.dtype,
+                           device=self.loc.device)
+        with torch.no_grad():
+            parts = [self._by_rows(fn, x) for x in source]
+        if not parts:
+            raise ValueError(f"X yielded no rows: found array with 0 sample(s) while a minimum "
+                             "of 1 is required")
+        return torch.cat(parts)
+
     def component_log_prob(self, X) -> torch.Tensor:
-        """log N(x_n | mu_k, Sigma_k) for each point and component, (N, K)."""
-        return self._component_log_prob(self._check(X))
+        """log N(x_n | mu_k, Sigma_k) for each point and component, (N, K). ``X``: (N, D) array
+        or tensor, or a stream of batches (a DataLoader, an IterableDataset, a memmap),
+        scored batch by batch (then detached); the same holds for every scorer below."""
+        return self._rows(lambda c: c, X)
 
     def log_prob(self, X) -> torch.Tensor:
         """log p(x_n) of each point under the mixture, (N,)."""
-        return self._log_prob(self._check(X))
+        lw = self.log_weights
+        return self._rows(lambda c: numerics.mixture_log_prob(lw, c), X)
 
     forward = log_prob
 
@@ -286,13 +305,13 @@ class GaussianMixture(nn.Module):
     def predict_proba(self, X) -> torch.Tensor:
         """Responsibilities p(k | x_n), (N, K), detached; each row sums to 1."""
         lw = self.log_weights
-        return self._by_rows(lambda c: numerics.log_responsibilities(lw, c).exp(), self._check(X))
+        return self._rows(lambda c: numerics.log_responsibilities(lw, c).exp(), X)
 
     @torch.no_grad()
     def predict(self, X) -> torch.Tensor:
         """Most responsible component of each point, (N,) int64."""
         lw = self.log_weights
-        return self._by_rows(lambda c: (c + lw).argmax(-1), self._check(X))
+        return self._rows(lambda c: (c + lw).argmax(-1), X)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | int | None = None, *, return_labels: bool = False):
@@ -339,14 +358,13 @@ class GaussianMixture(nn.Module):
     @torch.no_grad()
     def bic(self, X) -> float:
         """Bayesian information criterion, ``-2 log L + p log N`` (lower is better)."""
-        X = self._check(X)
-        return float(-2.0 * self._log_prob(X).sum() + self.n_parameters() * math.log(X.shape[0]))
+        lp = self.log_prob(X)  # (N,)
+        return float(-2.0 * lp.sum() + self.n_parameters() * math.log(lp.shape[0]))
 
     @torch.no_grad()
     def aic(self, X) -> float:
         """Akaike information criterion, ``-2 log L + 2 p`` (lower is better)."""
-        X = self._check(X)
-        return float(-2.0 * self._log_prob(X).sum() + 2 * self.n_parameters())
+        return float(-2.0 * self.log_prob(X).sum() + 2 * self.n_parameters())
 
     def to_distribution(self) -> torch.distributions.MixtureSameFamily:
         """An equivalent ``torch.distributions.MixtureSameFamily`` (differentiable)."""

@@ -1,171 +1,268 @@
 """Weighted moments of the data: the M-step's arithmetic, shared by EM and initialisation.
 
-:class:`Workspace` holds the data as EM reads them (copied once, shifted by their mean,
-transposed) and the responsibilities; the functions below turn responsibilities into each
-family's covariance estimate, centred on given means (see :mod:`gmmlib.em`'s docstring for
-why each is computed the way it is). Initialisation calls the same functions with one-hot
-responsibilities, so there is one implementation of the M-step's formulas.
+EM is a sum over the data: each block of rows contributes, for every component k, the
+responsibility-weighted sums ::
+
+    count_k  = sum_n r_nk
+    first_k  = sum_n r_nk (x_n - c_k)
+    second_k = sum_n r_nk (x_n - c_k)(x_n - c_k)ᵀ     (full, tied)
+             = sum_n r_nk (x_n - c_k)²                 (the axis-aligned families, per feature)
+
+about centres ``c_k``, accumulated in float64 whatever the data's dtype (:class:`Moments`).
+From them, for any point ``m``, ``sum_n r_nk (x_n - m)(x_n - m)ᵀ = second - d firstᵀ - first dᵀ
++ count d dᵀ`` with ``d = m - c_k`` (:meth:`Moments.scatter_about`): the new means and their
+scatter come out of ONE pass, so no (K, N) responsibility matrix is ever kept, and sums from
+several blocks, loaders or processes simply add.
+
+* full and tied are centred on the current means (the E-step's), so the scatter is nearly
+  ``second`` itself: nothing cancels unless a mean moves by many of its own standard deviations
+  in one step. The per-block product is a batched ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X - c_k``.
+* the axis-aligned families are centred on the point the data are shifted to (their mean):
+  two (K, n) x (n, D) products, ``sum r x`` and ``sum r x²``, float32 values being exact in
+  float64. That costs about ``D / 2`` times less than the centred sum, and cancels only for a
+  component narrow and far from the data's mean.
+
+Where the difference has lost more than 5 of float64's 16 digits (``second`` over the scatter
+beyond ``_MAX_CANCELLATION`` in a coordinate), the caller repeats the pass for those components
+only, centred on the new means (:meth:`Moments.suspect`), so every path is as accurate as the
+centred sum. :class:`Workspace` holds the data as the passes read them.
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["Workspace", "COVARIANCE"]
+__all__ = ["Workspace", "Block", "Moments", "COVARIANCE", "scatter"]
+
+# Largest tolerated ratio second / scatter (per variance): past it the float64 difference has
+# lost more than 5 of its 16 digits and the component's sums are recomputed centred.
+_MAX_CANCELLATION = 1e5
+
+
+class Block:
+    """One block of rows: ``x`` (n, D) as given (read only), ``xt`` (D, n) shifted by the
+    workspace's ``shift``, and the rows' positions ``a:b`` in the pass."""
+    __slots__ = ("x", "xt", "a", "b", "_ws")
+
+    def __init__(self, x, xt, a, b, ws):
+        self.x, self.xt, self.a, self.b, self._ws = x, xt, a, b, ws
+
+    def float64_columns(self) -> torch.Tensor:
+        """The rows as the columns of ``[x²; x]``, shifted, in float64, (2D, n): computed once
+        per workspace for in-memory data (16 bytes per value), per block for a stream."""
+        ws = self._ws
+        if ws.in_memory:
+            if "xx64" not in ws._buffers:
+                ws._buffers["xx64"] = _float64_columns(ws.X, ws.shift)
+            return ws._buffers["xx64"][:, self.a:self.b]
+        return _float64_columns(self.x, ws.shift)
+
+
+def _float64_columns(x, shift):
+    f64 = torch.float64
+    x64 = x.T.to(f64) - shift.to(f64).unsqueeze(-1)  # (D, n), float32 values exact
+    return torch.cat([x64.square(), x64])  # (2D, n)
 
 
 class Workspace:
-    """The data as EM reads them, and buffers reused by every iteration.
+    """The data as EM reads them, in blocks, and buffers reused by every pass.
 
-    ``XT`` holds the data shifted by ``shift`` and transposed, (D, N): a row chunk is the view
-    ``XT[:, a:b].T`` for the E-step's product, and a contiguous (D, n) block for the M-step's
-    centred scatter, whose batched products then run along contiguous memory (measured ~1.4x
-    faster than the (n, D) layout). ``RT`` holds the responsibilities, (K, N).
+    In-memory data are copied once, shifted by ``shift`` and transposed, ``XT`` (D, N): a block
+    is the view ``XT[:, a:b]``, whose rows run along contiguous memory for the batched products
+    (measured ~1.4x faster than the (n, D) layout). A stream's batches are shifted into a
+    reused (D, n) buffer block by block, so memory stays flat whatever N is.
 
-    Rows per chunk keep every (K, D, n) temporary near ``budget`` elements (measured at
-    (1e5, 16, 16) and (1e5, 64, 16) on 2 cores: best between 2^18 and 2^20); the E-step of the
-    diagonal families only makes (n, K) temporaries and takes longer chunks.
+    Rows per block keep every (K, D, n) temporary near ``budget`` elements (measured at
+    (1e5, 16, 16) and (1e5, 64, 16) on 2 cores: best between 2^18 and 2^20); the diagonal
+    families only make (n, K) temporaries and take longer blocks.
     """
 
-    def __init__(self, X: torch.Tensor, K: int, shift: torch.Tensor, family, chunk: int | None = None):
-        N, D = X.shape
-        self.N, self.D, self.K = N, D, K
+    def __init__(self, source, K: int, shift: torch.Tensor, family, chunk: int | None = None):
+        if isinstance(source, torch.Tensor):  # a validated tensor (initialisation, scorers)
+            from .sources import Source
+            source = Source(tensor=source, n_features=source.shape[1], dtype=source.dtype,
+                            device=source.device)
+        self.source, self.K, self.D = source, K, source.n_features
+        D = self.D
         self.shift = shift  # (D,)
-        self.X = X  # (N, D), the data as given, read (never written) by the centred E-step
-        # always a new array: X may be the caller's own memory (as_data shares it), and
-        # X.T.contiguous() IS that memory for one feature, one row or a transposed view
-        self.XT = torch.sub(X.T, shift.unsqueeze(-1),
-                            out=torch.empty(D, N, dtype=X.dtype, device=X.device))  # (D, N)
-        budget = 1 << 24 if X.device.type == "cuda" else 1 << 19
-        self.chunk = min(N, int(chunk or max(256, budget // (K * D))))  # M-step, tril E-step
-        self.chunk_e = self.chunk if family.kind == "tril" else \
-            min(N, int(chunk or max(256, budget // (K + D))))
-        self.RT = None  # (K, N), allocated on first use
+        self.dtype, self.device = source.dtype, source.device
+        self.in_memory = source.in_memory
+        budget = 1 << 24 if torch.device(source.device).type == "cuda" else 1 << 19
+        size = int(chunk or max(256, budget // (K * D)))
+        self.chunk = size if family.kind == "tril" else int(chunk or max(256, budget // (K + D)))
         self._buffers = {}
+        if self.in_memory:
+            X = source.tensor
+            self.X = X  # (N, D), the data as given, read (never written) by the centred E-step
+            # always a new array: X may be the caller's own memory (as_data shares it), and
+            # X.T.contiguous() IS that memory for one feature, one row or a transposed view
+            self.XT = torch.sub(X.T, shift.unsqueeze(-1),
+                                out=torch.empty(D, X.shape[0], dtype=X.dtype, device=X.device))
+            self.chunk = min(self.chunk, max(1, X.shape[0]))
 
-    def resp(self) -> torch.Tensor:
-        if self.RT is None:
-            self.RT = torch.empty(self.K, self.N, dtype=self.XT.dtype, device=self.XT.device)
-        return self.RT
+    @property
+    def N(self) -> int | None:
+        return self.source.n_rows
 
     def buffer(self, name: str, shape) -> torch.Tensor:
         b = self._buffers.get(name)
         if b is None or b.shape != tuple(shape):
-            b = self._buffers[name] = torch.empty(shape, dtype=self.XT.dtype, device=self.XT.device)
+            b = self._buffers[name] = torch.empty(shape, dtype=self.dtype, device=self.device)
         return b
 
-    def float64_columns(self, a: int, b: int) -> torch.Tensor:
-        """Points ``a:b`` as the columns of ``[x²; x]``, shifted in float64, (2D, n): made once
-        per workspace on first use (16 bytes per value, only for float32 data with components
-        of a diagonal family beyond float32's offset limit), then read at no cost."""
-        if "xx64" not in self._buffers:
-            f64 = torch.float64
-            x64 = self.X.T.to(f64) - self.shift.to(f64).unsqueeze(-1)  # (D, N), float32 values exact
-            self._buffers["xx64"] = torch.cat([x64.square(), x64])  # (2D, N)
-        return self._buffers["xx64"][:, a:b]
-
-    def chunks(self, size: int):
-        for a in range(0, self.N, size):
-            yield a, min(a + size, self.N)
-
-
-# ------------------------------------------------------------------------------------------------
-# Covariance estimates: one small function per kind of covariance, picked by the family's name.
-# ------------------------------------------------------------------------------------------------
-def _scatter_full(ws: Workspace, means):
-    """sum_n r_nk (x_n - mu_k)(x_n - mu_k)ᵀ, centred on the new means, (K, D, D)."""
-    K, D = means.shape
-    S = torch.zeros(K, D, D, dtype=means.dtype, device=means.device)
-    Zb, Wb = ws.buffer("z", (K, D, ws.chunk)), ws.buffer("w", (K, D, ws.chunk))
-    mu = means.unsqueeze(-1)  # (K, D, 1)
-    for a, b in ws.chunks(ws.chunk):
-        n = b - a
-        Z = torch.sub(ws.XT[:, a:b], mu, out=Zb[:, :, :n])  # (K, D, n)
-        W = torch.mul(Z, ws.RT[:, a:b].unsqueeze(1), out=Wb[:, :, :n])  # (K, D, n)
-        S.baddbmm_(Z, W.mT)
-    return S
+    def blocks(self):
+        """Every row once, as :class:`Block` s of at most ``chunk`` rows."""
+        size = self.chunk
+        if self.in_memory:
+            for a in range(0, self.XT.shape[1], size):
+                b = min(a + size, self.XT.shape[1])
+                yield Block(self.X[a:b], self.XT[:, a:b], a, b, self)
+            return
+        start = 0
+        for batch in self.source:
+            for a in range(0, batch.shape[0], size):
+                x = batch[a:a + size]
+                n = x.shape[0]
+                xt = torch.sub(x.T, self.shift.unsqueeze(-1),
+                               out=self.buffer("xt", (self.D, size))[:, :n])  # (D, n)
+                yield Block(x, xt, start + a, start + a + n, self)
+            start += batch.shape[0]
 
 
-# Largest tolerated ratio sum_n r x² / sum_n r (x - mu)² in the fast diagonal scatter: past it
-# the float64 difference has lost more than 5 of its 16 digits and the component is recomputed
-# centred. A component sits this far out only when it lies ~300 of its own standard deviations
-# from the data's mean.
-_MAX_CANCELLATION = 1e5
+class Moments:
+    """Responsibility-weighted sums about centres ``c_k`` (module docstring), float64.
 
-
-def _scatter_diag(ws: Workspace, means):
-    """sum_n r_nk (x_nd - mu_kd)², (K, D), in the data's dtype.
-
-    Fast path: the data are already centred on their global mean, so the moments
-    ``A = sum_n r x²`` and ``B = sum_n r x`` are two (K, N) x (N, D) products, accumulated in
-    float64 whatever the data's dtype (float32 values and their squares are exact in float64),
-    and the scatter is ``A - B² / n_k + n_k (B / n_k - mu_k)²``. The difference cancels where a
-    component is narrow and far from the global mean; every component whose ratio ``A / scatter`` exceeds
-    ``_MAX_CANCELLATION`` in any coordinate (or whose scatter is not positive) is recomputed
-    by the exact centred sum :func:`_scatter_diag_centred`. In float32 this is never the
-    E[x²] - E[x]² of the data's own precision, which goes negative: the accumulation is in
-    float64 and the guard bounds what cancellation can cost.
+    ``centre`` (K', D) is in the workspace's shifted coordinates; ``None`` means the shift
+    itself (zero), which the axis-aligned families' two-product path needs. ``components``
+    restricts the sums to those components (a recomputation). ``second=False`` keeps only
+    counts and first moments (the constant family).
     """
-    K, D = means.shape
-    f64 = torch.float64
-    A = torch.zeros(K, D, dtype=f64, device=means.device)
-    B = torch.zeros(K, D, dtype=f64, device=means.device)
-    n = torch.zeros(K, dtype=f64, device=means.device)
-    for a, b in ws.chunks(ws.chunk_e):
-        x = ws.XT[:, a:b].to(f64)  # (D, n); the data themselves when they are float64
-        r = ws.RT[:, a:b].to(f64)  # (K, n)
-        B.addmm_(r, x.T)
-        A.addmm_(r, torch.square(x).T)  # not in place: x may be ws.XT
-        n += r.sum(1)
-    n = n.clamp_min(torch.finfo(f64).tiny).unsqueeze(-1)  # (K, 1)
-    S = A - B.square() / n  # (K, D), about the weighted means B / n
-    S += n * (B / n - means.to(f64)).square()  # about ``means`` (0 to rounding in the M-step)
-    bad = (S * _MAX_CANCELLATION <= A).any(-1)  # (K,)
-    if bool(bad.any()):
-        idx = bad.nonzero().squeeze(-1)
-        S[idx] = _scatter_diag_centred(ws, means[idx], idx).to(f64)
-    return S.to(means.dtype)
+
+    def __init__(self, ws: Workspace, kind: str, centre=None, *, components=None,
+                 second: bool = True):
+        K = ws.K if components is None else len(components)
+        D, f64, dev = ws.D, torch.float64, ws.device
+        self.ws, self.kind, self.components = ws, kind, components
+        self.centre = centre  # (K', D) or None
+        self.count = torch.zeros(K, dtype=f64, device=dev)  # (K',)
+        self.first = torch.zeros(K, D, dtype=f64, device=dev)  # (K', D)
+        shape = (K, D, D) if kind == "tril" else (K, D)
+        self.second = torch.zeros(shape, dtype=f64, device=dev) if second else None
+        self.log_lik = torch.zeros((), dtype=f64, device=dev)  # the E-step's, when it adds it
+
+    def add(self, block: Block, r: torch.Tensor) -> None:
+        """Add a block's sums; ``r`` (K, n) are its responsibilities in the data's dtype."""
+        if self.components is not None:
+            r = r[self.components]
+        f64 = torch.float64
+        self.count += r.sum(1, dtype=f64)
+        if self.centre is None:  # the two products, about the shift
+            x = block.xt.to(f64)  # (D, n); the block itself when the data are float64
+            r64 = r.to(f64)  # (K', n)
+            self.first.addmm_(r64, x.T)
+            if self.second is not None:
+                self.second.addmm_(r64, torch.square(x).T)  # not in place: x may be the data
+            return
+        ws, n = self.ws, block.xt.shape[1]
+        K = r.shape[0]
+        Z = torch.sub(block.xt, self.centre.unsqueeze(-1),
+                      out=ws.buffer("z", (K, ws.D, ws.chunk))[:, :, :n])  # (K', D, n)
+        W = torch.mul(Z, r.unsqueeze(1), out=ws.buffer("w", (K, ws.D, ws.chunk))[:, :, :n])
+        self.first += W.sum(-1, dtype=f64)
+        if self.second is None:
+            return
+        if self.kind == "tril":
+            if Z.dtype == f64:
+                self.second.baddbmm_(Z, W.mT)
+            else:
+                self.second += torch.bmm(Z, W.mT).to(f64)  # (K', D, D)
+        else:
+            self.second += (W * Z).sum(-1, dtype=f64)  # (K', D)
+
+    def vector(self) -> torch.Tensor:
+        """Every sum in one flat float64 tensor (one all-reduce across processes)."""
+        parts = [self.count, self.first.flatten(), self.log_lik.reshape(1)]
+        if self.second is not None:
+            parts.append(self.second.flatten())
+        return torch.cat(parts)
+
+    def load(self, flat: torch.Tensor) -> None:
+        """Set every sum from :meth:`vector`'s layout."""
+        K, D = self.first.shape
+        self.count.copy_(flat[:K])
+        self.first.copy_(flat[K:K + K * D].view(K, D))
+        self.log_lik.copy_(flat[K + K * D])
+        if self.second is not None:
+            self.second.copy_(flat[K + K * D + 1:].view(self.second.shape))
+
+    def _centre64(self) -> torch.Tensor:
+        c = self.centre
+        return torch.zeros_like(self.first) if c is None else c.to(torch.float64)
+
+    def means(self, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n_k = count_k + 10 eps`` (scikit-learn's) and the weighted means
+        ``sum_n r_nk x_n / n_k`` in shifted coordinates, float64: (K',), (K', D)."""
+        nk = self.count + 10 * eps
+        return nk, (self.first + self.count.unsqueeze(-1) * self._centre64()) / nk.unsqueeze(-1)
+
+    def scatter_about(self, m: torch.Tensor) -> torch.Tensor:
+        """``sum_n r_nk (x_n - m_k)(x_n - m_k)ᵀ`` (K', D, D), or its diagonal (K', D), float64;
+        ``m`` (K', D) in shifted coordinates."""
+        d = m.to(torch.float64) - self._centre64()  # (K', D)
+        S, F, c = self.second, self.first, self.count
+        if self.kind == "tril":
+            cross = d.unsqueeze(-1) * F.unsqueeze(-2)  # (K', D, D): d Fᵀ
+            return S - cross - cross.mT + c.reshape(-1, 1, 1) * d.unsqueeze(-1) * d.unsqueeze(-2)
+        return S - 2.0 * d * F + c.unsqueeze(-1) * d.square()
+
+    def suspect(self, scatter: torch.Tensor) -> torch.Tensor:
+        """Components whose scatter (from :meth:`scatter_about`) lost more than 5 digits to
+        cancellation, or came out non-positive while the sums are not zero: indices (K",)."""
+        S = self.second
+        s2, sc = (S.diagonal(dim1=-2, dim2=-1), scatter.diagonal(dim1=-2, dim2=-1)) \
+            if self.kind == "tril" else (S, scatter)
+        bad = ((s2 > 0) & (sc * _MAX_CANCELLATION <= s2)).any(-1)  # (K',)
+        return bad.nonzero().squeeze(-1)
 
 
-def _scatter_diag_centred(ws: Workspace, means, components):
-    """sum_n r_nk (x_nd - mu_kd)² for the listed ``components`` (with their ``means``),
-    centred on the means: the squared norms of the rows of ``sqrt(r_k) ∘ (x - mu_k)``; N·K·D
-    element-wise work, against the fast path's two products."""
-    K, D = means.shape
-    S = torch.zeros(K, D, dtype=means.dtype, device=means.device)
-    Zb = ws.buffer("z", (K, D, ws.chunk))
-    mu = means.unsqueeze(-1)  # (K, D, 1)
-    for a, b in ws.chunks(ws.chunk):
-        n = b - a
-        r = ws.RT[components, a:b]  # (K, n)
-        Z = torch.sub(ws.XT[:, a:b], mu, out=Zb[:, :, :n]).mul_(r.sqrt_().unsqueeze(1))
-        S += torch.linalg.vector_norm(Z, dim=-1).square_()  # (K, D)
+def scatter(m: Moments, means: torch.Tensor, repass) -> torch.Tensor:
+    """``sum_n r_nk (x_n - mu_k)(x_n - mu_k)ᵀ`` (or its diagonal) about ``means`` (K, D,
+    shifted), float64, from the sums ``m``; components whose difference cancelled are summed
+    again centred on their means by ``repass(components, centres) -> Moments``."""
+    S = m.scatter_about(means)
+    bad = m.suspect(S)
+    if bad.numel():
+        again = repass(bad, means[bad].to(m.ws.dtype))
+        S[bad] = again.scatter_about(means[bad])
     return S
 
 
-def _cov_full(ws, nk, means, reg):
-    D = means.shape[1]
-    return _scatter_full(ws, means) / nk.reshape(-1, 1, 1) \
-        + reg * torch.eye(D, dtype=means.dtype, device=means.device)  # (K, D, D)
+# ------------------------------------------------------------------------------------------------
+# Covariance estimates from the scatter about the means: one small function per kind of
+# covariance, picked by the family's name. ``scatter`` (K, D, D) or (K, D), ``nk`` (K,).
+# ------------------------------------------------------------------------------------------------
+def _cov_full(scatter, nk, reg):
+    D = scatter.shape[-1]
+    return scatter / nk.reshape(-1, 1, 1) + reg * torch.eye(D, dtype=scatter.dtype, device=scatter.device)
 
 
-def _cov_tied(ws, nk, means, reg):
-    D = means.shape[1]
-    return (_scatter_full(ws, means).sum(0, keepdim=True) / nk.sum()
-            + reg * torch.eye(D, dtype=means.dtype, device=means.device))  # (1, D, D)
+def _cov_tied(scatter, nk, reg):
+    D = scatter.shape[-1]
+    return (scatter.sum(0, keepdim=True) / nk.sum()
+            + reg * torch.eye(D, dtype=scatter.dtype, device=scatter.device))  # (1, D, D)
 
 
-def _var_diagonal(ws, nk, means, reg):
-    return _scatter_diag(ws, means) / nk.unsqueeze(-1) + reg  # (K, D)
+def _var_diagonal(scatter, nk, reg):
+    return scatter / nk.unsqueeze(-1) + reg  # (K, D)
 
 
-def _var_isotropic(ws, nk, means, reg):
-    return _var_diagonal(ws, nk, means, reg).mean(-1, keepdim=True)  # (K, 1)
+def _var_isotropic(scatter, nk, reg):
+    return _var_diagonal(scatter, nk, reg).mean(-1, keepdim=True)  # (K, 1)
 
 
-def _var_shared_isotropic(ws, nk, means, reg):
-    D = means.shape[1]
-    return (_scatter_diag(ws, means).sum() / (nk.sum() * D) + reg).reshape(1, 1)  # (1, 1)
+def _var_shared_isotropic(scatter, nk, reg):
+    D = scatter.shape[-1]
+    return (scatter.sum() / (nk.sum() * D) + reg).reshape(1, 1)  # (1, 1)
 
 
 COVARIANCE = {"full": _cov_full, "tied": _cov_tied, "diagonal": _var_diagonal,
-               "isotropic": _var_isotropic, "shared_isotropic": _var_shared_isotropic}
+              "isotropic": _var_isotropic, "shared_isotropic": _var_shared_isotropic}

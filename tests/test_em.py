@@ -429,16 +429,33 @@ def test_cuda_matches_cpu(family):
 # ------------------------------------------------------------------------------------------------
 def _diagonal_case(X: torch.Tensor, R: torch.Tensor):
     """EM's workspace for data ``X`` (N, D) with responsibilities ``R`` (N, K), the M-step's
-    means (shifted coordinates) and the float64 centred scatter sum_n r_nk (x_nd - mu_kd)²."""
-    from gmmlib.moments import Workspace
+    means (shifted coordinates, float64) and the float64 centred scatter
+    sum_n r_nk (x_nd - mu_kd)²."""
+    from gmmlib.moments import Moments, Workspace
     K = R.shape[1]
     ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, X.shape[1], "diagonal").family)
-    ws.resp().copy_(R.T)
-    nk = R.sum(0) + 10 * torch.finfo(X.dtype).eps
-    means = (ws.RT @ ws.XT.T) / nk[:, None]  # (K, D)
-    Z = ws.XT.double().T[:, None, :] - means.double()[None]  # (N, K, D)
-    reference = torch.einsum("nk,nkd->kd", ws.RT.T.double(), Z ** 2)
-    return ws, means, reference
+    m = Moments(ws, "std")
+    for block in ws.blocks():
+        m.add(block, R[block.a:block.b].T)
+    _, means = m.means(torch.finfo(X.dtype).eps)
+    Z = ws.XT.double().T[:, None, :] - means[None]  # (N, K, D)
+    reference = torch.einsum("nk,nkd->kd", R.double(), Z ** 2)
+    return (ws, m, R), means, reference
+
+
+def _scatter_diag(case, means, seen=None):
+    """The M-step's scatter from the case's sums, repassing (centred) what cancelled."""
+    from gmmlib.moments import Moments, scatter
+    ws, m, R = case
+
+    def repass(components, centres):
+        if seen is not None:
+            seen.append(components.tolist())
+        again = Moments(ws, "std", centres, components=components)
+        for block in ws.blocks():
+            again.add(block, R[block.a:block.b].T)
+        return again
+    return scatter(m, means, repass)
 
 
 def _scatter_case(dtype, far, spread):
@@ -453,17 +470,15 @@ def _scatter_case(dtype, far, spread):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_diagonal_scatter_fast_path_is_accurate(dtype, monkeypatch):
+def test_diagonal_scatter_fast_path_is_accurate(dtype):
     """On ordinary data every component takes the two-product path, and it is as accurate as
     the centred sum (float32 in: float64 accumulation, so only the output rounding remains)."""
-    from gmmlib import moments
-    called = []
-    monkeypatch.setattr(moments, "_scatter_diag_centred", lambda *a: called.append(a) or None)
-    ws, means, reference = _scatter_case(dtype, far=6.0, spread=0.5)
-    S = moments._scatter_diag(ws, means)
-    assert S.dtype == dtype and not called
+    case, means, reference = _scatter_case(dtype, far=6.0, spread=0.5)
+    seen = []
+    S = _scatter_diag(case, means, seen)
+    assert not seen
     rtol = 1e-12 if dtype == torch.float64 else 2e-7
-    torch.testing.assert_close(S.double(), reference, rtol=rtol, atol=0)
+    torch.testing.assert_close(S.to(dtype).double(), reference, rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -471,18 +486,16 @@ def test_diagonal_scatter_recentres_a_narrow_far_component(dtype, monkeypatch):
     """A component of spread 1e-4 at 1e3 from the data's mean: its uncentred moments cancel in
     ~14 of float64's 16 digits. The guard sends exactly that component to the centred sum."""
     from gmmlib import moments
-    ws, means, reference = _scatter_case(dtype, far=1e3, spread=1e-4)
+    case, means, reference = _scatter_case(dtype, far=1e3, spread=1e-4)
     seen = []
-    centred = moments._scatter_diag_centred
-    monkeypatch.setattr(moments, "_scatter_diag_centred", lambda w, m, idx: seen.append(idx.tolist()) or centred(w, m, idx))
-    S = moments._scatter_diag(ws, means)
+    S = _scatter_diag(case, means, seen)
     assert seen == [[2]]
     rtol = 1e-12 if dtype == torch.float64 else 1e-6
-    torch.testing.assert_close(S.double(), reference, rtol=rtol, atol=0)
+    torch.testing.assert_close(S.to(dtype).double(), reference, rtol=rtol, atol=0)
     # without the guard the same data lose the narrow component's scatter
     monkeypatch.setattr(moments, "_MAX_CANCELLATION", math.inf)
-    bad = moments._scatter_diag(ws, means).double()
-    assert float((bad[2] / reference[2] - 1).abs().max()) > 1e-2
+    bad = _scatter_diag(case, means)
+    assert float((bad[2] / reference[2] - 1).abs().max()) > 1e-3  # against 1e-6 with it
 
 
 @settings(max_examples=60, deadline=None)
@@ -492,7 +505,6 @@ def test_diagonal_scatter_matches_the_centred_sum(K, D, offset, log_spread, hard
     """Whatever the clusters' spreads and distances, and however hard the responsibilities
     (hard ones make narrow components, whose moments cancel), the fast scatter with its guard
     equals the float64 centred sum to 1e-9 relative."""
-    from gmmlib.moments import _scatter_diag
     rng = np.random.default_rng(seed)
     centres = offset + rng.normal(scale=10.0, size=(K, D))
     spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
@@ -500,8 +512,36 @@ def test_diagonal_scatter_matches_the_centred_sum(K, D, offset, log_spread, hard
     X = torch.as_tensor(X)
     own = np.repeat(np.eye(K), 30, axis=0)  # (N, K): each point's own cluster
     R = torch.softmax(torch.as_tensor(hardness * own + rng.normal(size=(len(X), K))), -1)
-    ws, means, reference = _diagonal_case(X, R)
-    torch.testing.assert_close(_scatter_diag(ws, means), reference, rtol=1e-9, atol=0)
+    case, means, reference = _diagonal_case(X, R)
+    torch.testing.assert_close(_scatter_diag(case, means), reference, rtol=1e-9, atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(K=st.integers(1, 4), D=st.integers(1, 4), jump=st.sampled_from([0.0, 1.0, 1e3, 1e6]),
+       log_spread=st.floats(-6, 1), seed=st.integers(0, 10_000))
+def test_full_scatter_about_moved_means_matches_the_centred_sum(K, D, jump, log_spread, seed):
+    """The full family's sums are centred on the previous means; when a mean jumps by many of
+    its own standard deviations in one step (``jump``), the scatter about the new mean cancels
+    and the guard recomputes it centred: always the float64 centred sum to 1e-9 relative."""
+    from gmmlib.moments import Moments, Workspace, scatter
+    rng = np.random.default_rng(seed)
+    spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
+    X = torch.as_tensor(np.concatenate([rng.normal(scale=10.0, size=D) + s * rng.normal(size=(30, D))
+                                        for s in spreads]))
+    R = torch.as_tensor(np.repeat(np.eye(K), 30, axis=0))  # (N, K) hard
+    ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, D, "full").family)
+    old = torch.as_tensor(rng.normal(size=(K, D))) * jump + (R.T @ ws.XT.T) / 30
+
+    def sums(components=None, centres=old):
+        m = Moments(ws, "tril", centres, components=components)
+        for block in ws.blocks():
+            m.add(block, R[block.a:block.b].T)
+        return m
+    m = sums()
+    _, means = m.means(torch.finfo(X.dtype).eps)
+    Z = ws.XT.T[:, None, :] - means[None]  # (N, K, D)
+    reference = torch.einsum("nk,nkd,nke->kde", R, Z, Z)
+    torch.testing.assert_close(scatter(m, means, sums), reference, rtol=1e-9, atol=1e-300)
 
 
 # ------------------------------------------------------------------------------------------------

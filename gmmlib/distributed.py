@@ -1,0 +1,94 @@
+"""Fitting across processes with ``torch.distributed``: what the fits need from it, nothing more.
+
+Every rank holds its own shard of the data. EM all-reduces its per-pass sums
+(:class:`~gmmlib.moments.Moments`, one flat float64 tensor per pass), gradient descent its
+gradients and losses, so every rank takes the same step and ends with the same parameters,
+those of the single-process fit of the union of the shards. The initialisation is computed once,
+on rank 0, from the ranks' gathered samples, and broadcast. The process group is the caller's
+(``torch.distributed.init_process_group``, as ``torchrun`` sets up): gloo on CPUs, nccl on GPUs.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["resolve_group", "all_reduce_sum", "broadcast_parameters", "gather_rows", "rank",
+           "world_size"]
+
+
+def resolve_group(distributed, name: str = "distributed"):
+    """The process group to reduce over, or None for a single-process fit.
+
+    ``distributed`` is False/None (single process), True (the default group) or a
+    ``ProcessGroup``. Raises ``ValueError`` when a group is asked for but none is initialised.
+    """
+    if distributed is None or distributed is False:
+        return None
+    import torch.distributed as dist
+    if distributed is not True and not (dist.is_available() and isinstance(distributed, dist.ProcessGroup)):
+        raise ValueError(f"{name} must be True, False or a torch.distributed ProcessGroup, got "
+                         f"{distributed!r}")
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError(f"{name}={distributed!r} needs an initialised torch.distributed process "
+                         "group: call torch.distributed.init_process_group('gloo') (or 'nccl' on "
+                         "GPUs) in every process first, or launch with torchrun; pass "
+                         f"{name}=False for a single-process fit")
+    return dist.group.WORLD if distributed is True else distributed
+
+
+def rank(group) -> int:
+    """This process's rank in ``group`` (0 without one)."""
+    if group is None:
+        return 0
+    import torch.distributed as dist
+    return dist.get_rank(group)
+
+
+def world_size(group) -> int:
+    """The number of processes in ``group`` (1 without one)."""
+    if group is None:
+        return 1
+    import torch.distributed as dist
+    return dist.get_world_size(group)
+
+
+def _device_for(group, t: torch.Tensor) -> torch.Tensor:
+    """nccl reduces CUDA tensors only: move a CPU tensor there (and back by the caller)."""
+    import torch.distributed as dist
+    if dist.get_backend(group) == "nccl" and t.device.type != "cuda":
+        return t.to(torch.device("cuda", torch.cuda.current_device()))
+    return t
+
+
+def all_reduce_sum(t: torch.Tensor, group) -> torch.Tensor:
+    """``t`` summed over the ranks of ``group`` (in place when possible; returned)."""
+    if group is None:
+        return t
+    import torch.distributed as dist
+    d = _device_for(group, t)
+    dist.all_reduce(d, op=dist.ReduceOp.SUM, group=group)
+    if d is not t:
+        t.copy_(d)
+    return t
+
+
+@torch.no_grad()
+def broadcast_parameters(module: torch.nn.Module, group, src: int = 0) -> None:
+    """Every parameter and buffer of ``module`` from global rank ``src`` to the others."""
+    if group is None:
+        return
+    import torch.distributed as dist
+    for t in list(module.parameters()) + list(module.buffers()):
+        d = _device_for(group, t.data)
+        dist.broadcast(d, src=src, group=group)
+        if d is not t.data:
+            t.data.copy_(d)
+
+
+def gather_rows(x: torch.Tensor, group) -> torch.Tensor:
+    """The rows ``x`` (n_r, D) of every rank, concatenated in rank order, on every rank."""
+    if group is None:
+        return x
+    import torch.distributed as dist
+    parts = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, x.cpu(), group=group)
+    return torch.cat(parts).to(x.device)

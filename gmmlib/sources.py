@@ -1,0 +1,169 @@
+"""Data as the fits read them: an in-memory tensor, or a stream of row batches.
+
+EM and the scorers read the data in row blocks, so they accept, besides a tensor or an array,
+any *re-iterable* source of batches: a ``torch.utils.data.DataLoader`` (batches may be tensors,
+or tuples whose first element is the data, as a ``TensorDataset`` yields), an
+``IterableDataset``, a list of arrays, or a NumPy ``memmap`` (read ``batch_size`` rows at a
+time). The fits read the data once per pass, so a one-shot iterator (a generator) is refused.
+
+:func:`as_source` validates at the edge: a tensor once, a stream batch by batch on its first
+pass (shape, dtype, NaN/inf, the same checks as :func:`~gmmlib._validation.as_data`), and later
+passes only convert each batch to the model's dtype and device. Nothing here writes to the
+caller's data.
+"""
+from __future__ import annotations
+
+import collections.abc
+
+import numpy as np
+import torch
+
+from ._validation import as_data, numeric_array
+
+__all__ = ["Source", "as_source", "is_stream", "survey"]
+
+# Rows per block read from a memmap: 2^16 rows of 64 float64 features is 32 MB.
+MEMMAP_ROWS = 1 << 16
+
+
+def is_stream(X) -> bool:
+    """Whether ``X`` is read as a stream of batches rather than as one array."""
+    if isinstance(X, (torch.Tensor, np.memmap)):
+        return isinstance(X, np.memmap)
+    if isinstance(X, np.ndarray) or hasattr(X, "__array__") or hasattr(X, "tocsr"):
+        return False  # arrays, pandas frames, sparse matrices (refused by as_data)
+    if isinstance(X, (list, tuple)):  # a list of arrays is a stream; a list of rows an array
+        return len(X) > 0 and all(_batch_like(b) for b in X)
+    return isinstance(X, torch.utils.data.Dataset) or hasattr(X, "__iter__")
+
+
+def _batch_like(b) -> bool:
+    if isinstance(b, (list, tuple)):
+        return len(b) > 0 and _batch_like(b[0]) and isinstance(b[0], (torch.Tensor, np.ndarray))
+    return isinstance(b, (torch.Tensor, np.ndarray)) and b.ndim == 2
+
+
+class Source:
+    """Row blocks of validated data, (n, D), on the model's dtype and device.
+
+    ``tensor`` is the whole data when they are in memory (``None`` for a stream); ``n_rows`` is
+    the number of rows, known for a tensor and after the first full pass of a stream. Blocks may
+    share memory with the caller's data: never write to them.
+    """
+
+    def __init__(self, *, tensor=None, batches=None, n_features, dtype, device, name="X"):
+        self.tensor, self._batches = tensor, batches
+        self.n_features, self.dtype, self.device, self.name = n_features, dtype, device, name
+        self.n_rows = None if tensor is None else tensor.shape[0]
+        self._validated = tensor is not None
+
+    @property
+    def in_memory(self) -> bool:
+        return self.tensor is not None
+
+    def __iter__(self):
+        if self.tensor is not None:
+            yield self.tensor
+            return
+        rows = 0
+        for i, batch in enumerate(self._batches()):
+            x = _unwrap(batch, self.name, i)
+            if self._validated:
+                if not isinstance(x, torch.Tensor):
+                    x = torch.from_numpy(numeric_array(x, f"{self.name} batch {i}"))
+                if x.ndim != 2 or x.shape[1] != self.n_features:  # cheap: the data may change
+                    x = as_data(x, n_features=self.n_features, name=f"{self.name} batch {i}")
+                x = x.to(device=self.device, dtype=self.dtype, non_blocking=True)
+            else:
+                x = as_data(x, n_features=self.n_features, dtype=self.dtype, device=self.device,
+                            min_rows=0, name=f"{self.name} batch {i}")
+            if x.shape[0]:
+                rows += x.shape[0]
+                yield x
+        if not self._validated:
+            self.n_rows, self._validated = rows, True
+        elif rows != self.n_rows:
+            raise ValueError(f"{self.name} yielded {rows} rows on this pass but {self.n_rows} on "
+                             "the first: the fits read the data once per pass and need the same "
+                             "data every pass; shuffling is fine, dropping rows is not (set "
+                             "drop_last=False on the DataLoader)")
+
+
+def _unwrap(batch, name: str, i: int):
+    """The data of one batch: a tensor or array, or the first element of a tuple/list."""
+    if isinstance(batch, (list, tuple)):
+        if not batch:
+            raise ValueError(f"{name} batch {i} is an empty {type(batch).__name__}; each batch must "
+                             "be a tensor or array (n, D), or a tuple whose first element is one")
+        batch = batch[0]
+    if isinstance(batch, dict):
+        raise ValueError(f"{name} batch {i} is a dict; pass batches that are tensors (n, D) or "
+                         "tuples whose first element is the data (as TensorDataset yields), "
+                         "for instance with a collate_fn that returns the data tensor")
+    return batch
+
+
+def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
+    """``X`` as a :class:`Source`: a validated tensor (checked once, now) or a stream (checked
+    batch by batch on its first pass).
+
+    Raises
+    ------
+    ValueError
+        As :func:`~gmmlib._validation.as_data` for arrays; for an iterator that can be read
+        only once; for a map-style ``Dataset`` that is not wrapped in a ``DataLoader``.
+    """
+    if not is_stream(X):
+        t = as_data(X, n_features=n_features, dtype=dtype, device=device, min_rows=min_rows,
+                    name=name)
+        return Source(tensor=t, n_features=n_features, dtype=dtype, device=device, name=name)
+    if isinstance(X, np.memmap):
+        if X.ndim != 2:
+            as_data(X[:1] if X.ndim > 2 else X, name=name)  # raises the 2-D message
+        batches = lambda: (X[a:a + MEMMAP_ROWS] for a in range(0, X.shape[0], MEMMAP_ROWS))  # noqa: E731
+    elif isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.utils.data.IterableDataset):
+        raise ValueError(f"{name} is a map-style Dataset ({type(X).__name__}), which yields one "
+                         "row at a time; wrap it in torch.utils.data.DataLoader(dataset, "
+                         "batch_size=4096) to read it in batches")
+    elif isinstance(X, collections.abc.Iterator):
+        raise ValueError(f"{name} is an iterator ({type(X).__name__}), which can be read only "
+                         "once, but the fits read the data once per pass: pass a re-iterable "
+                         "source (a DataLoader, an IterableDataset, a list of arrays, a memmap)")
+    else:
+        batches = lambda: iter(X)  # noqa: E731
+    return Source(batches=batches, n_features=n_features, dtype=dtype, device=device, name=name)
+
+
+def survey(source: Source, size: int, generator: torch.Generator | None):
+    """One pass over ``source``: the float64 sum of its rows (D,) and, with a ``generator``, a
+    uniform random sample of ``min(size, N)`` rows (Vitter's algorithm R; every row, in order,
+    when ``N <= size``), else None. Completes a stream's first pass (validation, ``n_rows``)."""
+    total = torch.zeros(source.n_features, dtype=torch.float64, device=source.device)
+    kept, seen, buf = [], 0, None
+    for x in source:
+        total += x.sum(0, dtype=torch.float64)
+        if generator is None:
+            continue
+        if buf is None:  # still filling the reservoir with the first rows
+            take = min(size - seen, x.shape[0])
+            kept.append(x[:take].clone())
+            seen += take
+            x = x[take:]
+            if seen == size:
+                buf = torch.cat(kept)
+            if not x.shape[0]:
+                continue
+        # row i (0-based, i >= size) replaces slot j ~ U{0..i} when j < size; later rows win
+        n = x.shape[0]
+        i = torch.arange(seen, seen + n, dtype=torch.float64)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu()
+        j = (u * (i + 1)).floor().long().numpy()
+        rows = np.nonzero(j < size)[0]
+        if rows.size:
+            slots, last = np.unique(j[rows][::-1], return_index=True)  # the last writer wins
+            src = torch.from_numpy(rows[::-1][last].copy()).to(x.device)
+            buf[torch.from_numpy(slots).to(x.device)] = x[src]
+        seen += n
+    if generator is None:
+        return total, None
+    return total, buf if buf is not None else torch.cat(kept)

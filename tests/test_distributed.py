@@ -1,0 +1,113 @@
+"""EM across two processes with torch.distributed (gloo on 127.0.0.1): each rank holds a shard,
+the per-pass sums are all-reduced, and both ranks end with the parameters of the single-process
+fit of the union of the shards."""
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import gmmlib
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available in this torch build",
+                allow_module_level=True)
+
+SCRIPT = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist, gmmlib
+    from torch.utils.data import DataLoader, TensorDataset
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.set_num_threads(1)
+    X = gmmlib.generate_data(601, 4, 3, seed=5).X.double()
+    shard = X[:301] if rank == 0 else X[301:]  # uneven shards: 301 and 300 rows
+    out = {}
+    for family in gmmlib.FAMILIES:
+        start = torch.load(sys.argv[1] + f"/start_{family}.pt", weights_only=False)
+        model = gmmlib.GaussianMixture(4, 3, family, dtype=torch.float64)
+        model.load_state_dict(start)
+        h = gmmlib.fit_em(model, shard, init=None, tol=1e-8, max_iter=30, progress=False,
+                          distributed=True)
+        out[family] = (model.state_dict(), h.loss)
+    # k-means start (computed on rank 0 from the gathered shards) and a streamed shard
+    model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
+    loader = DataLoader(TensorDataset(shard), batch_size=64)
+    h = gmmlib.fit_em(model, loader, generator=3, tol=1e-8, max_iter=30, progress=False,
+                      distributed=True)
+    out["kmeans"] = (model.state_dict(), h.loss)
+    torch.save(out, sys.argv[1] + f"/rank{rank}.pt")
+    dist.destroy_process_group()
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Both ranks' fitted parameters and losses, and the data and start models."""
+    tmp = tmp_path_factory.mktemp("dist")
+    X = gmmlib.generate_data(601, 4, 3, seed=5).X.double()
+    starts = {}
+    for family in gmmlib.FAMILIES:
+        model = gmmlib.GaussianMixture(4, 3, family, dtype=torch.float64)
+        gmmlib.initialize(model, X, "random_from_data", generator=1)
+        torch.save(model.state_dict(), tmp / f"start_{family}.pt")
+        starts[family] = model
+    script = tmp / "fit.py"
+    script.write_text(SCRIPT)
+    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "torch.distributed.run",
+                          "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                          "--master_port", str(_free_port()), str(script), str(tmp)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    return X, starts, ranks
+
+
+def tensors(state: dict) -> list:
+    return [k for k, v in state.items() if isinstance(v, torch.Tensor)]
+
+
+@pytest.mark.parametrize("family", list(gmmlib.FAMILIES))
+def test_two_ranks_equal_the_single_process_fit(two_ranks, family):
+    X, starts, ranks = two_ranks
+    (p0, loss0), (p1, loss1) = ranks[0][family], ranks[1][family]
+    for name in tensors(p0):  # identical on both ranks: the same reduced sums and arithmetic
+        assert torch.equal(p0[name], p1[name]), name
+    assert loss0 == loss1
+    model = starts[family]
+    h = gmmlib.fit_em(model, X, init=None, tol=1e-8, max_iter=30, progress=False)
+    state = model.state_dict()
+    for name in tensors(state):
+        torch.testing.assert_close(p0[name], state[name], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(loss0, h.loss, rtol=1e-10)
+
+
+def test_the_start_is_computed_once_and_shared(two_ranks):
+    """With init='kmeans' rank 0 initialises from the gathered shards (the union, in rank
+    order, as the sample holds every row) and broadcasts: both ranks agree, and equal the
+    single-process fit from the same generator; one rank read its shard as a DataLoader."""
+    X, _, ranks = two_ranks
+    (p0, loss0), (p1, _) = ranks[0]["kmeans"], ranks[1]["kmeans"]
+    for name in tensors(p0):
+        assert torch.equal(p0[name], p1[name]), name
+    model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
+    h = gmmlib.fit_em(model, X, generator=3, tol=1e-8, max_iter=30, progress=False)
+    torch.testing.assert_close(p0["loc"], model.loc.detach(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(loss0, h.loss, rtol=1e-10)
+
+
+def test_distributed_without_a_process_group_says_what_to_do():
+    model = gmmlib.GaussianMixture(2, 2, "full", dtype=torch.float64)
+    with pytest.raises(ValueError, match="distributed=True needs an initialised.*init_process_group"):
+        gmmlib.fit_em(model, torch.randn(50, 2, dtype=torch.float64), distributed=True)
+    with pytest.raises(ValueError, match="distributed must be True, False or"):
+        gmmlib.fit_em(model, torch.randn(50, 2, dtype=torch.float64), distributed="yes")
