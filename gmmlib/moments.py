@@ -69,7 +69,7 @@ class Workspace:
     In-memory data are copied once, shifted by ``shift`` and transposed, ``XT`` (D, N): a block
     is the view ``XT[:, a:b]``, whose rows run along contiguous memory for the batched products
     (measured ~1.4x faster than the (n, D) layout). A stream's batches are shifted into a
-    reused (D, n) buffer block by block, so memory stays flat whatever N is.
+    (D, n) array batch by batch, so memory stays flat whatever N is.
 
     Rows per block keep every (K, D, n) temporary near ``budget`` elements (measured at
     (1e5, 16, 16) and (1e5, 64, 16) on 2 cores: best between 2^18 and 2^20); the diagonal
@@ -119,13 +119,14 @@ class Workspace:
             return
         start = 0
         for batch in self.source:
-            for a in range(0, batch.shape[0], size):
-                x = batch[a:a + size]
-                n = x.shape[0]
-                xt = torch.sub(x.T, self.shift.unsqueeze(-1),
-                               out=self.buffer("xt", (self.D, size))[:, :n])  # (D, n)
-                yield Block(x, xt, start + a, start + a + n, self)
-            start += batch.shape[0]
+            n = batch.shape[0]
+            # a new array per batch (never a reused buffer: the E-step holds blocks a while)
+            xt = torch.sub(batch.T, self.shift.unsqueeze(-1), out=torch.empty(
+                self.D, n, dtype=self.dtype, device=self.device))  # (D, n)
+            for a in range(0, n, size):
+                b = min(a + size, n)
+                yield Block(batch[a:b], xt[:, a:b], start + a, start + b, self)
+            start += n
 
 
 class Moments:
@@ -153,6 +154,7 @@ class Moments:
         """Add a block's sums; ``r`` (K, n) are its responsibilities in the data's dtype."""
         if self.components is not None:
             r = r[self.components]
+        r = r.contiguous()  # the E-step's is a transposed view: strided products run 3-6x slower
         f64 = torch.float64
         self.count += r.sum(1, dtype=f64)
         if self.centre is None:  # the two products, about the shift
@@ -167,7 +169,11 @@ class Moments:
         Z = torch.sub(block.xt, self.centre.unsqueeze(-1),
                       out=ws.buffer("z", (K, ws.D, ws.chunk))[:, :, :n])  # (K', D, n)
         W = torch.mul(Z, r.unsqueeze(1), out=ws.buffer("w", (K, ws.D, ws.chunk))[:, :, :n])
-        self.first += W.sum(-1, dtype=f64)
+        if self.kind == "tril":
+            # sum_n r (x - c) as a batched (1, n) x (n, D) product: 2-4x faster than W.sum(-1)
+            self.first += torch.bmm(r.unsqueeze(1), Z.mT).squeeze(1).to(f64)
+        else:
+            self.first += W.sum(-1, dtype=f64)
         if self.second is None:
             return
         if self.kind == "tril":
