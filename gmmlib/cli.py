@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH", default=None, help="Write a PNG of the data, fit and loss curve to PATH")
     p.add_argument("--seed", type=int, default=0, help="Seed for the data, the initialisation and the resets")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="Show a progress bar")
+    p.add_argument("--device", default="cpu", help="Where the model and data live: cpu, cuda, cuda:1, ...")
+    p.add_argument("--distributed", action="store_true",
+                   help="Fit across the processes torchrun starts (torchrun --nproc_per_node 2 -m gmmlib "
+                        "... --distributed): every rank makes the same data from --seed and keeps the "
+                        "rank-th of world contiguous blocks of rows; gloo on CPUs, nccl on GPUs; rank 0 "
+                        "prints and saves")
+    p.add_argument("--save", metavar="PATH", default=None,
+                   help="Write the fitted model's state_dict to PATH (torch.save; load it into a "
+                        "GaussianMixture of the same shape)")
     return p
 
 
@@ -55,16 +64,31 @@ def run(args) -> float:
     if (args.plot or args.visualize) and args.dims < 2:
         raise ValueError(f"--plot and --visualize draw two features; --dims {args.dims} has fewer")
     X, labels, truth = generate_data(args.samples, args.components, args.dims, args.radius, args.family, args.seed)
-    model = GaussianMixture(args.components, args.dims, args.family, dtype=torch.float64)
+    device = torch.device(args.device)
+    lead, shard = True, X
+    if args.distributed:
+        rank, world = _join(device)
+        lead, shard = rank == 0, X.tensor_split(world)[rank]  # contiguous: the gathered
+        # start sample is then X in order, and the fit equals the 1-process one
+    model = GaussianMixture(args.components, args.dims, args.family, dtype=torch.float64, device=device)
+    shard, X = shard.to(device), X.to(device)
+    truth = truth.to(device)
     if args.method == "em":
         if args.batch_size is not None:
             raise ValueError("--batch_size is for --method gd; EM's M-step needs every point")
-        history = fit_em(model, X, max_iter=args.iterations, generator=args.seed,
-                         log_every=args.log_freq, progress=args.progress)
+        history = fit_em(model, shard, max_iter=args.iterations, generator=args.seed,
+                         log_every=args.log_freq, progress=args.progress and lead,
+                         distributed=args.distributed)
     else:
-        history = fit_gd(model, X, iterations=args.iterations, mixture_lr=args.mixture_lr,
+        history = fit_gd(model, shard, iterations=args.iterations, mixture_lr=args.mixture_lr,
                          component_lr=args.component_lr, batch_size=args.batch_size,
-                         generator=args.seed, log_every=args.log_freq, progress=args.progress)
+                         generator=args.seed, log_every=args.log_freq, progress=args.progress and lead,
+                         distributed=args.distributed)
+    if not lead:
+        return history.final_loss
+    if args.save:
+        torch.save(model.state_dict(), args.save)
+        print(f"wrote {args.save}")
     for snap in history.snapshots:
         print(f"step {snap.step:>6d}  mean NLL {snap.loss:.4f}")
     with torch.no_grad():
@@ -92,6 +116,20 @@ def run(args) -> float:
     return history.final_loss
 
 
+def _join(device: torch.device) -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment: (rank, world size)."""
+    import os
+
+    import torch.distributed as dist
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ValueError("--distributed runs one process per rank: launch it with torchrun, e.g. "
+                         "torchrun --nproc_per_node 2 -m gmmlib --distributed ...")
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -104,4 +142,8 @@ def main(argv=None) -> int:
     finally:
         for w in caught:  # one line each, not Python's file-and-line format
             print(f"warning: {w.message}", file=sys.stderr)
+        if args.distributed:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
     return 0

@@ -111,3 +111,31 @@ def test_distributed_without_a_process_group_says_what_to_do():
         gmmlib.fit_em(model, torch.randn(50, 2, dtype=torch.float64), distributed=True)
     with pytest.raises(ValueError, match="distributed must be True, False or"):
         gmmlib.fit_em(model, torch.randn(50, 2, dtype=torch.float64), distributed="yes")
+
+
+def test_the_command_line_under_torchrun_equals_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m gmmlib --method em --distributed --save`: each rank keeps
+    one half of the same mock data; rank 0's saved model equals the 1-process fit."""
+    args = ["--method", "em", "--samples", "2000", "--components", "3", "--seed", "1",
+            "--no-progress", "--log_freq", "1000"]
+    two = subprocess.run([sys.executable, "-W", "ignore", "-m", "torch.distributed.run",
+                          "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                          str(_free_port()), "-m", "gmmlib", *args, "--distributed", "--save",
+                          str(tmp_path / "two.pt")], capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("final mean NLL") == 1  # rank 0 alone prints
+    one = subprocess.run([sys.executable, "-W", "ignore", "-m", "gmmlib", *args, "--save",
+                          str(tmp_path / "one.pt")], capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in ("two", "one"))
+    for name in tensors(a):
+        torch.testing.assert_close(a[name], b[name], rtol=1e-10, atol=1e-10)
+    assert two.stdout.splitlines()[-1].split("(")[0] == one.stdout.splitlines()[-1].split("(")[0]
+
+
+def test_the_command_line_says_how_to_launch_a_distributed_fit():
+    run = subprocess.run([sys.executable, "-m", "gmmlib", "--distributed", "--no-progress"],
+                         capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in __import__("os").environ.items()
+                              if k not in ("RANK", "WORLD_SIZE")})
+    assert run.returncode == 2 and "launch it with torchrun" in run.stderr
