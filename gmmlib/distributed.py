@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["resolve_group", "all_reduce_sum", "broadcast_parameters", "gather_rows", "rank",
-           "world_size"]
+           "world_size", "agree"]
 
 
 def resolve_group(distributed, name: str = "distributed"):
@@ -82,6 +82,31 @@ def broadcast_parameters(module: torch.nn.Module, group, src: int = 0) -> None:
         dist.broadcast(d, src=src, group=group)
         if d is not t.data:
             t.data.copy_(d)
+
+
+def agree(group, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on every rank of ``group``, which then agree on whether it failed.
+
+    A ``ValueError`` on one rank (its shard holds NaN, has the wrong width, ...) would leave the
+    other ranks waiting in the fit's next collective until the backend's timeout. Here every
+    rank raises instead: the failing rank its own error, the others one that names it.
+    """
+    if group is None:
+        return fn(*args, **kwargs)
+    try:
+        result, failed = fn(*args, **kwargs), None
+    except ValueError as exc:
+        result, failed = None, exc
+    flags = torch.zeros(world_size(group), dtype=torch.float64)
+    flags[rank(group)] = float(failed is not None)
+    all_reduce_sum(flags, group)
+    if failed is not None:
+        raise failed
+    if bool(flags.any()):
+        bad = flags.nonzero().squeeze(-1).tolist()
+        raise ValueError(f"rank(s) {bad} of the process group failed to read their data (their "
+                         "error says why); every rank stops")
+    return result
 
 
 def gather_rows(x: torch.Tensor, group) -> torch.Tensor:

@@ -77,7 +77,7 @@ from ._validation import check_nonnegative, check_nonnegative_int, check_positiv
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture
-from .distributed import all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
+from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
 from .moments import COVARIANCE, Moments, Workspace, scatter
 from .sources import Source, as_source, survey
 from .numerics import LOG_2PI
@@ -453,8 +453,8 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     if init is None and n_init > 1:
         raise ValueError(f"n_init={n_init} runs would all start from the model's current "
                          "parameters (init=None); pass n_init=1 or a random init such as 'kmeans'")
-    source = as_source(X, n_features=model.n_features, dtype=model.loc.dtype,
-                       device=model.loc.device, min_rows=model.n_components)
+    source = agree(group, as_source, X, n_features=model.n_features, dtype=model.loc.dtype,
+                   device=model.loc.device, min_rows=model.n_components if group is None else 1)
     return _fit(model, source, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init,
                 init=init, generator=generator, progress=progress, log_every=log_every,
                 init_sample=init_sample, group=group)
@@ -533,7 +533,7 @@ def _prepare(source, model, init_sample: int, g, group):
         X = source.tensor
         return X, _shift(X), X.shape[0]
     world = world_size(group)
-    total, sample = survey(source, -(-init_sample // world), g)
+    total, sample = agree(group, survey, source, -(-init_sample // world), g)
     counts = all_reduce_sum(torch.tensor([float(source.n_rows)], dtype=torch.float64,
                                          device=total.device), group)
     N = int(counts.item())

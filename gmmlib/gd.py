@@ -23,7 +23,7 @@ import torch
 
 from ._validation import (check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
                           checked, optional)
-from .distributed import all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
+from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
 from .sources import Source, as_source, is_stream, survey
@@ -194,11 +194,11 @@ def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g:
     if source.in_memory:
         n, sample = source.n_rows, source.tensor
         if group is not None and n > share:
-            sample = survey(source, share, shuffle)[1]
+            sample = agree(group, survey, source, share, shuffle)[1]
         per_epoch = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
     else:
         counting = _Counting(source)
-        sample = survey(counting, share, shuffle)[1]
+        sample = agree(group, survey, counting, share, shuffle)[1]
         n, per_epoch = source.n_rows, counting.batches
     N = n
     if group is not None:
@@ -448,8 +448,8 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     model, iterations, mixture_lr, component_lr, log_every, init, tol, batch_size, min_variance, \
         prior, epochs, init_sample, group = checked(_FIT_GD, locals()).values()
     _check_length(X, is_stream(X), iterations, epochs, batch_size, tol)
-    source = as_source(X, n_features=model.n_features, dtype=model.loc.dtype, device=model.loc.device,
-                       min_rows=model.n_components if group is None else 1)
+    source = agree(group, as_source, X, n_features=model.n_features, dtype=model.loc.dtype,
+                   device=model.loc.device, min_rows=model.n_components if group is None else 1)
     device = model.loc.device
     g = make_generator(generator, device=device if device.type == "cuda" else "cpu")
     if not guard:
