@@ -7,7 +7,7 @@ or tuples whose first element is the data, as a ``TensorDataset`` yields), an
 time). The fits read the data once per pass, so a one-shot iterator (a generator) is refused.
 
 :func:`as_source` validates at the edge: a tensor once, a stream batch by batch on its first
-pass (shape, dtype, NaN/inf, the same checks as :func:`~gmmlib._validation.as_data`), and later
+pass (shape, dtype, NaN/inf, the same checks as ``gmmlib._validation.as_data``), and later
 passes only convert each batch to the model's dtype and device. Nothing here writes to the
 caller's data.
 """
@@ -110,7 +110,7 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
     Raises
     ------
     ValueError
-        As :func:`~gmmlib._validation.as_data` for arrays; for an iterator that can be read
+        As ``gmmlib._validation.as_data`` for arrays; for an iterator that can be read
         only once; for a map-style ``Dataset`` that is not wrapped in a ``DataLoader``.
     """
     if not is_stream(X):
