@@ -406,10 +406,12 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     log_every : int
         Record a parameter :class:`Snapshot` every ``log_every`` iterations (0: none).
     init_sample : int
-        For a stream, or a distributed fit: the initialisation reads a uniform random sample
-        of this many rows (a reservoir sample drawn in one pass, which also finds the data's
-        mean; every row, in order, when there are fewer), split evenly over the processes.
-        In-memory data in one process are read whole, as scikit-learn does.
+        The initialisation (k-means and the one-hot M-step) reads at most this many rows: a
+        uniform random sample when there are more (every row, in order, when there are fewer;
+        scikit-learn reads them all). For a stream it is a reservoir sample drawn in the pass
+        that also finds the data's mean; in a distributed fit it is split evenly over the
+        processes and gathered. Measured at (1e6, 8) float32, K = 8: k-means on every row
+        took 20-50 s and ~470 MB, on 1e5 rows a few seconds.
     distributed : bool or torch.distributed.ProcessGroup
         True (the default process group) or a group: every process passes its own shard of
         the data; each pass's sums are all-reduced, so every process takes the same steps and
@@ -524,14 +526,19 @@ def _prepare(source, model, init_sample: int, g, group):
     """What a fit needs before its first pass: the rows the initialisation reads (None without
     an initialisation), the point the data are centred on (D,) and the number of points.
 
-    In memory, one process: the data themselves and their mean. A stream, or several
-    processes: one pass (:func:`~gmmlib.sources.survey`) for the mean and a reservoir sample of
-    ``init_sample`` rows, split evenly over the ranks and gathered on every rank."""
+    In memory, one process: the data themselves (a uniform sample of ``init_sample`` of their
+    rows when there are more) and their mean. A stream, or several processes: one pass
+    (:func:`~gmmlib.sources.survey`) for the mean and a reservoir sample of ``init_sample``
+    rows, split evenly over the ranks and gathered on every rank."""
     K = model.n_components
     dt = model.loc.dtype
     if source.in_memory and group is None:
         X = source.tensor
-        return X, _shift(X), X.shape[0]
+        sample = X
+        if g is not None and X.shape[0] > init_sample:
+            keep = torch.randperm(X.shape[0], generator=g, device=g.device)[:init_sample]
+            sample = X[keep.sort().values.to(X.device)]
+        return sample, _shift(X), X.shape[0]
     world = world_size(group)
     total, sample = agree(group, survey, source, -(-init_sample // world), g)
     counts = all_reduce_sum(torch.tensor([float(source.n_rows)], dtype=torch.float64,

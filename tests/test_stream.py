@@ -183,3 +183,22 @@ def test_streamed_fit_memory_does_not_grow_with_n(tmp_path):
     grown = [int(subprocess.run([sys.executable, "-W", "ignore", str(script), str(n)], check=True,
                                 capture_output=True, text=True).stdout) for n in (20_000, 200_000)]
     assert grown[1] - grown[0] < 3 * 1024, grown  # KiB
+
+
+def test_the_start_reads_at_most_init_sample_rows_of_in_memory_data():
+    """With more rows than init_sample, the k-means start is the start of exactly that uniform
+    sample (rows kept in order): the same parameters as initialize() on those rows."""
+    X = blobs(N=3000)
+    model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
+    gmmlib.fit_em(model, X, max_iter=0, init_sample=500, generator=7, progress=False)
+    g = torch.Generator().manual_seed(7)
+    rows = torch.randperm(3000, generator=g)[:500].sort().values
+    ref = gmmlib.initialize(gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64), X[rows],
+                            generator=g)
+    for name in ("weights", "means", "covariances"):  # (fit_em stores normalised logits)
+        torch.testing.assert_close(getattr(model, name), getattr(ref, name), rtol=1e-14, atol=0)
+    whole = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
+    gmmlib.fit_em(whole, X, max_iter=0, generator=7, progress=False)  # 3000 <= 100_000: all
+    ref = gmmlib.initialize(gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64), X,
+                            generator=7)
+    assert torch.equal(whole.loc, ref.loc)
