@@ -77,6 +77,7 @@ from ._validation import check_nonnegative, check_nonnegative_int, check_positiv
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture
+from ._threads import fit_threads, mixture_work
 from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
 from .moments import COVARIANCE, Moments, Workspace, scatter
 from .sources import Source, as_source, survey
@@ -483,6 +484,15 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
     if not lead:
         show = False
 
+    with fit_threads(mixture_work(family.kind, N // world_size(group), K, model.n_features)):
+        return _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_covar,
+                         n_init, init, log_every, override, previous, monitor, group)
+
+
+def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_covar, n_init,
+              init, log_every, override, previous, monitor, group) -> FitHistory:
+    """The ``n_init`` runs of :func:`_fit`, the choice of the best and its final loss."""
+    family = model.family
     best = None  # (lower_bound, state, history)
     restarts = []  # each run's final mean NLL
     for run in range(n_init):

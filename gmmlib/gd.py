@@ -23,6 +23,7 @@ import torch
 
 from ._validation import (check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
                           checked, optional)
+from ._threads import fit_threads, mixture_work
 from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
@@ -473,63 +474,65 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     full_batch = source.in_memory and batch_size is None
     last_good = [p.detach().clone() for p in opt.params]  # restored if a step goes non-finite
     measured = False  # whether history.epoch_loss[-1] is the NLL of the current parameters
-    start = time.perf_counter()
-    for step, (x, epoch_end) in enumerate(_batches(data, steps, epochs, batch_size)):
-        measured = False
-        opt.zero_grad()
-        loss, objective = _objective(model, x, prior, N, _step_rows(x, N if full_batch else None, group), world)
-        objective.backward()
-        value, objective_value, grads_finite = _reduce(opt.params, loss, objective, group)
-        if not math.isfinite(value) or not math.isfinite(objective_value):
-            _stop(history, opt.params, last_good, f"the loss became {value} at step {step} (a component "
-                  "collapsed onto data points, or a prior returned a non-finite value); stopped and "
-                  f"kept the last finite parameters. {_remedy(guard)}")
-            break
-        history.loss.append(value)
-        history.time.append(time.perf_counter() - start)
-        if log_every and step % log_every == 0:
-            history.snapshots.append(snapshot(model, step, value))
-        if not grads_finite:
-            _stop(history, (), (), f"the gradient became non-finite at step {step} (a component "
-                  "collapsed onto data points); stopped and kept the last finite parameters. "
-                  f"{_remedy(guard)}")
-            break
-        for p, good in zip(opt.params, last_good):
-            good.copy_(p.detach())
-        opt.step()
-        with torch.no_grad():  # one reduction, one sync: NaN/inf anywhere (or a sum near overflow)
-            free = model.family.square(model.family.free_factor(model.raw_scale))  # L Lᵀ: finite iff Σ is
-            exploded = not math.isfinite(float(free.sum() + model.loc.sum() + model.logits.sum()))
-        if exploded:  # steps too long for the data's scale: the covariances overflowed
-            _stop(history, opt.params, last_good, f"the parameters overflowed at step {step} (learning "
-                  f"rates mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large for "
-                  "the data's scale); stopped and kept the last finite parameters. Lower the "
-                  "learning rates, or standardise X.")
-            break
-        history.n_iter = step + 1
-        if reset_collapsed:  # the same parameters, sample and generator on every rank: the same resets
-            bad = collapsed_components(model, N, threshold=threshold)
-            if bad.numel():
-                reset_components(model, data.sample, bad, g, opt.optimizers)
-                history.resets.extend((step + 1, int(k)) for k in bad)
-        if epoch_end:
-            history.epoch_loss.append(_full_nll(model, data, group))
-            measured = True
-        bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(nll=f"{value:.4f}", refresh=False)
-        if tol is not None and step >= 10 and history.loss[-11] - value < tol:
-            history.converged = True
-            break
-    bar.close()
-    if history.diverged:
-        final = math.nan
-    else:  # the last epoch's NLL when it is the fitted model's (one pass of a stream saved)
-        final = history.epoch_loss[-1] if measured else _full_nll(model, data, group)
-    if math.isfinite(final):
-        history.loss.append(final)
-        history.time.append(time.perf_counter() - start)
-        if log_every:
-            history.snapshots.append(snapshot(model, history.n_iter, final))
-    history.lower_bound = -history.final_loss
+    rows = -(-N // (world * max(data.per_epoch, 1)))  # per step and rank, for the thread policy
+    with fit_threads(mixture_work(model.family.kind, rows, model.n_components, model.n_features)):
+        start = time.perf_counter()
+        for step, (x, epoch_end) in enumerate(_batches(data, steps, epochs, batch_size)):
+            measured = False
+            opt.zero_grad()
+            loss, objective = _objective(model, x, prior, N, _step_rows(x, N if full_batch else None, group), world)
+            objective.backward()
+            value, objective_value, grads_finite = _reduce(opt.params, loss, objective, group)
+            if not math.isfinite(value) or not math.isfinite(objective_value):
+                _stop(history, opt.params, last_good, f"the loss became {value} at step {step} (a component "
+                      "collapsed onto data points, or a prior returned a non-finite value); stopped and "
+                      f"kept the last finite parameters. {_remedy(guard)}")
+                break
+            history.loss.append(value)
+            history.time.append(time.perf_counter() - start)
+            if log_every and step % log_every == 0:
+                history.snapshots.append(snapshot(model, step, value))
+            if not grads_finite:
+                _stop(history, (), (), f"the gradient became non-finite at step {step} (a component "
+                      "collapsed onto data points); stopped and kept the last finite parameters. "
+                      f"{_remedy(guard)}")
+                break
+            for p, good in zip(opt.params, last_good):
+                good.copy_(p.detach())
+            opt.step()
+            with torch.no_grad():  # one reduction, one sync: NaN/inf anywhere (or a sum near overflow)
+                free = model.family.square(model.family.free_factor(model.raw_scale))  # L Lᵀ: finite iff Σ is
+                exploded = not math.isfinite(float(free.sum() + model.loc.sum() + model.logits.sum()))
+            if exploded:  # steps too long for the data's scale: the covariances overflowed
+                _stop(history, opt.params, last_good, f"the parameters overflowed at step {step} (learning "
+                      f"rates mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large for "
+                      "the data's scale); stopped and kept the last finite parameters. Lower the "
+                      "learning rates, or standardise X.")
+                break
+            history.n_iter = step + 1
+            if reset_collapsed:  # the same parameters, sample and generator on every rank: the same resets
+                bad = collapsed_components(model, N, threshold=threshold)
+                if bad.numel():
+                    reset_components(model, data.sample, bad, g, opt.optimizers)
+                    history.resets.extend((step + 1, int(k)) for k in bad)
+            if epoch_end:
+                history.epoch_loss.append(_full_nll(model, data, group))
+                measured = True
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(nll=f"{value:.4f}", refresh=False)
+            if tol is not None and step >= 10 and history.loss[-11] - value < tol:
+                history.converged = True
+                break
+        bar.close()
+        if history.diverged:
+            final = math.nan
+        else:  # the last epoch's NLL when it is the fitted model's (one pass of a stream saved)
+            final = history.epoch_loss[-1] if measured else _full_nll(model, data, group)
+        if math.isfinite(final):
+            history.loss.append(final)
+            history.time.append(time.perf_counter() - start)
+            if log_every:
+                history.snapshots.append(snapshot(model, history.n_iter, final))
+        history.lower_bound = -history.final_loss
     return history

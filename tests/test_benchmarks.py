@@ -35,13 +35,16 @@ def test_bench_floor_prints_a_row(tmp_path):
 
 
 def test_bench_contention_writes_a_table(tmp_path):
-    """Smoke test: one tiny size, no load and one busy process; the table has a row for each,
-    with a positive ratio (no timing is asserted)."""
+    """Smoke test: one tiny size, no load and one busy process, one round; the table has a row
+    for each, the policy never went above the entry count, and the ratio is positive (no timing
+    is asserted)."""
     out = tmp_path / "contention.md"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_contention.py"), "--sizes",
                         "2e3,2,3", "--loads", "0", "1", "--threads", "1", "--iters", "1",
-                        "--repeat", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+                        "--repeat", "1", "--rounds", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if "2e+03" in line]
     assert [row[0].strip() for row in rows] == ["0", "1"]
-    assert all(float(row[5].strip().rstrip("x")) > 0 for row in rows)
+    assert [row[3].strip() for row in rows] == ["1", "1"]  # threads the policy chose
+    assert all(float(row[6].strip().rstrip("x")) > 0 for row in rows)
