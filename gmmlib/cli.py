@@ -145,5 +145,6 @@ def main(argv=None) -> int:
         if args.distributed:
             import torch.distributed as dist
             if dist.is_initialized():
+                dist.barrier()  # tear down together: a rank leaving early can abort the other
                 dist.destroy_process_group()
     return 0

@@ -40,6 +40,7 @@ SCRIPT = textwrap.dedent("""
                       distributed=True)
     out["kmeans"] = (model.state_dict(), h.loss)
     torch.save(out, sys.argv[1] + f"/rank{rank}.pt")
+    dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
     dist.destroy_process_group()
 """)
 
@@ -155,6 +156,7 @@ FAILING = textwrap.dedent("""
             fit(model, X, progress=False, distributed=True)
         except ValueError as exc:
             print(f"rank {rank} {fit.__name__}: {exc}", flush=True)
+    dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
     dist.destroy_process_group()
 """)
 

@@ -245,6 +245,7 @@ try:
 except ValueError as e:
     out["mismatch"] = str(e)
 torch.save(out, f"{sys.argv[1]}/rank{r}.pt")
+dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
 dist.destroy_process_group()
 """
 
