@@ -46,8 +46,9 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   ``n_k`` carries scikit-learn's ``10 eps``, so its mean is the data's mean (scikit-learn's,
   computed in raw coordinates, is the origin), its covariance ``reg_covar`` times the identity
   and its weight ``10 eps / N``.
-* Memory beyond the data: per-block temporaries, O(block x K x D) and O(K x D²) sums, whatever
-  N is (a stream is never held whole; see :mod:`gmmlib.sources`).
+* Memory beyond the data: the blocks whose responsibilities await summing (about 2^19 values),
+  per-block temporaries, O(block x K x D), and the O(K x D²) sums, whatever N is (a stream is
+  never held whole; see :mod:`gmmlib.sources`).
 
 Two different things keep the covariances away from singular, and they are not the same:
 
@@ -376,9 +377,11 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
         A re-iterable source of row batches works as well and gives the same fit to rounding:
         a ``torch.utils.data.DataLoader`` (batches are tensors, or tuples whose first element
         is the data, as a ``TensorDataset`` yields), an ``IterableDataset``, a list of arrays or
-        a NumPy ``memmap`` (see :mod:`gmmlib.sources`). EM reads it once per iteration and
-        never holds more than a block of it: working memory is O(block x K + K x D²)
-        whatever N is. Every pass must yield the same rows (in any order).
+        a NumPy ``memmap`` (see :mod:`gmmlib.sources`). EM reads it once per iteration (and
+        once before the first, for the mean and the start's sample, and once after the last,
+        for the final loss), holding about ``2^19 / K`` rows at a time (the blocks whose
+        responsibilities await summing) and O(K x D²) sums: memory does not grow with N.
+        Every pass must yield the same rows (in any order).
     max_iter : int
         Maximum number of EM iterations per run; 0 only initialises (as in scikit-learn, a way
         to get the initial parameters), with no warning.
