@@ -80,3 +80,27 @@ def test_mdn_on_cuda():
                               gmmlib.MDNHead(20, 1, 3)).to("cuda")
     history = gmmlib.fit_mdn(net, t.cuda(), x.cuda(), steps=50, progress=False)
     assert history.final_loss < history.loss[0]
+
+
+def test_distributed_em_over_nccl_equals_one_process(tmp_path):
+    """The command line under torchrun with --device cuda joins an NCCL group (one rank per
+    GPU present, at most 2) and saves the same model as the plain 1-process fit."""
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ranks = min(2, torch.cuda.device_count())
+    args = ["-m", "gmmlib", "--method", "em", "--samples", "4000", "--components", "3",
+            "--device", "cuda", "--no-progress"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                          str(ranks), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                          *args, "--distributed", "--save", str(tmp_path / "d.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *args, "--save", str(tmp_path / "o.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in "do")
+    close(a["loc"], b["loc"])
