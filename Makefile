@@ -6,6 +6,7 @@
 #   make notebooks  clean restart-and-run-all of book/*.ipynb in place (outputs + widget state);
 #                   one notebook: make notebooks NB=book/01_gaussian_pdf.ipynb
 #   make clean      remove _build
+#   make bench-peers  EM table vs pomegranate + torchgmm in their own venv .venv-peers (not make test)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -24,7 +25,7 @@ export PYTHONHASHSEED := 0
 .PHONY: help venv book book-fresh test unit nbval chromium lab notebooks clean
 
 help:
-	@sed -n '1,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
 
 # The environment: pinned packages, then gmmlib itself in editable mode (the notebooks'
 # kernels start in book/, so gmmlib must be installed to be importable there).
@@ -82,3 +83,31 @@ notebooks: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# The peers' environment for `benchmarks/bench_em.py --peers` (pomegranate, torchgmm): a venv of
+# its own, built here and by nothing else (`make test` never needs it). torch is installed first
+# (the local CPU wheel) and stays pinned: the peers' pins are passed as constraints too, so no
+# dependency can swap in a CUDA build; the checks after the installs would stop here if one did.
+# Extra arguments for the script: make bench-peers PEERS_ARGS="--sizes 1e5,16,16 --types full"
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+PEERS_REQ := benchmarks/requirements-peers.txt
+PEERS_ARGS ?=
+CPU_TORCH := import sys, torch; sys.exit(f"torch {torch.__version__} is a CUDA build" if torch.version.cuda else 0)
+
+$(PEERS_STAMP): requirements.txt $(PEERS_REQ) pyproject.toml
+	@if [ ! -x $(PEERS_VENV)/bin/python ]; then \
+	  echo "creating $(PEERS_VENV) with $(PYTHON)"; \
+	  $(PYTHON) -m venv $(PEERS_VENV); \
+	fi
+	$(PEERS_VENV)/bin/python -m pip install torch==2.13.0
+	$(PEERS_VENV)/bin/python -c '$(CPU_TORCH)'
+	$(PEERS_VENV)/bin/python -m pip install -c $(PEERS_REQ) -r requirements.txt -r $(PEERS_REQ)
+	$(PEERS_VENV)/bin/python -m pip install --no-deps --no-build-isolation -e .
+	$(PEERS_VENV)/bin/python -m pip check
+	$(PEERS_VENV)/bin/python -c '$(CPU_TORCH)'
+	touch $@
+
+.PHONY: bench-peers
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python benchmarks/bench_em.py --peers $(PEERS_ARGS)

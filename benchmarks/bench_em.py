@@ -13,10 +13,18 @@ run. A CUDA column appears when a GPU is present.
     python benchmarks/bench_em.py            # the full table -> benchmarks/results/em.md
     python benchmarks/bench_em.py --quick    # two sizes, full and diag, float64; prints only
     python benchmarks/bench_em.py --sizes 1e5,64,16 --types diagonal   # any sizes; prints only
+    make bench-peers   # + pomegranate and torchgmm columns (--peers) -> benchmarks/results/em_peers.md
+
+``--peers`` adds a column for each of pomegranate and torchgmm that imports (they live in their
+own venv, .venv-peers, which ``make bench-peers`` builds; elsewhere their columns are left out
+with a note). Those rows are float32, the peers' own dtype, and every side of a row is timed in
+interleaved rounds, from the same start; see ``pomegranate_fit`` and ``torchgmm_fit`` for how
+each peer is started and kept from stopping early.
 """
 import argparse
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -104,16 +112,21 @@ def best_of(fit, repeat, setup=lambda: None, device="cpu", budget=0.5, most=15):
     return best
 
 
-def time_gmmlib(model0, X, iters, repeat, device="cpu"):
+def gmmlib_fit(model0, X, iters, device="cpu"):
+    """``(setup, fit)``: ``fit_em`` for ``iters`` iterations (tol=0) from ``model0``'s parameters,
+    in X's dtype; ``fit.model`` is the fitted model."""
     Xt = torch.as_tensor(X, device=device)
     model = gmmlib.GaussianMixture(model0.n_components, model0.n_features, model0.family.name,
                                    dtype=Xt.dtype, device=device)
-    return best_of(lambda: fit_em(model, Xt, init=None, max_iter=iters, tol=0.0, progress=False),
-                   repeat, setup=lambda: model.load_state_dict(model0.state_dict()),
-                   device=device) / iters
+
+    def fit():
+        fit_em(model, Xt, init=None, max_iter=iters, tol=0.0, progress=False)
+    fit.model = model
+    return lambda: model.load_state_dict(model0.state_dict()), fit
 
 
-def time_sklearn(model0, X, iters, repeat):
+def sklearn_fit(model0, X, iters):
+    """``(setup, fit)``: scikit-learn's EM from ``model0``'s parameters, in X's dtype."""
     fam = model0.family.name
     cov = model0.sklearn_covariances().numpy()
     precisions = np.linalg.inv(cov) if fam in ("full", "tied") else 1.0 / cov
@@ -122,7 +135,186 @@ def time_sklearn(model0, X, iters, repeat):
                init_params="random_from_data",  # its start is replaced: skip a KMeans fit
                weights_init=model0.weights.numpy().astype(dt), means_init=model0.means.numpy().astype(dt),
                precisions_init=precisions.astype(dt))
-    return best_of(lambda: sk.fit(X), repeat) / iters  # each fit restarts from the *_init
+    return lambda: None, lambda: sk.fit(X)  # each fit restarts from the *_init
+
+
+def time_gmmlib(model0, X, iters, repeat, device="cpu"):
+    setup, fit = gmmlib_fit(model0, X, iters, device)
+    return best_of(fit, repeat, setup=setup, device=device) / iters
+
+
+def time_sklearn(model0, X, iters, repeat):
+    setup, fit = sklearn_fit(model0, X, iters)
+    return best_of(fit, repeat, setup=setup) / iters
+
+
+# --- Peers (``--peers``): optional, timed only where the package imports ----------------------
+# Each peer's covariance types, by gmmlib family name. pomegranate's "sphere" is one variance
+# per component (gmmlib's isotropic); it has no tied covariance. torchgmm's are scikit-learn's.
+PEERS = {"pomegranate": {"full": "full", "diagonal": "diag", "isotropic": "sphere"},
+         "torchgmm": {"full": "full", "tied": "tied", "diagonal": "diag", "isotropic": "spherical"}}
+PEER_TYPES = ["full", "tied", "diagonal", "isotropic"]
+RESULTS_PEERS = Path(__file__).parent / "results" / "em_peers.md"
+
+
+def load_peers():
+    """``({name: version}, {name: why not})`` for the peers in ``PEERS``: importable or not.
+
+    They live in the benchmark's own environment (``make bench-peers`` builds ``.venv-peers``);
+    in the main one they are missing and the peer columns are left out.
+    """
+    found, missing = {}, {}
+    for name in PEERS:
+        try:
+            if name == "pomegranate":
+                import pomegranate.distributions  # noqa: F401
+                import pomegranate.gmm  # noqa: F401
+            else:
+                import logging
+                import torchgmm  # sets its own loggers on import: silence them after
+                import torchgmm.bayes  # noqa: F401
+                for log in ("torchgmm", "pytorch_lightning", "lightning.pytorch", "lightning_fabric",
+                            "lightning"):
+                    logging.getLogger(log).setLevel(logging.ERROR)
+            from importlib.metadata import version
+            found[name] = version(name)
+        except Exception as err:  # ImportError, or a broken install: either way, no column
+            missing[name] = f"{type(err).__name__}: {err}"
+    return found, missing
+
+
+def pomegranate_fit(model0, X, iters):
+    """``(setup, fit)``: pomegranate's ``GeneralMixtureModel`` of ``Normal`` components, EM.
+
+    Started exactly at ``model0`` (float32): each ``Normal`` gets its mean and covariance and the
+    mixture its priors, so ``fit`` runs no k-means. ``fit`` does ``max_iter`` rounds of
+    ``summarize`` (E-step) + ``from_summaries`` (M-step) and stops early only when the
+    log-likelihood improves by less than ``tol``: tol=-inf never stops. A fresh model is built in
+    ``setup`` (untimed: it also factors the covariances, as the start). ``fit.model()`` returns
+    the last fitted model.
+    """
+    from pomegranate.distributions import Normal
+    from pomegranate.gmm import GeneralMixtureModel
+    kind = PEERS["pomegranate"][model0.family.name]
+    K, D = model0.n_components, model0.n_features
+    weights, means = model0.weights.detach().clone(), model0.means.detach().clone()
+    cov = model0.sklearn_covariances().detach().clone()  # (K, D, D), (K, D) or (K,)
+    if kind == "sphere":  # pomegranate wants the variance repeated D times (covs as means)
+        cov = cov[:, None].expand(K, D).contiguous()
+    Xt = torch.as_tensor(X)
+    held = {}
+
+    def setup():
+        dists = [Normal(means[k].clone(), cov[k].clone(), covariance_type=kind) for k in range(K)]
+        held["m"] = GeneralMixtureModel(dists, priors=weights.clone(), max_iter=iters,
+                                        tol=float("-inf"))
+
+    def fit():
+        held["m"].fit(Xt)
+    fit.model = lambda: held["m"]
+    return setup, fit
+
+
+def pomegranate_means(fitted):
+    return torch.stack([d.means.detach() for d in fitted.distributions])  # (K, D)
+
+
+def torchgmm_fit(model0, X, iters):
+    """``(setup, fit)``: torchgmm's EM (its ``GaussianMixtureLightningModule`` under the PyTorch
+    Lightning trainer its estimator configures), for ``iters`` epochs = EM iterations.
+
+    torchgmm's public ``GaussianMixture.fit`` takes at most ``init_means`` and then derives priors
+    and covariances from a hard nearest-mean assignment (an extra pass), so it cannot start at
+    given weights and covariances. The same start is set here one level down, as ``fit`` itself
+    does after its initialisation: a ``GaussianMixtureModel`` whose buffers
+    (``component_probs``, ``means``, ``precisions_cholesky``, scikit-learn's convention) are
+    copied from ``model0``, then the estimator's own ``trainer(...).fit(module, loader)`` with
+    the full data as one batch. ``convergence_tolerance=0`` adds no early stopping, so every
+    epoch runs. CPU, no logger, no checkpoints, no progress bar. ``fit.model`` is the model.
+    """
+    import tempfile
+    from torchgmm.base.data import DataLoader, collate_tensor, dataset_from_tensors
+    from torchgmm.bayes import GaussianMixture as TgGMM
+    from torchgmm.bayes.gmm.lightning_module import GaussianMixtureLightningModule
+    from torchgmm.bayes.gmm.model import GaussianMixtureModel, GaussianMixtureModelConfig
+    kind = PEERS["torchgmm"][model0.family.name]
+    K, D = model0.n_components, model0.n_features
+    _, chol = model0.sklearn_precisions()
+    Xt = torch.as_tensor(X)
+    model = GaussianMixtureModel(GaussianMixtureModelConfig(K, D, kind)).to(Xt.dtype)
+    estimator = TgGMM(K, covariance_type=kind, convergence_tolerance=0.0, trainer_params=dict(
+        max_epochs=iters, accelerator="cpu", devices=1, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, logger=False,
+        default_root_dir=tempfile.gettempdir()))
+    threads = torch.get_num_threads()
+
+    def setup():
+        with torch.no_grad():
+            model.component_probs.copy_(model0.weights)
+            model.means.copy_(model0.means)
+            model.precisions_cholesky.copy_(chol)
+
+    def fit():
+        loader = DataLoader(dataset_from_tensors(Xt), batch_size=len(Xt), collate_fn=collate_tensor)
+        module = GaussianMixtureLightningModule(model, convergence_tolerance=0.0,
+                                                covariance_regularization=estimator.covariance_regularization)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Lightning's advice on dataloader workers etc.
+            estimator.trainer().fit(module, loader)
+        if torch.get_num_threads() != threads:  # the same thread count as the other sides
+            torch.set_num_threads(threads)
+    fit.model = model
+    return setup, fit
+
+
+def interleaved(fits, repeat, budget=0.5, most=15):
+    """Best wall time of each ``(setup, fit)`` in ``fits`` (a dict), timed in rounds that run
+    every fit once in turn, so that a burst of load from other processes falls on every side
+    alike: at least ``repeat`` rounds, more while the rounds took under ``budget`` seconds per fit
+    in all, at most ``most``."""
+    best = dict.fromkeys(fits, float("inf"))
+    spent, rounds = 0.0, 0
+    while rounds < repeat or (spent < budget * len(fits) and rounds < most):
+        for name, (setup, fit) in fits.items():
+            setup()
+            t = time.perf_counter()
+            fit()
+            took = time.perf_counter() - t
+            best[name], spent = min(best[name], took), spent + took
+        rounds += 1
+    return best
+
+
+def time_with_peers(model0, X, iters, repeat, peers):
+    """Seconds per iteration of gmmlib, scikit-learn and each importable peer that has this
+    family, all from ``model0`` (already in X's dtype), timed interleaved. torchgmm's is the
+    marginal cost of an iteration, ``(t(iters) - t(1)) / (iters - 1)``, which leaves out the
+    fixed cost of a Lightning trainer run. Returns ``(per_it, agree, fixed)``: seconds per
+    iteration by side; per peer, the largest difference between its final means and gmmlib's
+    after the same iterations (same start, same algorithm: they agree to float32 rounding); and
+    that fixed torchgmm cost in seconds (None without torchgmm)."""
+    fam = model0.family.name
+    fits = {"gmmlib": gmmlib_fit(model0, X, iters)}
+    if fam in SKLEARN:
+        fits["sklearn"] = sklearn_fit(model0, X, iters)
+    if "pomegranate" in peers and fam in PEERS["pomegranate"]:
+        fits["pomegranate"] = pomegranate_fit(model0, X, iters)
+    if "torchgmm" in peers and fam in PEERS["torchgmm"]:
+        fits["torchgmm 1"] = torchgmm_fit(model0, X, 1)
+        fits["torchgmm"] = torchgmm_fit(model0, X, iters)
+    best = interleaved(fits, repeat)
+    per_it = {name: t / iters for name, t in best.items() if name != "torchgmm 1"}
+    fixed = None
+    if "torchgmm" in best:
+        per_it["torchgmm"] = (best["torchgmm"] - best["torchgmm 1"]) / max(iters - 1, 1)
+        fixed = best["torchgmm 1"] - per_it["torchgmm"]
+    ours = fits["gmmlib"][1].model.means.detach()
+    agree = {}
+    if "pomegranate" in fits:
+        agree["pomegranate"] = (pomegranate_means(fits["pomegranate"][1].model()) - ours).abs().max().item()
+    if "torchgmm" in fits:
+        agree["torchgmm"] = (fits["torchgmm"][1].model.means - ours).abs().max().item()
+    return per_it, agree, fixed
 
 
 def main(argv=None):
@@ -136,27 +328,40 @@ def main(argv=None):
                     help="problem sizes instead of the standard four, e.g. 1e5,16,16")
     ap.add_argument("--types", nargs="+", default=None, choices=TYPES)
     ap.add_argument("--dtypes", nargs="+", default=None, choices=list(DTYPES))
+    ap.add_argument("--peers", action="store_true", help="add pomegranate and torchgmm columns "
+                    "(those that import; `make bench-peers` installs them in .venv-peers), float32 "
+                    f"rows, types {' '.join(PEER_TYPES)} by default, all sides timed interleaved; "
+                    f"a full run writes {RESULTS_PEERS}")
     ap.add_argument("--out", default=None, help=f"Markdown file for the table (default {RESULTS} "
                     "for a full run; --quick only prints)")
     args = ap.parse_args(argv)
 
     sizes = args.sizes or (SIZES[:2] if args.quick else SIZES)
-    types = args.types or (["full", "diagonal"] if args.quick else TYPES)
-    dtypes = args.dtypes or (["float64"] if args.quick else list(DTYPES))
-    out = Path(args.out) if args.out else (None if args.quick or args.sizes else RESULTS)
-    cuda = torch.cuda.is_available()
+    types = args.types or (["full", "diagonal"] if args.quick else PEER_TYPES if args.peers else TYPES)
+    dtypes = args.dtypes or (["float32"] if args.peers else ["float64"] if args.quick else list(DTYPES))
+    default_out = RESULTS_PEERS if args.peers else RESULTS
+    out = Path(args.out) if args.out else (None if args.quick or args.sizes else default_out)
+    cuda = torch.cuda.is_available() and not args.peers
+    peers, missing = load_peers() if args.peers else ({}, {})
+    for name, why in missing.items():
+        print(f"{name} is not importable, its column is left out ({why}); `make bench-peers` "
+              "installs the peers in .venv-peers", file=sys.stderr)
 
     warnings.filterwarnings("ignore", category=gmmlib.ConvergenceWarning)
     warnings.filterwarnings("ignore", message=".*did not converge.*")
     torch.set_num_threads(args.threads)
-    load0 = os.getloadavg()[0]
+    load0 = os.getloadavg()
     peaks = {name: matmul_peak(dt) for name, dt in DTYPES.items() if name in dtypes}
 
     header = ["N", "D", "K", "covariance", "dtype", "gmmlib s/it", "sklearn s/it", "speed-up",
               "gmmlib GFLOP/s", "% of matmul peak"]
     if cuda:
         header += ["CUDA s/it", "CUDA speed-up"]
-    rows = []
+    for name in peers:
+        header += [f"{name} s/it", f"vs {name}"]
+    if peers:
+        header += ["max abs Δmeans vs gmmlib", "load (1 min)"]
+    rows, fixed_costs = [], []
     t_start = time.perf_counter()
     with threadpool_limits(limits=args.threads):
         for N, D, K in sizes:
@@ -166,8 +371,15 @@ def main(argv=None):
                 for dname in dtypes:
                     X = X64.astype(np.float32) if dname == "float32" else X64
                     m0 = model0 if dname == "float64" else _cast(model0, torch.float32)
-                    ours = time_gmmlib(m0, X, args.iters, args.repeat)
-                    theirs = time_sklearn(model0, X, args.iters, args.repeat) if fam in SKLEARN else None
+                    if args.peers:  # the peers run in their own dtype, float32 only
+                        per_it, agree, fixed = time_with_peers(
+                            m0, X, args.iters, args.repeat, peers if dname == "float32" else {})
+                        ours, theirs = per_it["gmmlib"], per_it.get("sklearn")
+                        if fixed is not None:
+                            fixed_costs.append(fixed)
+                    else:
+                        ours = time_gmmlib(m0, X, args.iters, args.repeat)
+                        theirs = time_sklearn(model0, X, args.iters, args.repeat) if fam in SKLEARN else None
                     gf = flops(fam, N, D, K) / ours / 1e9
                     row = [f"{N:.0e}".replace("e+0", "e"), D, K, fam, dname, f"{ours:.4f}",
                            f"{theirs:.4f}" if theirs else "—",
@@ -176,26 +388,47 @@ def main(argv=None):
                     if cuda:
                         c = time_gmmlib(m0, X, args.iters, args.repeat + 1, device="cuda")
                         row += [f"{c:.5f}", f"{theirs / c:.0f}x" if theirs else "—"]
+                    for name in peers:
+                        t = per_it.get(name)
+                        row += [f"{t:.4f}", f"**{t / ours:.1f}x**"] if t else ["—", "—"]
+                    if peers:
+                        row += [", ".join(f"{agree[n]:.0e}" if n in agree else "—" for n in peers),
+                                f"{os.getloadavg()[0]:.1f}"]
                     rows.append(row)
                     print(" | ".join(str(v) for v in row), flush=True)
     elapsed = time.perf_counter() - t_start
-    load1 = os.getloadavg()[0]
+    load1 = os.getloadavg()
 
-    lines = [f"# EM: gmmlib.fit_em vs scikit-learn, seconds per iteration", "",
-             f"{args.threads} threads · {args.iters} iterations per fit (tol=0), best of "
-             f"{args.repeat} or more fits (up to 0.5 s each side) · torch {torch.__version__} · scikit-learn "
-             f"{__import__('sklearn').__version__} · numpy {np.__version__} · "
+    title = "scikit-learn" + "".join(f", {name}" for name in peers)
+    versions = "".join(f" · {name} {v}" for name, v in peers.items())
+    if "torchgmm" in peers:
+        from importlib.metadata import version
+        versions += f" · pytorch-lightning {version('pytorch-lightning')}"
+    timing = (f"best of {args.repeat} or more interleaved rounds (one fit of each side per round, "
+              "more rounds while they took under 0.5 s per fit)" if args.peers else
+              f"best of {args.repeat} or more fits (up to 0.5 s each side)")
+    lines = [f"# EM: gmmlib.fit_em vs {title}, seconds per iteration", "",
+             f"{args.threads} threads · {args.iters} iterations per fit (tol=0), {timing} · torch "
+             f"{torch.__version__} · scikit-learn {__import__('sklearn').__version__} · numpy "
+             f"{np.__version__}{versions} · Python {platform.python_version()} · "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
              + (f" · CUDA: {torch.cuda.get_device_name()}" if cuda else ""), "",
              "Measured matmul peak (2048², same threads): "
              + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
-             + f". Load average {load0:.2f} at the start, {load1:.2f} at the end "
-             f"(above {args.threads} means other processes shared the cores). "
+             + f". Load average {_loads(load0)} at the start, {_loads(load1)} at the end "
+             f"(1/5/15 min; above {args.threads} means other processes shared the cores). "
              f"Run took {elapsed:.0f} s.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
     lines += ["", "`—`: scikit-learn has no such covariance type. Regenerate with "
-              "`python benchmarks/bench_em.py`."]
+              f"`python benchmarks/bench_em.py{' --peers' if args.peers else ''}`."]
+    if args.peers:
+        lines += PEER_NOTES + ([f"torchgmm's fixed cost per fit (the Lightning trainer run), "
+                                f"t(1) - s/it: from {min(fixed_costs):.2f} to "
+                                f"{max(fixed_costs):.2f} s (a difference of two best times: "
+                                "noisy, even negative, when the load changed)."]
+                               if fixed_costs else [])
+        lines += [f"Not importable, left out: {', '.join(missing)}."] if missing else []
     table = "\n".join(lines) + "\n"
     print()
     print(table)
@@ -203,6 +436,32 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(table)
         print(f"saved to {out}")
+
+
+PEER_NOTES = [
+    "",
+    "Peers: every side starts from the same parameters (gmmlib's k-means++ start) on the same "
+    "data in the same process, same threads, tol so that nothing stops early; the `vs` columns "
+    "are peer s/it / gmmlib s/it. `—` in a peer's column: it has no such covariance type "
+    "(pomegranate has no tied). The Δmeans column (pomegranate, torchgmm) checks that they did "
+    "the same work: the largest difference of the final means from gmmlib's.",
+    "",
+    "- pomegranate: `GeneralMixtureModel` of `Normal(means, covs, covariance_type=...)` "
+    "('full', 'diag', 'sphere'), given the start, so no k-means runs; `tol=-inf` (it stops when "
+    "the log-likelihood improves by less than tol); seconds per iteration = whole fit / "
+    "iterations, as for gmmlib and scikit-learn.",
+    "- torchgmm: its public `GaussianMixture.fit` accepts only `init_means` (then one "
+    "hard-assignment pass for priors and covariances), so the start is set one level down: a "
+    "`GaussianMixtureModel` with the start copied into its buffers, trained by "
+    "`GaussianMixtureLightningModule(convergence_tolerance=0)` (no early stopping) under the "
+    "estimator's own `trainer()` (CPU, no logger or checkpoints), the whole data as one batch, "
+    "which is what `fit` runs after its initialisation. Its s/it is the marginal cost "
+    "(t(iters) - t(1)) / (iters - 1): the fixed cost of a trainer run is left out.",
+]
+
+
+def _loads(loads):
+    return "/".join(f"{v:.2f}" for v in loads)
 
 
 def _size(text: str):
