@@ -474,8 +474,7 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
     bound the first iteration's gain is measured from (a warm start's); ``monitor``, when
     given, hears ``start(run)``, ``iteration(it, change)`` and ``end(lower_bound, converged)``
     (the estimator's ``verbose`` printing); ``group`` the process group of a distributed fit."""
-    source = X if not isinstance(X, torch.Tensor) else Source(  # validated already
-        tensor=X, n_features=X.shape[1], dtype=X.dtype, device=X.device)
+    source = Source.of_tensor(X) if isinstance(X, torch.Tensor) else X  # validated already
     device = model.loc.device
     g = make_generator(generator, device=device if device.type == "cuda" else "cpu") \
         if init is not None else None

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import torch
 
+from .sources import Source
+
 __all__ = ["Workspace", "Block", "Moments", "COVARIANCE", "scatter"]
 
 # Largest tolerated ratio second / scatter (per variance): past it the float64 difference has
@@ -78,9 +80,7 @@ class Workspace:
 
     def __init__(self, source, K: int, shift: torch.Tensor, family, chunk: int | None = None):
         if isinstance(source, torch.Tensor):  # a validated tensor (initialisation, scorers)
-            from .sources import Source
-            source = Source(tensor=source, n_features=source.shape[1], dtype=source.dtype,
-                            device=source.device)
+            source = Source.of_tensor(source)
         self.source, self.K, self.D = source, K, source.n_features
         D = self.D
         self.shift = shift  # (D,)

@@ -57,6 +57,11 @@ class Source:
         self.n_rows = None if tensor is None else tensor.shape[0]
         self._validated = tensor is not None
 
+    @classmethod
+    def of_tensor(cls, X: torch.Tensor, name: str = "X") -> "Source":
+        """In-memory data ``X`` (N, D) that were validated already, as a source."""
+        return cls(tensor=X, n_features=X.shape[1], dtype=X.dtype, device=X.device, name=name)
+
     @property
     def in_memory(self) -> bool:
         return self.tensor is not None
@@ -116,7 +121,7 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
     if not is_stream(X):
         t = as_data(X, n_features=n_features, dtype=dtype, device=device, min_rows=min_rows,
                     name=name)
-        return Source(tensor=t, n_features=n_features, dtype=dtype, device=device, name=name)
+        return Source.of_tensor(t, name)
     if isinstance(X, np.memmap):
         if X.ndim != 2:
             as_data(X[:1] if X.ndim > 2 else X, name=name)  # raises the 2-D message
