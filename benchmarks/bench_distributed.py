@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _report import publish  # noqa: E402
 from bench_scale import BlobStream, D, K  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "distributed.md"
@@ -214,12 +215,7 @@ def main(argv=None):
               "difference from the 1-thread one (summation order alone). Regenerate with "
               "`python benchmarks/bench_distributed.py`."]
     text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"saved to {out}")
+    publish(text, out)
     return rows, raw
 
 

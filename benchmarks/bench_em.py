@@ -35,6 +35,7 @@ from sklearn.mixture import GaussianMixture as SkGMM
 from threadpoolctl import threadpool_limits
 
 import gmmlib
+from _report import publish  # benchmarks/, on the path when a script here runs or is imported
 from gmmlib.em import fit_em
 
 SIZES = [(10_000, 2, 3), (100_000, 16, 16), (100_000, 64, 16), (1_000_000, 2, 8)]
@@ -430,12 +431,7 @@ def main(argv=None):
                                if fixed_costs else [])
         lines += [f"Not importable, left out: {', '.join(missing)}."] if missing else []
     table = "\n".join(lines) + "\n"
-    print()
-    print(table)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table)
-        print(f"saved to {out}")
+    publish(table, out)
 
 
 PEER_NOTES = [

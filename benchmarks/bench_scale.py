@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _report import publish  # benchmarks/, on the path when a script here runs or is imported
+
 SIZES = [10_000, 100_000, 1_000_000, 10_000_000]
 D, K = 8, 8
 BATCH = 1 << 16  # rows per generated batch (2 MB of float32)
@@ -250,12 +252,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    print()
-    print(text)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"saved to {out}")
+    publish(text, out)
     return results
 
 
