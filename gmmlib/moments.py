@@ -25,7 +25,8 @@ several blocks, loaders or processes simply add.
 Where the difference has lost more than 5 of float64's 16 digits (``second`` over the scatter
 beyond ``_MAX_CANCELLATION`` in a coordinate), the caller repeats the pass for those components
 only, centred on the new means (:meth:`Moments.suspect`), so every path is as accurate as the
-centred sum. :class:`Workspace` holds the data as the passes read them.
+centred sum: within about 1e-10 of ``sqrt(S_ii S_jj)`` in each entry (the scale that matters to
+the Cholesky factor; a tiny off-diagonal is not accurate to its own size, in either form). :class:`Workspace` holds the data as the passes read them.
 """
 from __future__ import annotations
 
