@@ -108,6 +108,16 @@ def _unwrap(batch, name: str, i: int):
     return batch
 
 
+def _drops_rows(X) -> bool:
+    """A DataLoader over a sized dataset whose drop_last leaves rows out of every pass."""
+    if not isinstance(X, torch.utils.data.DataLoader) or not X.drop_last or not X.batch_size:
+        return False
+    try:
+        return len(X.dataset) % X.batch_size != 0
+    except TypeError:  # an IterableDataset without a length: its passes are checked as read
+        return False
+
+
 def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
     """``X`` as a :class:`Source`: a validated tensor (checked once, now) or a stream (checked
     batch by batch on its first pass).
@@ -116,7 +126,8 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
     ------
     ValueError
         As ``gmmlib._validation.as_data`` for arrays; for an iterator that can be read
-        only once; for a map-style ``Dataset`` that is not wrapped in a ``DataLoader``.
+        only once; for a map-style ``Dataset`` that is not wrapped in a ``DataLoader``; for a
+        ``DataLoader`` whose ``drop_last=True`` leaves rows out of every pass.
     """
     if not is_stream(X):
         t = as_data(X, n_features=n_features, dtype=dtype, device=device, min_rows=min_rows,
@@ -130,6 +141,12 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         raise ValueError(f"{name} is a map-style Dataset ({type(X).__name__}), which yields one "
                          "row at a time; wrap it in torch.utils.data.DataLoader(dataset, "
                          "batch_size=4096) to read it in batches")
+    elif _drops_rows(X):
+        r = len(X.dataset) % X.batch_size
+        raise ValueError(f"{name} is a DataLoader with drop_last=True, which leaves out "
+                         f"{r} of its {len(X.dataset)} rows on every pass (others on each pass "
+                         "when it shuffles), but the fits and scorers read all the data every "
+                         "pass; set drop_last=False (a short last batch is fine)")
     elif isinstance(X, collections.abc.Iterator):
         raise ValueError(f"{name} is an iterator ({type(X).__name__}), which can be read only "
                          "once, but the fits read the data once per pass: pass a re-iterable "

@@ -138,6 +138,27 @@ def test_bad_streams_raise_clear_errors():
         fit(Shrinking())
 
 
+def test_a_loader_that_drops_rows_is_refused_by_every_fit_and_scorer():
+    """drop_last=True with a remainder never yields all the data (with shuffle, other rows on
+    each pass, and no row count changes to give it away): refused by name with the remedy. A
+    shuffling loader that drops nothing fits as the tensor does."""
+    X = blobs()  # 700 rows
+    model = gmmlib.GaussianMixture(4, 3, "diagonal", dtype=torch.float64)
+    drops = DataLoader(TensorDataset(X), batch_size=64, shuffle=True, drop_last=True)
+    calls = [lambda L: gmmlib.fit_em(model, L, progress=False),
+             lambda L: gmmlib.fit_gd(model, L, epochs=1, progress=False),
+             lambda L: model.nll(L), lambda L: model.predict(L)]
+    for call in calls:
+        with pytest.raises(ValueError, match="drop_last=True.*leaves out 60 of its 700 rows"
+                                             ".*set drop_last=False"):
+            call(drops)
+    exact = DataLoader(TensorDataset(X), batch_size=70, shuffle=True, drop_last=True,
+                       generator=torch.Generator().manual_seed(0))
+    a, ha = fitted(X, "diagonal")
+    b, hb = fitted(X, "diagonal", exact)
+    assert_same_fit(a, b, ha, hb)
+
+
 def test_reservoir_sample_is_every_row_when_small_and_uniform_when_not():
     X = torch.arange(50.0).reshape(50, 1)
     src = as_source(list(X.split(7)), n_features=1, dtype=torch.float64, device="cpu")
