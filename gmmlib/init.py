@@ -157,7 +157,7 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
     centre = (means - ws.shift) if family.kind == "tril" else None
 
     def moments(components=None, centres=centre):  # the sums; again for ``components``
-        m = Moments(ws, family.kind, centres, components=components, second=family.learned)
+        m = Moments.of(ws, family, centres, components=components)
         for block in ws.blocks():
             m.add(block, resp(block))
         return m

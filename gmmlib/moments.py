@@ -20,7 +20,8 @@ several blocks, loaders or processes simply add.
 * the axis-aligned families are centred on the point the data are shifted to (their mean):
   two (K, n) x (n, D) products, ``sum r x`` and ``sum r x²``, float32 values being exact in
   float64. That costs about ``D / 2`` times less than the centred sum, and cancels only for a
-  component narrow and far from the data's mean.
+  component narrow and far from the data's mean. The isotropic families keep the second
+  moment pooled over the features (``pooled``): ``sum r |x|²`` from the rows' squared norms.
 
 Where the difference has lost more than 5 of float64's 16 digits (``second`` over the scatter
 beyond ``_MAX_CANCELLATION`` in a coordinate), the caller repeats the pass for those components
@@ -44,10 +45,25 @@ _MAX_CANCELLATION = 1e5
 class Block:
     """One block of rows: ``x`` (n, D) as given (read only), ``xt`` (D, n) shifted by the
     workspace's ``shift``, and the rows' positions ``a:b`` in the pass."""
-    __slots__ = ("x", "xt", "a", "b", "_ws")
+    __slots__ = ("x", "xt", "a", "b", "_ws", "_norms")
 
     def __init__(self, x, xt, a, b, ws):
         self.x, self.xt, self.a, self.b, self._ws = x, xt, a, b, ws
+        self._norms = None
+
+    def square_norms(self) -> torch.Tensor:
+        """``|x_n|²`` of the shifted rows in float64, (n,) (the pooled families' one data term
+        besides ``x``): computed once per workspace for in-memory data (8 bytes per row), once
+        per block for a stream."""
+        if self._norms is None:
+            ws = self._ws
+            if ws.in_memory:
+                if "norms" not in ws._buffers:
+                    ws._buffers["norms"] = _square_norms(ws.XT)
+                self._norms = ws._buffers["norms"][self.a:self.b]
+            else:
+                self._norms = _square_norms(self.xt)
+        return self._norms
 
     def float64_columns(self) -> torch.Tensor:
         """The rows as the columns of ``[x²; x]``, shifted, in float64, (2D, n): computed once
@@ -58,6 +74,11 @@ class Block:
                 ws._buffers["xx64"] = _float64_columns(ws.X, ws.shift)
             return ws._buffers["xx64"][:, self.a:self.b]
         return _float64_columns(self.x, ws.shift)
+
+
+def _square_norms(xt):
+    x = xt.to(torch.float64)  # (D, n), float32 values exact
+    return torch.linalg.vecdot(x, x, dim=0)  # (n,)
 
 
 def _float64_columns(x, shift):
@@ -136,18 +157,27 @@ class Moments:
     ``centre`` (K', D) is in the workspace's shifted coordinates; ``None`` means the shift
     itself (zero), which the axis-aligned families' two-product path needs. ``components``
     restricts the sums to those components (a recomputation). ``second=False`` keeps only
-    counts and first moments (the constant family).
+    counts and first moments (the constant family). ``pooled=True`` keeps the second moment
+    averaged over the features, ``sum_n r_nk mean_d (x_nd - c_kd)²`` (K', 1), all that the
+    isotropic families need: half the products of the per-feature sums.
     """
 
+    @classmethod
+    def of(cls, ws: Workspace, family, centre=None, *, components=None) -> "Moments":
+        """The sums the M-step of ``family`` needs, about ``centre``."""
+        return cls(ws, family.kind, centre, components=components, second=family.learned,
+                   pooled=family.kind == "std" and not family.per_feature)
+
     def __init__(self, ws: Workspace, kind: str, centre=None, *, components=None,
-                 second: bool = True):
+                 second: bool = True, pooled: bool = False):
         K = ws.K if components is None else len(components)
         D, f64, dev = ws.D, torch.float64, ws.device
         self.ws, self.kind, self.components = ws, kind, components
         self.centre = centre  # (K', D) or None
         self.count = torch.zeros(K, dtype=f64, device=dev)  # (K',)
         self.first = torch.zeros(K, D, dtype=f64, device=dev)  # (K', D)
-        shape = (K, D, D) if kind == "tril" else (K, D)
+        shape = (K, D, D) if kind == "tril" else (K, 1 if pooled else D)
+        self.pooled = pooled and second
         self.second = torch.zeros(shape, dtype=f64, device=dev) if second else None
         self.log_lik = torch.zeros((), dtype=f64, device=dev)  # the E-step's, when it adds it
 
@@ -162,7 +192,9 @@ class Moments:
             x = block.xt.to(f64)  # (D, n); the block itself when the data are float64
             r64 = r.to(f64)  # (K', n)
             self.first.addmm_(r64, x.T)
-            if self.second is not None:
+            if self.pooled:  # one product with the rows' squared norms (n,)
+                self.second.squeeze(-1).addmv_(r64, block.square_norms(), alpha=1 / x.shape[0])
+            elif self.second is not None:
                 self.second.addmm_(r64, torch.square(x).T)  # not in place: x may be the data
             return
         ws, n = self.ws, block.xt.shape[1]
@@ -183,7 +215,8 @@ class Moments:
             else:
                 self.second += torch.bmm(Z, W.mT).to(f64)  # (K', D, D)
         else:
-            self.second += (W * Z).sum(-1, dtype=f64)  # (K', D)
+            sq = (W * Z).sum(-1, dtype=f64)  # (K', D)
+            self.second += sq.mean(-1, keepdim=True) if self.pooled else sq
 
     def vector(self) -> torch.Tensor:
         """Every sum in one flat float64 tensor (one all-reduce across processes)."""
@@ -219,7 +252,8 @@ class Moments:
         if self.kind == "tril":
             cross = d.unsqueeze(-1) * F.unsqueeze(-2)  # (K', D, D): d Fᵀ
             return S - cross - cross.mT + c.reshape(-1, 1, 1) * d.unsqueeze(-1) * d.unsqueeze(-2)
-        return S - 2.0 * d * F + c.unsqueeze(-1) * d.square()
+        correction = 2.0 * d * F - c.unsqueeze(-1) * d.square()  # (K', D)
+        return S - (correction.mean(-1, keepdim=True) if self.pooled else correction)
 
     def suspect(self, scatter: torch.Tensor) -> torch.Tensor:
         """Components whose scatter (from :meth:`scatter_about`) lost more than 5 digits to

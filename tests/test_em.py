@@ -427,20 +427,20 @@ def test_cuda_matches_cpu(family):
 # ------------------------------------------------------------------------------------------------
 # the diagonal scatter: fast uncentred moments in float64, centred where they would cancel
 # ------------------------------------------------------------------------------------------------
-def _diagonal_case(X: torch.Tensor, R: torch.Tensor):
+def _diagonal_case(X: torch.Tensor, R: torch.Tensor, pooled=False):
     """EM's workspace for data ``X`` (N, D) with responsibilities ``R`` (N, K), the M-step's
     means (shifted coordinates, float64) and the float64 centred scatter
-    sum_n r_nk (x_nd - mu_kd)²."""
+    sum_n r_nk (x_nd - mu_kd)² (with ``pooled``, the isotropic families', its mean over d)."""
     from gmmlib.moments import Moments, Workspace
     K = R.shape[1]
     ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, X.shape[1], "diagonal").family)
-    m = Moments(ws, "std")
+    m = Moments(ws, "std", pooled=pooled)
     for block in ws.blocks():
         m.add(block, R[block.a:block.b].T)
     _, means = m.means(torch.finfo(X.dtype).eps)
     Z = ws.XT.double().T[:, None, :] - means[None]  # (N, K, D)
     reference = torch.einsum("nk,nkd->kd", R.double(), Z ** 2)
-    return (ws, m, R), means, reference
+    return (ws, m, R), means, reference.mean(-1, keepdim=True) if pooled else reference
 
 
 def _scatter_diag(case, means, seen=None):
@@ -451,14 +451,14 @@ def _scatter_diag(case, means, seen=None):
     def repass(components, centres):
         if seen is not None:
             seen.append(components.tolist())
-        again = Moments(ws, "std", centres, components=components)
+        again = Moments(ws, "std", centres, components=components, pooled=m.pooled)
         for block in ws.blocks():
             again.add(block, R[block.a:block.b].T)
         return again
     return scatter(m, means, repass)
 
 
-def _scatter_case(dtype, far, spread):
+def _scatter_case(dtype, far, spread, pooled=False):
     """Two unit clusters near the origin and a third, narrow one (``spread``) at ``far``, with
     hard responsibilities; returns the workspace, the means and the float64 centred reference."""
     rng = np.random.default_rng(0)
@@ -466,14 +466,16 @@ def _scatter_case(dtype, far, spread):
                         rng.normal(far, spread, (20, 3))])
     labels = np.repeat([0, 1, 2], [1000, 1000, 20])
     R = torch.nn.functional.one_hot(torch.as_tensor(labels), 3).to(dtype)  # (N, K)
-    return _diagonal_case(torch.as_tensor(X, dtype=dtype), R)
+    return _diagonal_case(torch.as_tensor(X, dtype=dtype), R, pooled)
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["per-feature", "pooled"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_diagonal_scatter_fast_path_is_accurate(dtype):
+def test_diagonal_scatter_fast_path_is_accurate(dtype, pooled):
     """On ordinary data every component takes the two-product path, and it is as accurate as
-    the centred sum (float32 in: float64 accumulation, so only the output rounding remains)."""
-    case, means, reference = _scatter_case(dtype, far=6.0, spread=0.5)
+    the centred sum (float32 in: float64 accumulation, so only the output rounding remains);
+    so does the isotropic families' pooled sum, from the rows' squared norms."""
+    case, means, reference = _scatter_case(dtype, far=6.0, spread=0.5, pooled=pooled)
     seen = []
     S = _scatter_diag(case, means, seen)
     assert not seen
@@ -481,12 +483,13 @@ def test_diagonal_scatter_fast_path_is_accurate(dtype):
     torch.testing.assert_close(S.to(dtype).double(), reference, rtol=rtol, atol=0)
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["per-feature", "pooled"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_diagonal_scatter_recentres_a_narrow_far_component(dtype, monkeypatch):
+def test_diagonal_scatter_recentres_a_narrow_far_component(dtype, pooled, monkeypatch):
     """A component of spread 1e-4 at 1e3 from the data's mean: its uncentred moments cancel in
     ~14 of float64's 16 digits. The guard sends exactly that component to the centred sum."""
     from gmmlib import moments
-    case, means, reference = _scatter_case(dtype, far=1e3, spread=1e-4)
+    case, means, reference = _scatter_case(dtype, far=1e3, spread=1e-4, pooled=pooled)
     seen = []
     S = _scatter_diag(case, means, seen)
     assert seen == [[2]]
