@@ -18,7 +18,8 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
 * The E-step whitens every point against every component in ONE product per chunk of rows,
   ``X_chunk @ [P_1 … P_K]`` with ``P_k`` the upper Cholesky factor of component k's precision
   (``Σ_k⁻¹ = P_k P_kᵀ``), then subtracts ``mu_k P_k``, squares and sums: an (n, K·D) temporary,
-  never (N, K, D). The diagonal family uses the two small products ``x² @ prec`` and ``x @ (mu
+  never (N, K, D). The tied family, with one ``P``, expands the square instead:
+  ``|x P|² - 2 (x P)(mu_k P) + |mu_k P|²``, two small products. The diagonal family uses the two small products ``x² @ prec`` and ``x @ (mu
   prec)``, as scikit-learn does; the isotropic ones (one variance per component) only the
   second, plus ``|x|² p_k``, an outer product with the rows' squared norms. Both expanded forms cancel when a component sits far from the
   data's mean in its own standard deviations (a component collapsed onto an outlier): such a
@@ -28,18 +29,21 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
 * One pass per iteration: each block's responsibilities are turned at once into the M-step's
   sums (:class:`~gmmlib.moments.Moments`: ``sum r``, ``sum r (x - c)`` and the scatter about
   centres ``c``, in float64) and dropped, so no (K, N) matrix is ever formed; sums from several
-  blocks, a stream's batches or several processes simply add. The full and tied sums are
+  blocks, a stream's batches or several processes simply add. The full family's sums are
   centred on the current means, a batched product ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X_block -
   mu_k`` (never ``E[x²] - E[x]²``, which cancels catastrophically in float32); the scatter
-  about the new means then differs from them by a rank-one correction.
+  about the new means then differs from them by a rank-one correction. The tied family needs
+  only the sum over the components, about the data's mean ``sum_n x xᵀ - sum_k n_k mu_k
+  mu_kᵀ`` (scikit-learn's formula, in float64, with ``sum_n x xᵀ`` kept per block for
+  in-memory data): K times fewer products, 3-7x faster a pass at (1e5, 16..64, 16).
 * The diagonal families' sums are two (K, n) x (n, D) products, ``sum_n r x²`` and
   ``sum_n r x``, accumulated in float64 whatever the data's dtype (the isotropic ones need
-  only ``sum_n r |x|²``, a (K, n) x (n,) product, for the first). Measured at (1e5, 64, 16)
-  float32, 2 threads, in one process against the per-feature sums: 27-30 ms a pass against
-  39-41 ms. Either way, a component
-  whose scatter would lose more than 5 of float64's digits (a narrow component far from the
-  data's mean, or a mean that jumped many of its standard deviations) is summed again,
-  centred on its new mean, in a second pass for those components only. Measured at
+  only ``sum_n r |x|²``, a (K, n) x (n,) product, for the second moment). Measured at
+  (1e5, 64, 16) float32, 2 threads, in one process against the per-feature sums: 27-30 ms a
+  pass against 39-41 ms. Whatever the family, a component whose scatter would lose more than
+  5 of float64's digits (a narrow component far from the data's mean, or a mean that jumped
+  many of its standard deviations) is summed again, centred on its new mean, in a second
+  pass for those components only (for tied, whose scatter is one sum, all of them). Measured at
   (1e5, 64, 16) against a float64 reference: 5.7e-8 relative in float32 (the centred float32
   sum: 8.3e-7), 1.6e-12 in float64, and 2-4x faster than the centred sum.
 * In-memory data are copied once, shifted by their mean (EM is translation-equivariant), which
@@ -130,8 +134,9 @@ def _write_state(model: GaussianMixture, state: _State) -> None:
 # How far, in its own standard deviations, a component's mean may sit from the point the data
 # are centred on before the E-step's expanded product is replaced by the centred form for that
 # component. The expanded forms subtract terms whose difference is the answer: ``x P - mu P``
-# (full, tied) loses about ``u |mu P|`` of the whitened distance, ``x² p - 2 x mu p + mu² p``
-# (diagonal, isotropic) about ``u |mu P|²`` of its square (``u`` the unit roundoff). In float64
+# (full) loses about ``u |mu P|`` of the whitened distance, ``x² p - 2 x mu p + mu² p``
+# (diagonal, isotropic) and ``|x P|² - 2 (x P)(mu P) + |mu P|²`` (tied) about ``u |mu P|²`` of
+# its square (``u`` the unit roundoff), so tied takes the "std" limits. In float64
 # the limits keep that below ~1e-11 of the log-density. In float32 the full family's expanded
 # form was measured as accurate as the model's own float32 log_prob (2e-7 relative) with
 # components ~20 standard deviations out, hence 100; the diagonal families lose 5e-5 at 30 (the
@@ -171,6 +176,7 @@ class _EStep:
             half_logdet = -torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K',) log|P_k|
             whitened = self.muP  # (K, D)
         else:
+            self.shared = False
             std = state.factor.expand(K, D)  # (K, D)
             prec = std.pow(-2)  # (K, D)
             # -0.5 (x - mu)² p = -0.5 x² p + x (mu p) - 0.5 mu² p, summed over features; one
@@ -183,11 +189,17 @@ class _EStep:
             half_logdet = -std.log().sum(-1)  # (K,)
             whitened = mu / std  # (K, D)
         self.offset = (half_logdet - 0.5 * D * LOG_2PI).expand(K) + state.log_weights  # (K,)
+        # the axis-aligned families, and tied (one P for all), take the expanded form:
+        # -0.5 |x P - mu_k P|² = -0.5 |x P|² + (x P) (mu_k P) - 0.5 |mu_k P|², two products
+        self.expanded = family.kind == "std" or self.shared
         if family.kind == "std":
             self.const = const + self.offset  # (K,) everything but the data's terms
+        elif self.shared:
+            self.muPT = self.muP.T.contiguous()  # (D, K)
+            self.const = self.offset - 0.5 * self.muP.square().sum(-1)  # (K,)
         self.ones = torch.ones(D, dtype=mu.dtype, device=mu.device)  # (D,)
         offsets = whitened.abs().amax(-1)  # (K,) in standard deviations
-        limit = _MAX_WHITENED_OFFSET[family.kind, mu.dtype]
+        limit = _MAX_WHITENED_OFFSET["std" if self.expanded else "tril", mu.dtype]
         self.mid = None
         if family.kind == "std" and mu.dtype == torch.float32:
             # float32's limit is passed by well separated clusters: up to float64's limit, such
@@ -224,12 +236,13 @@ class _EStep:
         x = block.xt.T  # (n, D), shifted
         n = x.shape[0]
         K, D = self.K, self.D
-        if self.kind == "tril":
+        if self.shared:  # tied: the expanded form in whitened coordinates
+            y = x @ self.Pcat  # (n, D)
+            out = torch.addmm(self.const, y, self.muPT)  # (n, K)
+            out.add_(torch.linalg.vecdot(y, y).unsqueeze(-1), alpha=-0.5)
+        elif self.kind == "tril":
             buf = ws.buffer("estep", (ws.chunk, K * D))
-            if self.shared:
-                y = torch.sub((x @ self.Pcat).unsqueeze(1), self.muP, out=buf[:n].view(n, K, D))
-            else:
-                y = torch.mm(x, self.Pcat, out=buf[:n]).view(n, K, D).sub_(self.muP)  # (n, K, D)
+            y = torch.mm(x, self.Pcat, out=buf[:n]).view(n, K, D).sub_(self.muP)  # (n, K, D)
             y = y.square_()
             if D <= 16:  # torch reduces a short last dim slowly: 25x at D = 2, measured
                 maha = (y.view(n * K, D) @ self.ones).view(n, K)  # (n, K)
@@ -306,10 +319,12 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
 # ------------------------------------------------------------------------------------------------
 def _statistics(family, state: _State, ws: Workspace, group=None) -> Moments:
     """One E-step pass: the M-step's sums under ``state``'s responsibilities, and the
-    log-likelihood, summed over the ranks of ``group``. The full and tied families' sums are
-    centred on the current means (the M-step's scatter then barely differs from them), the
-    axis-aligned families' on the shift (two products per block; see :mod:`gmmlib.moments`)."""
-    centre = (state.means - ws.shift).to(ws.dtype) if family.kind == "tril" else None
+    log-likelihood, summed over the ranks of ``group``. The full family's sums are centred
+    on the current means (the M-step's scatter then barely differs from them), the tied and
+    axis-aligned families' on the shift (a few products per block; see
+    :mod:`gmmlib.moments`)."""
+    per_component = family.kind == "tril" and family.per_component
+    centre = (state.means - ws.shift).to(ws.dtype) if per_component else None
     m = Moments.of(ws, family, centre)
     _e_step(family, state, ws, moments=m)
     return _reduce(m, group)

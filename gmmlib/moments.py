@@ -51,6 +51,20 @@ class Block:
         self.x, self.xt, self.a, self.b, self._ws = x, xt, a, b, ws
         self._norms = None
 
+    def outer(self) -> torch.Tensor:
+        """``sum_n x_n x_nᵀ`` of the shifted rows in float64, (D, D) (the tied family's second
+        moment): kept per block for in-memory data (D² values a block), computed for a
+        stream's."""
+        ws = self._ws
+        if not ws.in_memory:
+            x = self.xt.to(torch.float64)  # (D, n), float32 values exact
+            return x @ x.T
+        kept = ws._buffers.setdefault("outer", {})
+        if (self.a, self.b) not in kept:
+            x = self.xt.to(torch.float64)
+            kept[self.a, self.b] = x @ x.T
+        return kept[self.a, self.b]
+
     def square_norms(self) -> torch.Tensor:
         """``|x_n|²`` of the shifted rows in float64, (n,) (the pooled families' one data term
         besides ``x``): computed once per workspace for in-memory data (8 bytes per row), once
@@ -87,6 +101,11 @@ def _float64_columns(x, shift):
     return torch.cat([x64.square(), x64])  # (2D, n)
 
 
+def _centred_rows(ws, K: int) -> int:
+    """Rows whose (K, D, rows) temporaries hold about the workspace's budget of values."""
+    return max(256, ws.budget // (K * ws.D))
+
+
 class Workspace:
     """The data as EM reads them, in blocks, and buffers reused by every pass.
 
@@ -108,9 +127,12 @@ class Workspace:
         self.shift = shift  # (D,)
         self.dtype, self.device = source.dtype, source.device
         self.in_memory = source.in_memory
-        budget = 1 << 24 if torch.device(source.device).type == "cuda" else 1 << 19
-        size = int(chunk or max(256, budget // (K * D)))
-        self.chunk = size if family.kind == "tril" else int(chunk or max(256, budget // (K + D)))
+        # values per temporary
+        self.budget = budget = 1 << 24 if torch.device(source.device).type == "cuda" else 1 << 19
+        if family.kind == "tril" and family.per_component:  # (K, D, n) temporaries
+            self.chunk = int(chunk or _centred_rows(self, K))
+        else:  # (n, K) and (n, D) temporaries
+            self.chunk = int(chunk or max(256, budget // (K + D)))
         self._buffers = {}
         if self.in_memory:
             X = source.tensor
@@ -157,16 +179,21 @@ class Moments:
     ``centre`` (K', D) is in the workspace's shifted coordinates; ``None`` means the shift
     itself (zero), which the axis-aligned families' two-product path needs. ``components``
     restricts the sums to those components (a recomputation). ``second=False`` keeps only
-    counts and first moments (the constant family). ``pooled=True`` keeps the second moment
-    averaged over the features, ``sum_n r_nk mean_d (x_nd - c_kd)²`` (K', 1), all that the
-    isotropic families need: half the products of the per-feature sums.
+    counts and first moments (the constant family). ``pooled=True`` keeps only what a shared
+    or isotropic covariance needs: for the std kind the second moment averaged over the
+    features, ``sum_n r_nk mean_d (x_nd - c_kd)²`` (K', 1); for the tril kind (tied) its sum
+    over the components, ``sum_k sum_n r_nk (x_n - c_k)(x_n - c_k)ᵀ`` (1, D, D), which about
+    the shift is ``sum_n x_n x_nᵀ`` (the responsibilities of a row sum to 1: they are
+    renormalised in float64 to make that exact), one (D, n) x (n, D) product per block instead
+    of K.
     """
 
     @classmethod
     def of(cls, ws: Workspace, family, centre=None, *, components=None) -> "Moments":
         """The sums the M-step of ``family`` needs, about ``centre``."""
+        pooled = not family.per_feature if family.kind == "std" else not family.per_component
         return cls(ws, family.kind, centre, components=components, second=family.learned,
-                   pooled=family.kind == "std" and not family.per_feature)
+                   pooled=pooled)
 
     def __init__(self, ws: Workspace, kind: str, centre=None, *, components=None,
                  second: bool = True, pooled: bool = False):
@@ -176,7 +203,9 @@ class Moments:
         self.centre = centre  # (K', D) or None
         self.count = torch.zeros(K, dtype=f64, device=dev)  # (K',)
         self.first = torch.zeros(K, D, dtype=f64, device=dev)  # (K', D)
-        shape = (K, D, D) if kind == "tril" else (K, 1 if pooled else D)
+        if kind == "tril" and pooled and components is not None:
+            raise ValueError("the pooled (tied) sums are over all the components")
+        shape = (1 if pooled else K, D, D) if kind == "tril" else (K, 1 if pooled else D)
         self.pooled = pooled and second
         self.second = torch.zeros(shape, dtype=f64, device=dev) if second else None
         self.log_lik = torch.zeros((), dtype=f64, device=dev)  # the E-step's, when it adds it
@@ -187,6 +216,13 @@ class Moments:
             r = r[self.components]
         r = r.contiguous()  # the E-step's is a transposed view: strided products run 3-6x slower
         f64 = torch.float64
+        if self.centre is None and self.kind == "tril":  # tied, about the shift: x xᵀ
+            r64 = r.to(f64)
+            r64 /= r64.sum(0)  # each row's responsibilities sum to 1 (float32's to ~1e-7)
+            self.count += r64.sum(1)
+            self.first.addmm_(r64, block.xt.T.to(f64))
+            self.second[0] += block.outer()
+            return
         self.count += r.sum(1, dtype=f64)
         if self.centre is None:  # the two products, about the shift
             x = block.xt.to(f64)  # (D, n); the block itself when the data are float64
@@ -197,11 +233,16 @@ class Moments:
             elif self.second is not None:
                 self.second.addmm_(r64, torch.square(x).T)  # not in place: x may be the data
             return
-        ws, n = self.ws, block.xt.shape[1]
-        K = r.shape[0]
-        Z = torch.sub(block.xt, self.centre.unsqueeze(-1),
-                      out=ws.buffer("z", (K, ws.D, ws.chunk))[:, :, :n])  # (K', D, n)
-        W = torch.mul(Z, r.unsqueeze(1), out=ws.buffer("w", (K, ws.D, ws.chunk))[:, :, :n])
+        # the centred sums make (K', D, n) temporaries: rows of a block a slice at a time
+        rows = min(block.xt.shape[1], _centred_rows(self.ws, r.shape[0]))
+        for a in range(0, r.shape[1], rows):
+            self._add_centred(block.xt[:, a:a + rows], r[:, a:a + rows], rows)
+
+    def _add_centred(self, xt: torch.Tensor, r: torch.Tensor, rows: int) -> None:
+        ws, n, f64, K = self.ws, xt.shape[1], torch.float64, r.shape[0]
+        Z = torch.sub(xt, self.centre.unsqueeze(-1),
+                      out=ws.buffer("z", (K, ws.D, rows))[:, :, :n])  # (K', D, n)
+        W = torch.mul(Z, r.unsqueeze(1), out=ws.buffer("w", (K, ws.D, rows))[:, :, :n])
         if self.kind == "tril":
             # sum_n r (x - c) as a batched (1, n) x (n, D) product: 2-4x faster than W.sum(-1)
             self.first += torch.bmm(r.unsqueeze(1), Z.mT).squeeze(1).to(f64)
@@ -210,7 +251,9 @@ class Moments:
         if self.second is None:
             return
         if self.kind == "tril":
-            if Z.dtype == f64:
+            if self.pooled:
+                self.second += torch.bmm(Z, W.mT).sum(0, keepdim=True, dtype=f64)  # (1, D, D)
+            elif Z.dtype == f64:
                 self.second.baddbmm_(Z, W.mT)
             else:
                 self.second += torch.bmm(Z, W.mT).to(f64)  # (K', D, D)
@@ -251,7 +294,8 @@ class Moments:
         S, F, c = self.second, self.first, self.count
         if self.kind == "tril":
             cross = d.unsqueeze(-1) * F.unsqueeze(-2)  # (K', D, D): d Fᵀ
-            return S - cross - cross.mT + c.reshape(-1, 1, 1) * d.unsqueeze(-1) * d.unsqueeze(-2)
+            correction = cross + cross.mT - c.reshape(-1, 1, 1) * d.unsqueeze(-1) * d.unsqueeze(-2)
+            return S - (correction.sum(0, keepdim=True) if self.pooled else correction)
         correction = 2.0 * d * F - c.unsqueeze(-1) * d.square()  # (K', D)
         return S - (correction.mean(-1, keepdim=True) if self.pooled else correction)
 
@@ -271,6 +315,8 @@ def scatter(m: Moments, means: torch.Tensor, repass) -> torch.Tensor:
     again centred on their means by ``repass(components, centres) -> Moments``."""
     S = m.scatter_about(means)
     bad = m.suspect(S)
+    if bad.numel() and m.kind == "tril" and m.pooled:  # tied: every component, centred
+        return repass(None, means.to(m.ws.dtype)).scatter_about(means)
     if bad.numel():
         again = repass(bad, means[bad].to(m.ws.dtype))
         S[bad] = again.scatter_about(means[bad])

@@ -553,6 +553,46 @@ def test_full_scatter_about_moved_means_matches_the_centred_sum(K, D, jump, log_
                                rtol=0, atol=1e-9)
 
 
+@settings(max_examples=40, deadline=None)
+@given(K=st.integers(1, 4), D=st.integers(1, 4), separation=st.sampled_from([0.0, 3.0, 1e3, 1e6]),
+       log_spread=st.floats(-6, 1), hardness=st.floats(0, 30), seed=st.integers(0, 10_000),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_tied_scatter_about_the_shift_matches_the_centred_sum(K, D, separation, log_spread,
+                                                              hardness, seed, dtype):
+    """The tied family's sums are taken about the data's mean, where the second moment is
+    sum_n x xᵀ whatever the responsibilities; the scatter about the new means subtracts the
+    between-cluster part, which cancels for far-apart clusters, and the guard then sums every
+    component again centred: always the float64 centred sum, summed over the components, to
+    1e-9 of sqrt(S_ii S_jj) (float32 data and responsibilities included)."""
+    from gmmlib.moments import Moments, Workspace, scatter
+    rng = np.random.default_rng(seed)
+    spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
+    centres = separation * rng.normal(size=(K, D))
+    X = torch.as_tensor(np.concatenate([c + s * rng.normal(size=(30, D))
+                                        for c, s in zip(centres, spreads)]), dtype=dtype)
+    own = np.repeat(np.eye(K), 30, axis=0)  # (N, K)
+    R = torch.softmax(torch.as_tensor(hardness * own + rng.normal(size=(len(X), K))), -1)
+    R = R.to(dtype)
+    family = gmmlib.GaussianMixture(K, D, "tied").family
+    ws = Workspace(X, K, X.mean(0), family)
+
+    def sums(components=None, centres=None):
+        m = Moments.of(ws, family, centres, components=components)
+        for block in ws.blocks():
+            m.add(block, R[block.a:block.b].T)
+        return m
+    m = sums()
+    assert m.second.shape == (1, D, D)
+    _, means = m.means(torch.finfo(dtype).eps)
+    R64 = R.double() / R.double().sum(1, keepdim=True)  # as the sums renormalise them
+    Z = ws.XT.double().T[:, None, :] - means[None]  # (N, K, D)
+    reference = torch.einsum("nk,nkd,nke->de", R64, Z, Z).unsqueeze(0)  # (1, D, D)
+    scale = reference.diagonal(dim1=-2, dim2=-1).sqrt()
+    scale = scale.unsqueeze(-1) * scale.unsqueeze(-2)
+    torch.testing.assert_close(scatter(m, means, sums) / scale, reference / scale,
+                               rtol=0, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------------------------
 # the update of a component with no responsibility, and translation
 # ------------------------------------------------------------------------------------------------
