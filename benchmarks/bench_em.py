@@ -46,20 +46,22 @@ RESULTS = Path(__file__).parent / "results" / "em.md"
 
 
 def flops(family: str, N: int, D: int, K: int) -> float:
-    """Floating-point operations of one EM iteration's dominant terms (both sides do this work).
+    """Floating-point operations of the products of one gmmlib EM iteration (the elementwise
+    work and what is kept between iterations are left out; scikit-learn may do more).
 
-    full: E-step X @ [P_1 … P_K] (2NKD²) + M-step scatters (2NKD²) + means (2NKD);
-    tied: E-step 2ND² + scatters 2NKD² + means; diagonal families: E-step two (N,D)x(D,K)
-    products (4NKD) + the scatter's two moment products (4NKD) + means (2NKD); constant: no
-    scatter.
+    full: E-step X @ [P_1 … P_K] (2NKD²) + M-step centred scatters (2NKD²) + means (2NKD);
+    tied: E-step X @ P (2ND²) and (X P)(mu P)ᵀ (2NKD) + means (2NKD); its ``sum x xᵀ`` is kept
+    between iterations; diagonal: E-step two (N,D)x(D,K) products (4NKD) + the M-step's
+    ``sum r x`` and ``sum r x²`` (4NKD); isotropic, shared isotropic, constant: one product
+    each side (4NKD; the squared norms' terms are O(NK)).
     """
     if family == "full":
         return 4.0 * N * K * D * D + 2.0 * N * K * D
     if family == "tied":
-        return 2.0 * N * D * D + 2.0 * N * K * D * D + 2.0 * N * K * D
-    if family == "constant":
-        return 6.0 * N * K * D
-    return 10.0 * N * K * D
+        return 2.0 * N * D * D + 4.0 * N * K * D
+    if family == "diagonal":
+        return 8.0 * N * K * D
+    return 4.0 * N * K * D
 
 
 def matmul_peak(dtype, device="cpu", n=2048, repeat=3) -> float:

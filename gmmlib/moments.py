@@ -45,39 +45,32 @@ _MAX_CANCELLATION = 1e5
 class Block:
     """One block of rows: ``x`` (n, D) as given (read only), ``xt`` (D, n) shifted by the
     workspace's ``shift``, and the rows' positions ``a:b`` in the pass."""
-    __slots__ = ("x", "xt", "a", "b", "_ws", "_norms")
+    __slots__ = ("x", "xt", "a", "b", "_ws", "_memo")
 
     def __init__(self, x, xt, a, b, ws):
         self.x, self.xt, self.a, self.b, self._ws = x, xt, a, b, ws
-        self._norms = None
+        self._memo = {}
 
     def outer(self) -> torch.Tensor:
         """``sum_n x_n x_nᵀ`` of the shifted rows in float64, (D, D) (the tied family's second
-        moment): kept per block for in-memory data (D² values a block), computed for a
-        stream's."""
-        ws = self._ws
-        if not ws.in_memory:
-            x = self.xt.to(torch.float64)  # (D, n), float32 values exact
-            return x @ x.T
-        kept = ws._buffers.setdefault("outer", {})
-        if (self.a, self.b) not in kept:
-            x = self.xt.to(torch.float64)
-            kept[self.a, self.b] = x @ x.T
-        return kept[self.a, self.b]
+        moment)."""
+        return self._kept("outer", lambda x: x @ x.T)
 
     def square_norms(self) -> torch.Tensor:
-        """``|x_n|²`` of the shifted rows in float64, (n,) (the pooled families' one data term
-        besides ``x``): computed once per workspace for in-memory data (8 bytes per row), once
-        per block for a stream."""
-        if self._norms is None:
-            ws = self._ws
-            if ws.in_memory:
-                if "norms" not in ws._buffers:
-                    ws._buffers["norms"] = _square_norms(ws.XT)
-                self._norms = ws._buffers["norms"][self.a:self.b]
-            else:
-                self._norms = _square_norms(self.xt)
-        return self._norms
+        """``|x_n|²`` of the shifted rows in float64, (n,) (the isotropic families' one data
+        term besides ``x``)."""
+        return self._kept("norms", lambda x: torch.linalg.vecdot(x, x, dim=0))
+
+    def _kept(self, name: str, compute) -> torch.Tensor:
+        """``compute(x)`` of the block's shifted rows as float64 columns (D, n) (float32
+        values exact): kept in the workspace per block for in-memory data, which every pass
+        cuts into the same blocks; for a stream's, once per block (the E-step's and the sums')."""
+        ws = self._ws
+        kept = ws._buffers.setdefault(name, {}) if ws.in_memory else self._memo
+        key = (name, self.a, self.b)
+        if key not in kept:
+            kept[key] = compute(self.xt.to(torch.float64))
+        return kept[key]
 
     def float64_columns(self) -> torch.Tensor:
         """The rows as the columns of ``[x²; x]``, shifted, in float64, (2D, n): computed once
@@ -88,11 +81,6 @@ class Block:
                 ws._buffers["xx64"] = _float64_columns(ws.X, ws.shift)
             return ws._buffers["xx64"][:, self.a:self.b]
         return _float64_columns(self.x, ws.shift)
-
-
-def _square_norms(xt):
-    x = xt.to(torch.float64)  # (D, n), float32 values exact
-    return torch.linalg.vecdot(x, x, dim=0)  # (n,)
 
 
 def _float64_columns(x, shift):
