@@ -12,8 +12,11 @@ data from the same start, as in ``bench_em.py``, one fit each in turn so that bo
 load: seconds per EM iteration, best of several fits. All loads are measured ``--rounds`` times;
 cells give the range over rounds, and the ratio scikit-learn / gmmlib (above 1: gmmlib is
 faster) is taken within a round. *slowdown*: each library's best time under load over its best
-with no busy process. *no policy*: gmmlib on the entry thread count, as before the policy
-(first round, fits of 2 iterations, one or 0.5 s).
+with no busy process. gmmlib's can include losing a second core it used on the quiet machine,
+so it is also given on one thread (*1 thread*: fits with torch on 1 thread, timed in the same
+turns; its slowdown is against its own time with no busy process), which is scikit-learn's
+setting. *no policy*: gmmlib on the entry thread count, as before the policy (first round,
+fits of 2 iterations, one or 0.5 s).
 
     python benchmarks/bench_contention.py            # -> benchmarks/results/contention.md
     python benchmarks/bench_contention.py --quick    # one small size, one round, prints only
@@ -88,9 +91,9 @@ def _sklearn_fit(model0, X, iters):
 
 
 def time_cell(model0, X, iters, repeat, budget=1.0, most=30):
-    """gmmlib inside ``fit_threads`` and scikit-learn, one fit each in turn so that both see the
-    same load: the best seconds per iteration of each, the thread counts the policy chose and
-    the other runnable tasks it saw."""
+    """gmmlib inside ``fit_threads``, scikit-learn and gmmlib on 1 thread, one fit each in turn
+    so that all see the same load: the best seconds per iteration of each, the thread counts
+    the policy chose and the other runnable tasks it saw."""
     Xt = torch.as_tensor(X)
     N, D = Xt.shape
     K = model0.n_components
@@ -102,18 +105,27 @@ def time_cell(model0, X, iters, repeat, budget=1.0, most=30):
             chosen.add(n)
             fit_em(model, Xt, init=None, max_iter=iters, tol=0.0, progress=False)
 
-    best, spent, runs = [float("inf"), float("inf")], 0.0, 0
+    def one_thread():
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            fit_em(model, Xt, init=None, max_iter=iters, tol=0.0, progress=False)
+        finally:
+            torch.set_num_threads(before)
+
+    best, spent, runs = [float("inf")] * 3, 0.0, 0
     while runs < repeat or (spent < budget and runs < most):
-        for i, fit in enumerate((ours, sk_fit)):
-            if i == 0:
+        for i, fit in enumerate((ours, sk_fit, one_thread)):
+            if i != 1:
                 model.load_state_dict(model0.state_dict())
+            if i == 0:
                 seen.add(_running_elsewhere())  # what the policy is about to see
             t = time.perf_counter()
             fit()
             took = time.perf_counter() - t
             best[i], spent = min(best[i], took), spent + took
         runs += 1
-    return best[0] / iters, best[1] / iters, chosen, seen
+    return best[0] / iters, best[1] / iters, best[2] / iters, chosen, seen
 
 
 def _span(values, fmt="{:.4g}"):
@@ -147,6 +159,7 @@ def main(argv=None):
         data[N, D, K] = X, start(X, K, "full")
     # (size, load) -> lists over rounds
     ours, theirs, ratio, chosen, busy, fixed, others = {}, {}, {}, {}, {}, {}, []
+    single = {}
     load_start, t0 = os.getloadavg(), time.perf_counter()
     for r in range(rounds):
         others.append(_running_elsewhere())  # what else ran, before this round's busy processes
@@ -154,7 +167,8 @@ def main(argv=None):
             with Busy(load):
                 for size, (X, model0) in data.items():
                     key = size, load
-                    o, t, n, seen = time_cell(model0, X, args.iters, args.repeat)
+                    o, t, o1, n, seen = time_cell(model0, X, args.iters, args.repeat)
+                    single.setdefault(key, []).append(o1)
                     ours.setdefault(key, []).append(o)
                     theirs.setdefault(key, []).append(t)
                     ratio.setdefault(key, []).append(t / o)
@@ -168,7 +182,7 @@ def main(argv=None):
 
     header = ("| busy processes | N, D, K | other runnable tasks seen | threads | gmmlib s/iter "
               "| scikit-learn s/iter | scikit-learn / gmmlib | gmmlib slowdown | scikit-learn slowdown "
-              "| gmmlib, no policy s/iter |")
+              "| gmmlib 1 thread s/iter | gmmlib 1 thread slowdown | gmmlib, no policy s/iter |")
     rows = []
     for size in data:
         for load in args.loads:
@@ -179,9 +193,10 @@ def main(argv=None):
                    _span(ratio[key], "{:.2f}x")]
             if quiet in ours:
                 row += [f"{min(ours[key]) / min(ours[quiet]):.2f}x",
-                        f"{min(theirs[key]) / min(theirs[quiet]):.2f}x"]
+                        f"{min(theirs[key]) / min(theirs[quiet]):.2f}x", _span(single[key]),
+                        f"{min(single[key]) / min(single[quiet]):.2f}x"]
             else:
-                row += ["—", "—"]
+                row += ["—", "—", _span(single[key]), "—"]
             row.append(f"{fixed[key]:.4g}" if key in fixed else "—")
             rows.append("| " + " | ".join(row) + " |")
     text = (
@@ -192,7 +207,7 @@ def main(argv=None):
         "column *threads* is what the policy chose, having seen the *other runnable tasks*); "
         "scikit-learn: 1 BLAS thread, its fastest; the two fit in turn. Busy processes are "
         "pure-Python loops, one core each. *slowdown*: best time under load over best time with "
-        "none. *no policy*: gmmlib on the entry thread count, first round only, fits of "
+        "none. *1 thread*: gmmlib with torch on 1 thread, in the same turns. *no policy*: gmmlib on the entry thread count, first round only, fits of "
         f"{min(args.iters, 2)} iterations. "
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
         f"torch {torch.__version__}, scikit-learn {__import__('sklearn').__version__}. "
