@@ -53,24 +53,20 @@ class Block:
 
     def outer(self) -> torch.Tensor:
         """``sum_n x_n x_nᵀ`` of the shifted rows in float64, (D, D) (the tied family's second
-        moment)."""
-        return self._kept("outer", lambda x: x @ x.T)
+        moment; for in-memory data :meth:`Workspace.outer` keeps the total instead)."""
+        x = self.xt.to(torch.float64)  # (D, n), float32 values exact
+        return x @ x.T
 
     def square_norms(self) -> torch.Tensor:
         """``|x_n|²`` of the shifted rows in float64, (n,) (the isotropic families' one data
-        term besides ``x``)."""
-        return self._kept("norms", lambda x: torch.linalg.vecdot(x, x, dim=0))
-
-    def _kept(self, name: str, compute) -> torch.Tensor:
-        """``compute(x)`` of the block's shifted rows as float64 columns (D, n) (float32
-        values exact): kept in the workspace per block for in-memory data, which every pass
-        cuts into the same blocks; for a stream's, once per block (the E-step's and the sums')."""
+        term besides ``x``): kept in the workspace for in-memory data (8 bytes a row; every
+        pass cuts the same blocks), once per block of a stream (the E-step's and the sums')."""
         ws = self._ws
-        kept = ws._buffers.setdefault(name, {}) if ws.in_memory else self._memo
-        key = (name, self.a, self.b)
-        if key not in kept:
-            kept[key] = compute(self.xt.to(torch.float64))
-        return kept[key]
+        kept = ws._buffers.setdefault("norms", {}) if ws.in_memory else self._memo
+        if (self.a, self.b) not in kept:
+            x = self.xt.to(torch.float64)  # (D, n), float32 values exact
+            kept[self.a, self.b] = torch.linalg.vecdot(x, x, dim=0)
+        return kept[self.a, self.b]
 
     def float64_columns(self) -> torch.Tensor:
         """The rows as the columns of ``[x²; x]``, shifted, in float64, (2D, n): computed once
@@ -130,6 +126,17 @@ class Workspace:
             self.XT = torch.sub(X.T, shift.unsqueeze(-1),
                                 out=torch.empty(D, X.shape[0], dtype=X.dtype, device=X.device))
             self.chunk = min(self.chunk, max(1, X.shape[0]))
+
+    def outer(self) -> torch.Tensor:
+        """``sum_n x_n x_nᵀ`` of all the in-memory data, shifted, in float64 (D, D): computed
+        block by block once, then kept (the tied family's second moment about the shift,
+        which does not depend on the responsibilities)."""
+        if "outer" not in self._buffers:
+            total = torch.zeros(self.D, self.D, dtype=torch.float64, device=self.device)
+            for block in self.blocks():
+                total += block.outer()
+            self._buffers["outer"] = total
+        return self._buffers["outer"]
 
     @property
     def N(self) -> int | None:
@@ -196,6 +203,9 @@ class Moments:
         shape = (1 if pooled else K, D, D) if kind == "tril" else (K, 1 if pooled else D)
         self.pooled = pooled and second
         self.second = torch.zeros(shape, dtype=f64, device=dev) if second else None
+        self._tied_about_shift = kind == "tril" and pooled and centre is None
+        if self._tied_about_shift and second and ws.in_memory:  # the whole pass's, at once
+            self.second[0] = ws.outer()
         self.log_lik = torch.zeros((), dtype=f64, device=dev)  # the E-step's, when it adds it
 
     def add(self, block: Block, r: torch.Tensor) -> None:
@@ -204,12 +214,13 @@ class Moments:
             r = r[self.components]
         r = r.contiguous()  # the E-step's is a transposed view: strided products run 3-6x slower
         f64 = torch.float64
-        if self.centre is None and self.kind == "tril":  # tied, about the shift: x xᵀ
+        if self._tied_about_shift:  # sum_n x xᵀ whatever r (in-memory: added at the start)
             r64 = r.to(f64)
             r64 /= r64.sum(0)  # each row's responsibilities sum to 1 (float32's to ~1e-7)
             self.count += r64.sum(1)
             self.first.addmm_(r64, block.xt.T.to(f64))
-            self.second[0] += block.outer()
+            if self.second is not None and not self.ws.in_memory:
+                self.second[0] += block.outer()
             return
         self.count += r.sum(1, dtype=f64)
         if self.centre is None:  # the two products, about the shift
