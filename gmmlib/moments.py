@@ -14,9 +14,12 @@ From them, for any point ``m``, ``sum_n r_nk (x_n - m)(x_n - m)ᵀ = second - d 
 scatter come out of ONE pass, so no (K, N) responsibility matrix is ever kept, and sums from
 several blocks, loaders or processes simply add.
 
-* full and tied are centred on the current means (the E-step's), so the scatter is nearly
-  ``second`` itself: nothing cancels unless a mean moves by many of its own standard deviations
-  in one step. The per-block product is a batched ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X - c_k``.
+* full is centred on the current means (the E-step's), so the scatter is nearly ``second``
+  itself: nothing cancels unless a mean moves by many of its own standard deviations in one
+  step. The per-block product is a batched ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X - c_k``.
+* tied needs only the scatter summed over the components, and about the data's mean its
+  second moment is ``sum_n x xᵀ`` whatever the responsibilities (``pooled``): one (D, D) sum,
+  kept for in-memory data. It cancels when the clusters are far apart next to their spread.
 * the axis-aligned families are centred on the point the data are shifted to (their mean):
   two (K, n) x (n, D) products, ``sum r x`` and ``sum r x²``, float32 values being exact in
   float64. That costs about ``D / 2`` times less than the centred sum, and cancels only for a
