@@ -108,14 +108,20 @@ def _unwrap(batch, name: str, i: int):
     return batch
 
 
-def _drops_rows(X) -> bool:
-    """A DataLoader over a sized dataset whose drop_last leaves rows out of every pass."""
-    if not isinstance(X, torch.utils.data.DataLoader) or not X.drop_last or not X.batch_size:
-        return False
+def _dropped_rows(X) -> tuple[int, int] | None:
+    """``(rows, rows left out per pass)`` of a DataLoader whose batch sampler drops a short
+    last batch (``DataLoader(drop_last=True)``, or a ``BatchSampler(drop_last=True)`` given as
+    its sampler or batch_sampler) of a sized dataset; None when it drops nothing."""
+    if not isinstance(X, torch.utils.data.DataLoader):
+        return None
+    batches = X.batch_sampler if X.batch_sampler is not None else X.sampler
+    if not isinstance(batches, torch.utils.data.BatchSampler) or not batches.drop_last:
+        return None
     try:
-        return len(X.dataset) % X.batch_size != 0
+        n = len(batches.sampler)
     except TypeError:  # an IterableDataset without a length: its passes are checked as read
-        return False
+        return None
+    return (n, n % batches.batch_size) if n % batches.batch_size else None
 
 
 def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
@@ -141,12 +147,12 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         raise ValueError(f"{name} is a map-style Dataset ({type(X).__name__}), which yields one "
                          "row at a time; wrap it in torch.utils.data.DataLoader(dataset, "
                          "batch_size=4096) to read it in batches")
-    elif _drops_rows(X):
-        r = len(X.dataset) % X.batch_size
+    elif _dropped_rows(X):
+        n, r = _dropped_rows(X)
         raise ValueError(f"{name} is a DataLoader with drop_last=True, which leaves out "
-                         f"{r} of its {len(X.dataset)} rows on every pass (others on each pass "
-                         "when it shuffles), but the fits and scorers read all the data every "
-                         "pass; set drop_last=False (a short last batch is fine)")
+                         f"{r} of its {n} rows on every pass (others on each pass when it "
+                         "shuffles), but the fits and scorers read all the data every pass; "
+                         "set drop_last=False (a short last batch is fine)")
     elif isinstance(X, collections.abc.Iterator):
         raise ValueError(f"{name} is an iterator ({type(X).__name__}), which can be read only "
                          "once, but the fits read the data once per pass: pass a re-iterable "

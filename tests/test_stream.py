@@ -148,10 +148,18 @@ def test_a_loader_that_drops_rows_is_refused_by_every_fit_and_scorer():
     calls = [lambda L: gmmlib.fit_em(model, L, progress=False),
              lambda L: gmmlib.fit_gd(model, L, epochs=1, progress=False),
              lambda L: model.nll(L), lambda L: model.predict(L)]
+    rows = torch.utils.data.RandomSampler(range(700))
+    sampled = DataLoader(TensorDataset(X), batch_size=None,  # batches of indices: one fetch each
+                         sampler=torch.utils.data.BatchSampler(rows, 64, drop_last=True))
     for call in calls:
-        with pytest.raises(ValueError, match="drop_last=True.*leaves out 60 of its 700 rows"
-                                             ".*set drop_last=False"):
-            call(drops)
+        for loader in (drops, sampled):
+            with pytest.raises(ValueError, match="drop_last=True.*leaves out 60 of its 700 rows"
+                                                 ".*set drop_last=False"):
+                call(loader)
+    # the rows are the sampler's: a subset of 640 in batches of 64 drops nothing
+    subset = DataLoader(TensorDataset(X), batch_size=64, drop_last=True,
+                        sampler=torch.utils.data.SubsetRandomSampler(range(640)))
+    gmmlib.fit_em(gmmlib.GaussianMixture(4, 3, dtype=torch.float64), subset, progress=False)
     exact = DataLoader(TensorDataset(X), batch_size=70, shuffle=True, drop_last=True,
                        generator=torch.Generator().manual_seed(0))
     a, ha = fitted(X, "diagonal")
