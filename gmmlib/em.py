@@ -34,8 +34,11 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   mu_k`` (never ``E[x²] - E[x]²``, which cancels catastrophically in float32); the scatter
   about the new means then differs from them by a rank-one correction. The tied family needs
   only the sum over the components, about the data's mean ``sum_n x xᵀ - sum_k n_k mu_k
-  mu_kᵀ`` (scikit-learn's formula, in float64, with ``sum_n x xᵀ`` kept per block for
-  in-memory data): K times fewer products, 3-7x faster a pass at (1e5, 16..64, 16).
+  mu_kᵀ`` (scikit-learn's formula, in float64, with ``sum_n x xᵀ`` kept once for in-memory
+  data): K times fewer products, 3-7x faster a pass at (1e5, 16..64, 16) (float64 data; float32
+  data sum the E-step in float64 too, about 2x slower). Where that difference would cost the
+  covariance's smallest eigenvalue more than 1e-9 of itself (far-apart clusters of an
+  ill-conditioned covariance) every component is summed again, centred.
 * The diagonal families' sums are two (K, n) x (n, D) products, ``sum_n r x²`` and
   ``sum_n r x``, accumulated in float64 whatever the data's dtype (the isotropic ones need
   only ``sum_n r |x|²``, a (K, n) x (n,) product, for the second moment). Measured at
@@ -195,11 +198,17 @@ class _EStep:
         if family.kind == "std":
             self.const = const + self.offset  # (K,) everything but the data's terms
         elif self.shared:
-            self.muPT = self.muP.T.contiguous()  # (D, K)
-            self.const = self.offset - 0.5 * self.muP.square().sum(-1)  # (K,)
+            # summed in float64 whatever the data's dtype: the form cancels about u |mu P|²,
+            # which float32's u made 5e-4 of the log-density at D = 16, 30 deviations out
+            f64 = torch.float64
+            self.P64 = P[0].to(f64)  # (D, D)
+            muP = (state.means.to(f64) - shift.to(f64)) @ self.P64  # (K, D)
+            self.muPT = muP.T.contiguous()  # (D, K)
+            self.const = self.offset.to(f64) - 0.5 * muP.square().sum(-1)  # (K,)
         self.ones = torch.ones(D, dtype=mu.dtype, device=mu.device)  # (D,)
         offsets = whitened.abs().amax(-1)  # (K,) in standard deviations
-        limit = _MAX_WHITENED_OFFSET["std" if self.expanded else "tril", mu.dtype]
+        limit = _MAX_WHITENED_OFFSET["std" if self.expanded else "tril",
+                                     torch.float64 if self.shared else mu.dtype]
         self.mid = None
         if family.kind == "std" and mu.dtype == torch.float32:
             # float32's limit is passed by well separated clusters: up to float64's limit, such
@@ -236,10 +245,10 @@ class _EStep:
         x = block.xt.T  # (n, D), shifted
         n = x.shape[0]
         K, D = self.K, self.D
-        if self.shared:  # tied: the expanded form in whitened coordinates
-            y = x @ self.Pcat  # (n, D)
+        if self.shared:  # tied: the expanded form in whitened coordinates, in float64
+            y = block.xt.T.to(torch.float64) @ self.P64  # (n, D)
             out = torch.addmm(self.const, y, self.muPT)  # (n, K)
-            out.add_(torch.linalg.vecdot(y, y).unsqueeze(-1), alpha=-0.5)
+            out = out.add_(torch.linalg.vecdot(y, y).unsqueeze(-1), alpha=-0.5).to(x.dtype)
         elif self.kind == "tril":
             buf = ws.buffer("estep", (ws.chunk, K * D))
             y = torch.mm(x, self.Pcat, out=buf[:n]).view(n, K, D).sub_(self.muP)  # (n, K, D)

@@ -19,7 +19,8 @@ several blocks, loaders or processes simply add.
   step. The per-block product is a batched ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X - c_k``.
 * tied needs only the scatter summed over the components, and about the data's mean its
   second moment is ``sum_n x xᵀ`` whatever the responsibilities (``pooled``): one (D, D) sum,
-  kept for in-memory data. It cancels when the clusters are far apart next to their spread.
+  kept for in-memory data. It cancels when the clusters are far apart next to their spread,
+  which the guard also measures on the scatter's smallest eigenvalue (:meth:`Moments.suspect`).
 * the axis-aligned families are centred on the point the data are shifted to (their mean):
   two (K, n) x (n, D) products, ``sum r x`` and ``sum r x²``, float32 values being exact in
   float64. That costs about ``D / 2`` times less than the centred sum, and cancels only for a
@@ -102,8 +103,8 @@ class Workspace:
     (D, n) array batch by batch, so memory stays flat whatever N is.
 
     Rows per block keep every (K, D, n) temporary near ``budget`` elements (measured at
-    (1e5, 16, 16) and (1e5, 64, 16) on 2 cores: best between 2^18 and 2^20); the diagonal
-    families only make (n, K) temporaries and take longer blocks.
+    (1e5, 16, 16) and (1e5, 64, 16) on 2 cores: best between 2^18 and 2^20); the tied and
+    axis-aligned families only make (n, K) and (n, D) temporaries and take longer blocks.
     """
 
     def __init__(self, source, K: int, shift: torch.Tensor, family, chunk: int | None = None):
@@ -303,11 +304,22 @@ class Moments:
 
     def suspect(self, scatter: torch.Tensor) -> torch.Tensor:
         """Components whose scatter (from :meth:`scatter_about`) lost more than 5 digits to
-        cancellation, or came out non-positive while the sums are not zero: indices (K",)."""
+        cancellation, or came out non-positive while the sums are not zero: indices (K",).
+
+        Tied's sums (about the data's mean) are also redone when the difference costs the
+        scatter's smallest eigenvalue more than 1e-9 of itself and more than a digit beyond
+        what the centred sum would: the difference loses about ``u max_d second_dd`` in every
+        direction, which an ill-conditioned covariance's smallest eigenvalue feels first.
+        """
         S = self.second
         s2, sc = (S.diagonal(dim1=-2, dim2=-1), scatter.diagonal(dim1=-2, dim2=-1)) \
             if self.kind == "tril" else (S, scatter)
         bad = ((s2 > 0) & (sc * _MAX_CANCELLATION <= s2)).any(-1)  # (K',)
+        if self.kind == "tril" and self.pooled:
+            big = s2.amax(-1)  # (1,)
+            smallest = torch.linalg.eigvalsh(scatter)[..., 0]  # (1,)
+            lost = torch.finfo(torch.float64).eps * big > 1e-9 * smallest
+            bad |= (big > 10 * sc.amax(-1)) & lost
         return bad.nonzero().squeeze(-1)
 
 

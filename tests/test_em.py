@@ -593,6 +593,39 @@ def test_tied_scatter_about_the_shift_matches_the_centred_sum(K, D, separation, 
                                rtol=0, atol=1e-9)
 
 
+def test_tied_scatter_keeps_the_smallest_eigenvalue_of_an_ill_conditioned_covariance():
+    """Clusters 3e4 apart with a within-cluster covariance of eigenvalues 1e6, 1e6, 1e-2 (not
+    along the axes): about the data's mean the difference loses ~1e-5 of the smallest
+    eigenvalue although no diagonal cancels past the 5-digit guard; the eigenvalue check sends
+    it to the centred sum, whose own rounding (u cond ~ 1e-8) is all that is left."""
+    from gmmlib.moments import Moments, Workspace, scatter
+    rng = np.random.default_rng(0)
+    D, K = 3, 3
+    q, _ = np.linalg.qr(rng.normal(size=(D, D)))
+    L = np.linalg.cholesky(q @ np.diag([1e6, 1e6, 1e-2]) @ q.T)
+    centres = 3e4 * rng.normal(size=(K, D))
+    X = torch.as_tensor(np.concatenate([c + rng.normal(size=(500, D)) @ L.T for c in centres]))
+    R = torch.as_tensor(np.repeat(np.eye(K), 500, axis=0))  # (N, K) hard
+    family = gmmlib.GaussianMixture(K, D, "tied").family
+    ws = Workspace(X, K, X.mean(0), family)
+    passes = []
+
+    def sums(components=None, centres=None):
+        passes.append(centres is None)
+        m = Moments.of(ws, family, centres, components=components)
+        for block in ws.blocks():
+            m.add(block, R[block.a:block.b].T)
+        return m
+    m = sums()
+    _, means = m.means(torch.finfo(X.dtype).eps)
+    S = scatter(m, means, sums)
+    assert passes == [True, False]  # the fast sums, then the centred ones
+    Z = ws.XT.T[:, None, :] - means[None]  # (N, K, D)
+    reference = torch.einsum("nk,nkd,nke->de", R, Z, Z)
+    smallest = torch.linalg.eigvalsh(S[0])[0] / torch.linalg.eigvalsh(reference)[0]
+    assert abs(float(smallest) - 1) < 1e-7  # about the shift alone: 1e-5
+
+
 # ------------------------------------------------------------------------------------------------
 # the update of a component with no responsibility, and translation
 # ------------------------------------------------------------------------------------------------
