@@ -35,10 +35,11 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   about the new means then differs from them by a rank-one correction. The tied family needs
   only the sum over the components, about the data's mean ``sum_n x xᵀ - sum_k n_k mu_k
   mu_kᵀ`` (scikit-learn's formula, in float64, with ``sum_n x xᵀ`` kept once for in-memory
-  data): K times fewer products, 3-7x faster a pass at (1e5, 16..64, 16) (float64 data; float32
-  data sum the E-step in float64 too, about 2x slower). Where that difference would cost the
-  covariance's smallest eigenvalue more than 1e-9 of itself (far-apart clusters of an
-  ill-conditioned covariance) every component is summed again, centred.
+  data): K times fewer products, 3-7x faster a pass at (1e5, 16..64, 16). Its E-step sums
+  the expanded form in float64 whatever the data's dtype, as (D, n) products. Where the
+  difference would cost the covariance's smallest eigenvalue more than 1e-9 of itself
+  (far-apart clusters of an ill-conditioned covariance), every component is summed again,
+  centred.
 * The diagonal families' sums are two (K, n) x (n, D) products, ``sum_n r x²`` and
   ``sum_n r x``, accumulated in float64 whatever the data's dtype (the isotropic ones need
   only ``sum_n r |x|²``, a (K, n) x (n,) product, for the second moment). Measured at
