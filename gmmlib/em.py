@@ -19,9 +19,10 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   ``X_chunk @ [P_1 … P_K]`` with ``P_k`` the upper Cholesky factor of component k's precision
   (``Σ_k⁻¹ = P_k P_kᵀ``), then subtracts ``mu_k P_k``, squares and sums: an (n, K·D) temporary,
   never (N, K, D). The tied family, with one ``P``, expands the square instead:
-  ``|x P|² - 2 (x P)(mu_k P) + |mu_k P|²``, two small products. The diagonal family uses the two small products ``x² @ prec`` and ``x @ (mu
-  prec)``, as scikit-learn does; the isotropic ones (one variance per component) only the
-  second, plus ``|x|² p_k``, an outer product with the rows' squared norms. Both expanded forms cancel when a component sits far from the
+  ``|x P|² - 2 (x P)(mu_k P) + |mu_k P|²``, two small products. The diagonal family uses the
+  two small products ``x² @ prec`` and ``x @ (mu prec)``, as scikit-learn does; the isotropic
+  ones (one variance per component) only the second, plus ``|x|² p_k``, an outer product with
+  the rows' squared norms. Every expanded form cancels when a component sits far from the
   data's mean in its own standard deviations (a component collapsed onto an outlier): such a
   component (beyond ``_MAX_WHITENED_OFFSET``) is recomputed centred, ``(x - mu_k) P_k``, so every
   E-step and scoring path agrees with :meth:`GaussianMixture.log_prob` (scikit-learn uses the
@@ -171,14 +172,20 @@ class _EStep:
             eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
             P = torch.linalg.solve_triangular(L, eye, upper=False).mT  # (K', D, D), upper: Σ⁻¹ = P Pᵀ
             self.shared = P.shape[0] == 1
-            if self.shared:
-                self.Pcat = P[0]  # (D, D)
-                self.muP = mu @ P[0]  # (K, D)
+            if self.shared:  # tied: -0.5 |x P - mu_k P|² expanded, summed in float64 whatever
+                # the data's dtype (it cancels about u |mu P|², which float32's u made 5e-4 of
+                # the log-density at D = 16, 30 deviations out)
+                f64 = torch.float64
+                P64 = P[0].to(f64)  # (D, D)
+                self.PT64 = P64.T.contiguous()  # (D, D)
+                self.muP64 = (state.means.to(f64) - shift.to(f64)) @ P64  # (K, D)
+                const = -0.5 * self.muP64.square().sum(-1)  # (K,)
+                whitened = self.muP64
             else:
                 self.Pcat = P.permute(1, 0, 2).reshape(D, K * D)  # (D, K·D) = [P_1 … P_K]
                 self.muP = torch.einsum("kd,kde->ke", mu, P)  # (K, D)
+                whitened = self.muP  # (K, D)
             half_logdet = -torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K',) log|P_k|
-            whitened = self.muP  # (K, D)
         else:
             self.shared = False
             std = state.factor.expand(K, D)  # (K, D)
@@ -186,8 +193,10 @@ class _EStep:
             # -0.5 (x - mu)² p = -0.5 x² p + x (mu p) - 0.5 mu² p, summed over features; one
             # variance per component (pooled): -0.5 |x|² p_k, an outer product, not a product
             self.pooled = not family.per_feature
-            self.half_prec = -0.5 * prec[:, 0]  # (K,), used when pooled
-            self.half_precT = (-0.5 * prec).T.contiguous()  # (D, K)
+            if self.pooled:
+                self.half_prec = -0.5 * prec[:, 0]  # (K,)
+            else:
+                self.half_precT = (-0.5 * prec).T.contiguous()  # (D, K)
             self.muprecT = (mu * prec).T.contiguous()  # (D, K)
             const = -0.5 * (mu.square() * prec).sum(-1)  # (K,)
             half_logdet = -std.log().sum(-1)  # (K,)
@@ -196,16 +205,8 @@ class _EStep:
         # the axis-aligned families, and tied (one P for all), take the expanded form:
         # -0.5 |x P - mu_k P|² = -0.5 |x P|² + (x P) (mu_k P) - 0.5 |mu_k P|², two products
         self.expanded = family.kind == "std" or self.shared
-        if family.kind == "std":
+        if self.expanded:
             self.const = const + self.offset  # (K,) everything but the data's terms
-        elif self.shared:
-            # summed in float64 whatever the data's dtype: the form cancels about u |mu P|²,
-            # which float32's u made 5e-4 of the log-density at D = 16, 30 deviations out
-            f64 = torch.float64
-            P64 = P[0].to(f64)  # (D, D)
-            self.PT64 = P64.T.contiguous()  # (D, D)
-            self.muP64 = (state.means.to(f64) - shift.to(f64)) @ P64  # (K, D)
-            self.const = self.offset.to(f64) - 0.5 * self.muP64.square().sum(-1)  # (K,)
         self.ones = torch.ones(D, dtype=mu.dtype, device=mu.device)  # (D,)
         offsets = whitened.abs().amax(-1)  # (K,) in standard deviations
         limit = _MAX_WHITENED_OFFSET["std" if self.expanded else "tril",
