@@ -147,8 +147,8 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         raise ValueError(f"{name} is a map-style Dataset ({type(X).__name__}), which yields one "
                          "row at a time; wrap it in torch.utils.data.DataLoader(dataset, "
                          "batch_size=4096) to read it in batches")
-    elif _dropped_rows(X):
-        n, r = _dropped_rows(X)
+    elif dropped := _dropped_rows(X):
+        n, r = dropped
         raise ValueError(f"{name} is a DataLoader with drop_last=True, which leaves out "
                          f"{r} of its {n} rows on every pass (others on each pass when it "
                          "shuffles), but the fits and scorers read all the data every pass; "
