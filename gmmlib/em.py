@@ -295,21 +295,26 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
     dt = ws.dtype
     total = torch.zeros((), dtype=torch.float64, device=ws.device)
     ones = torch.ones(e.K, 1, dtype=dt, device=ws.device)  # (K, 1)
-    log_tiny = math.log(torch.finfo(dt).tiny)
+    # exp of every term at most ``low`` below its row's largest gives a normal number, and
+    # ``floor`` zeroes those terms' responsibilities afterwards (see below)
+    tiny = torch.finfo(dt).tiny
+    low, floor = math.log(tiny * e.K), 2 * tiny * e.K
     pending, held = [], 0  # blocks whose sums are still to be added, and their size
     for block in ws.blocks():
         w = e.weighted_log_prob(ws, block)  # (n, K)
-        # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. Terms
-        # below the smallest normal number are set to exactly 0 first: exp producing subnormals
-        # was measured 25x slower, and they change neither the sum nor any printed digit.
+        # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. exp is
+        # fed no term below log(K tiny), tiny the smallest normal number: torch's vectorised
+        # exp takes a slow path for results below tiny, and for -inf (measured 5-10x slower
+        # over a block where most terms are). Such terms add at most K tiny to a sum >= 1,
+        # which changes no digit, and their responsibilities (at most K tiny) are set to
+        # exactly 0, so no subnormal number slows the products that follow.
         top = w.amax(-1, keepdim=True)  # (n, 1)
-        z = w.sub_(top)
-        p = z.masked_fill_(z < log_tiny, -math.inf).exp_()  # (n, K), max 1 per row
+        p = w.sub_(top).clamp_min_(low).exp_()  # (n, K), max 1 per row
         s = p @ ones  # (n, 1), >= 1
         lse = s.log().add_(top)  # (n, 1)
         total += lse.sum(dtype=torch.float64)
         if moments is not None or resp:
-            p.div_(s)  # (n, K) responsibilities
+            torch.threshold_(p.div_(s), floor, 0.0)  # (n, K) responsibilities
         if moments is not None:
             pending.append((block, p.T))
             held += p.numel()

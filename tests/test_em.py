@@ -661,3 +661,29 @@ def test_an_empty_component_gets_the_documented_update(family):
         outcomes.append((model.means.numpy() - offset, model.covariances.numpy(), model.weights.numpy()))
     for a, b in zip(*outcomes):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("family", ["full", "tied", "diagonal", "isotropic"])
+def test_responsibilities_are_softmax_without_subnormals(family, dtype):
+    """The E-step's responsibilities (the estimator's predict_proba) and log-densities
+    (score_samples) equal softmax and logsumexp of torch.distributions' weighted log-densities
+    under the fitted parameters, in float64; a term below the smallest normal number next to
+    its row's largest gives a responsibility of exactly 0, never a subnormal one. The clusters
+    sit a few standard deviations apart (overlap) to hundreds (most terms underflow)."""
+    X = gmmlib.generate_data(3000, 6, 3, 300.0, "full", seed=22).X.numpy()
+    X = X.astype(np.float32 if dtype == torch.float32 else np.float64)
+    est = GaussianMixtureEM(6, covariance_type=SKLEARN.get(family, family), random_state=0)
+    est.fit(X)
+    model = est.model_.double()
+    mvn = torch.distributions.MultivariateNormal(model.means, model.covariances)
+    X64 = torch.as_tensor(X, dtype=torch.float64)
+    wlp = mvn.log_prob(X64.unsqueeze(1)) + model.log_weights  # (N, K)
+    R = torch.as_tensor(est.predict_proba(X), dtype=torch.float64)
+    tiny = torch.finfo(dtype).tiny
+    assert ((R == 0) | (R >= tiny)).all()
+    assert (R == 0).float().mean() > 0.3  # the case in question does arise
+    atol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(R, torch.softmax(wlp, -1), rtol=0, atol=atol)
+    lse = torch.as_tensor(est.score_samples(X), dtype=torch.float64)
+    torch.testing.assert_close(lse, torch.logsumexp(wlp, -1), rtol=10 * atol, atol=atol)
