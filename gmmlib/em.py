@@ -16,9 +16,12 @@ closed-form M-step per covariance family::
 Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
 
 * The E-step whitens every point against every component in ONE product per chunk of rows,
-  ``X_chunk @ [P_1 … P_K]`` with ``P_k`` the upper Cholesky factor of component k's precision
-  (``Σ_k⁻¹ = P_k P_kᵀ``), then subtracts ``mu_k P_k``, squares and sums: an (n, K·D) temporary,
-  never (N, K, D). The tied family, with one ``P``, expands the square instead:
+  ``[P_1ᵀ; …; P_Kᵀ] @ X_chunkᵀ`` with ``P_k`` the upper Cholesky factor of component k's
+  precision (``Σ_k⁻¹ = P_k P_kᵀ``), then subtracts ``mu_k P_k``, squares and sums: a (K·D, n)
+  temporary, never (N, K, D). Every family's E-step works on (K, n) arrays, points along
+  contiguous memory: the log-sum-exp over a few components then runs along rows, and the
+  responsibilities reach the sums without a transpose (2.5-7x faster than the (n, K) layout
+  for the log-sum-exp, 1.5-3x for a whole pass at (1e6, 2, 8), measured). The tied family, with one ``P``, expands the square instead:
   ``|x P|² - 2 (x P)(mu_k P) + |mu_k P|²``, two small products. The diagonal family uses the
   two small products ``x² @ prec`` and ``x @ (mu prec)``, as scikit-learn does; the isotropic
   ones (one variance per component) only the second, plus ``|x|² p_k``, an outer product with
@@ -41,11 +44,12 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   difference would cost the covariance's smallest eigenvalue more than 1e-9 of itself
   (far-apart clusters of an ill-conditioned covariance), every component is summed again,
   centred.
-* The diagonal families' sums are two (K, n) x (n, D) products, ``sum_n r x²`` and
-  ``sum_n r x``, accumulated in float64 whatever the data's dtype (the isotropic ones need
-  only ``sum_n r |x|²``, a (K, n) x (n,) product, for the second moment). Measured at
-  (1e5, 64, 16) float32, 2 threads, in one process against the per-feature sums: 27-30 ms a
-  pass against 39-41 ms. Whatever the family, a component whose scatter would lose more than
+* The diagonal families' sums are ONE (K, n) x (n, 2D + 1) product, ``r [x; x²; 1]ᵀ``
+  (``sum_n r x``, ``sum_n r x²`` and ``sum_n r``), accumulated in float64 whatever the
+  data's dtype (the isotropic ones need ``sum_n r |x|²`` for the second moment: one column,
+  not D). Measured at (1e5, 64, 16) float32, 2 threads, in one process against the
+  per-feature centred sums: 27-30 ms a pass against 39-41 ms (two products then; one product
+  into a reused float64 buffer took another 15-25% off the pass). Whatever the family, a component whose scatter would lose more than
   5 of float64's digits (a narrow component far from the data's mean, or a mean that jumped
   many of its standard deviations) is summed again, centred on its new mean, in a second
   pass for those components only (for tied, whose scatter is one sum, all of them). Measured at
@@ -182,7 +186,7 @@ class _EStep:
                 const = -0.5 * self.muP64.square().sum(-1)  # (K,)
                 whitened = self.muP64
             else:
-                self.Pcat = P.permute(1, 0, 2).reshape(D, K * D)  # (D, K·D) = [P_1 … P_K]
+                self.PcatT = P.mT.reshape(K * D, D)  # (K·D, D) = [P_1ᵀ; …; P_Kᵀ]
                 self.muP = torch.einsum("kd,kde->ke", mu, P)  # (K, D)
                 whitened = self.muP  # (K, D)
             half_logdet = -torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K',) log|P_k|
@@ -196,8 +200,8 @@ class _EStep:
             if self.pooled:
                 self.half_prec = -0.5 * prec[:, 0]  # (K,)
             else:
-                self.half_precT = (-0.5 * prec).T.contiguous()  # (D, K)
-            self.muprecT = (mu * prec).T.contiguous()  # (D, K)
+                self.half_prec = -0.5 * prec  # (K, D)
+            self.muprec = mu * prec  # (K, D)
             const = -0.5 * (mu.square() * prec).sum(-1)  # (K,)
             half_logdet = -std.log().sum(-1)  # (K,)
             whitened = mu / std  # (K, D)
@@ -206,8 +210,7 @@ class _EStep:
         # -0.5 |x P - mu_k P|² = -0.5 |x P|² + (x P) (mu_k P) - 0.5 |mu_k P|², two products
         self.expanded = family.kind == "std" or self.shared
         if self.expanded:
-            self.const = const + self.offset  # (K,) everything but the data's terms
-        self.ones = torch.ones(D, dtype=mu.dtype, device=mu.device)  # (D,)
+            self.const = (const + self.offset).unsqueeze(-1)  # (K, 1) all but the data's terms
         offsets = whitened.abs().amax(-1)  # (K,) in standard deviations
         limit = _MAX_WHITENED_OFFSET["std" if self.expanded else "tril",
                                      torch.float64 if self.shared else mu.dtype]
@@ -238,43 +241,40 @@ class _EStep:
     def _centred(self, x: torch.Tensor) -> torch.Tensor:
         """``log w_k + log N(x_n | mu_k, Σ_k)`` of the rows ``x`` (n, D), as given (not shifted:
         the shift would round each of x and mu on its own), for the ``far`` components, by the
-        model's own log-density (n, K")."""
+        model's own log-density (K", n)."""
         diff = x.T.unsqueeze(0) - self.far_mu  # (K", D, n)
-        return (self.family.log_density(diff, self.far_factor) + self.far_log_weights.unsqueeze(-1)).T
+        return self.family.log_density(diff, self.far_factor) + self.far_log_weights.unsqueeze(-1)
 
     def weighted_log_prob(self, ws: Workspace, block) -> torch.Tensor:
-        """``log w_k + log N(x_n | mu_k, Σ_k)`` for the rows of a :class:`Block`, (n, K)."""
-        x = block.xt.T  # (n, D), shifted
-        n = x.shape[0]
+        """``log w_k + log N(x_n | mu_k, Σ_k)`` for the rows of a :class:`Block`, (K, n): this
+        layout keeps every product's output and the log-sum-exp's reductions over K running
+        along contiguous rows (the (n, K) layout's per-row reductions over a few components ran
+        2.5-7x slower, measured), and hands the sums their (K, n) responsibilities as they are."""
+        xt = block.xt  # (D, n), shifted
+        n = xt.shape[1]
         K, D = self.K, self.D
         if self.shared:  # tied: the expanded form in whitened coordinates, in float64
             # (D, n) products: the (n, D) layout ran 1.7x slower in float64 (measured)
-            y = self.PT64 @ block.xt.to(torch.float64)  # (D, n) = (x P)ᵀ
-            out = torch.addmm(self.const.unsqueeze(-1), self.muP64, y)  # (K, n)
+            y = self.PT64 @ xt.to(torch.float64)  # (D, n) = (x P)ᵀ
+            out = torch.addmm(self.const, self.muP64, y)  # (K, n)
             out.add_(torch.linalg.vecdot(y, y, dim=0), alpha=-0.5)
-            out = out.T.to(x.dtype, memory_format=torch.contiguous_format)  # (n, K)
-        elif self.kind == "tril":
-            buf = ws.buffer("estep", (ws.chunk, K * D))
-            y = torch.mm(x, self.Pcat, out=buf[:n]).view(n, K, D).sub_(self.muP)  # (n, K, D)
-            y = y.square_()
-            if D <= 16:  # torch reduces a short last dim slowly: 25x at D = 2, measured
-                maha = (y.view(n * K, D) @ self.ones).view(n, K)  # (n, K)
-            else:
-                maha = y.sum(-1)  # (n, K)
-            out = maha.mul_(-0.5).add_(self.offset)  # (n, K)
+            out = out.to(xt.dtype)
+        elif self.kind == "tril":  # (x P_k - mu_k P_k), every component in one product
+            buf = ws.buffer("estep", (K * D * ws.chunk,))[:K * D * n].view(K * D, n)
+            y = torch.mm(self.PcatT, xt, out=buf).view(K, D, n).sub_(self.muP.unsqueeze(-1))
+            out = y.square_().sum(1).mul_(-0.5).add_(self.offset.unsqueeze(-1))  # (K, n)
         else:  # the expanded form, with the -1/2 and the constant terms in its weights
-            out = torch.addmm(self.const, x, self.muprecT)  # (n, K)
+            out = torch.addmm(self.const, self.muprec, xt)  # (K, n)
             if self.pooled:
-                out.addr_(block.square_norms().to(out.dtype), self.half_prec)
+                out.addr_(self.half_prec, block.square_norms().to(out.dtype))
             else:
-                out.addmm_(x.square(), self.half_precT)
+                out.addmm_(self.half_prec, xt.square())
         if self.mid is not None:  # the expanded form in float64 (float32 data, diagonal families)
-            # [p, -2 mu p] @ [x²; x] as (K_mid, 2D) x (2D, n): MKL runs this wide product 3x
-            # faster than the tall (n, 2D) x (2D, K_mid) one (measured)
+            # [p, -2 mu p] @ [x²; x] as (K_mid, 2D) x (2D, n)
             mid = torch.addmm(self.mid_const, self.mid_weights, block.float64_columns())
-            out[:, self.mid] = (mid.mul_(-0.5).T + self.offset[self.mid]).to(out.dtype)
+            out[self.mid] = (mid.mul_(-0.5) + self.offset[self.mid].unsqueeze(-1)).to(out.dtype)
         if self.far is not None:
-            out[:, self.far] = self._centred(block.x)
+            out[self.far] = self._centred(block.x)
         return out
 
 
@@ -294,29 +294,29 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
     e = _EStep(family, state, ws.shift)
     dt = ws.dtype
     total = torch.zeros((), dtype=torch.float64, device=ws.device)
-    ones = torch.ones(e.K, 1, dtype=dt, device=ws.device)  # (K, 1)
-    # exp of every term at most ``low`` below its row's largest gives a normal number, and
+    ones = torch.ones(1, e.K, dtype=dt, device=ws.device)  # (1, K)
+    # exp of every term at most ``low`` below its point's largest gives a normal number, and
     # ``floor`` zeroes those terms' responsibilities afterwards (see below)
     tiny = torch.finfo(dt).tiny
     low, floor = math.log(tiny * e.K), 2 * tiny * e.K
     pending, held = [], 0  # blocks whose sums are still to be added, and their size
     for block in ws.blocks():
-        w = e.weighted_log_prob(ws, block)  # (n, K)
+        w = e.weighted_log_prob(ws, block)  # (K, n)
         # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. exp is
         # fed no term below log(K tiny), tiny the smallest normal number: torch's vectorised
         # exp takes a slow path for results below tiny, and for -inf (measured 5-10x slower
         # over a block where most terms are). Such terms add at most K tiny to a sum >= 1,
         # which changes no digit, and their responsibilities (at most K tiny) are set to
         # exactly 0, so no subnormal number slows the products that follow.
-        top = w.amax(-1, keepdim=True)  # (n, 1)
-        p = w.sub_(top).clamp_min_(low).exp_()  # (n, K), max 1 per row
-        s = p @ ones  # (n, 1), >= 1
-        lse = s.log().add_(top)  # (n, 1)
+        top = w.amax(0, keepdim=True)  # (1, n)
+        p = w.sub_(top).clamp_min_(low).exp_()  # (K, n), max 1 per point
+        s = ones @ p  # (1, n), >= 1
+        lse = s.log().add_(top)  # (1, n)
         total += lse.sum(dtype=torch.float64)
         if moments is not None or resp:
-            torch.threshold_(p.div_(s), floor, 0.0)  # (n, K) responsibilities
+            torch.threshold_(p.div_(s), floor, 0.0)  # (K, n) responsibilities
         if moments is not None:
-            pending.append((block, p.T))
+            pending.append((block, p))
             held += p.numel()
             if held >= _DEFER:
                 held = 0
@@ -324,7 +324,7 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
                     moments.add(blk, r)
                 pending.clear()
         if out is not None:
-            out.append((lse.squeeze(-1), p if resp else None))
+            out.append((lse.squeeze(0), p.T if resp else None))
     if moments is not None:
         for blk, r in pending:
             moments.add(blk, r)

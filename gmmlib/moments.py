@@ -22,7 +22,7 @@ several blocks, loaders or processes simply add.
   kept for in-memory data. It cancels when the clusters are far apart next to their spread,
   which the guard also measures on the scatter's smallest eigenvalue (:meth:`Moments.suspect`).
 * the axis-aligned families are centred on the point the data are shifted to (their mean):
-  two (K, n) x (n, D) products, ``sum r x`` and ``sum r x²``, float32 values being exact in
+  one (K, n) x (n, 2D + 1) product, ``r [x; x²; 1]ᵀ``, float32 values being exact in
   float64. That costs about ``D / 2`` times less than the centred sum, and cancels only for a
   component narrow and far from the data's mean. The isotropic families keep the second
   moment pooled over the features (``pooled``): ``sum r |x|²`` from the rows' squared norms.
@@ -146,10 +146,12 @@ class Workspace:
     def N(self) -> int | None:
         return self.source.n_rows
 
-    def buffer(self, name: str, shape) -> torch.Tensor:
+    def buffer(self, name: str, shape, dtype=None) -> torch.Tensor:
+        """A scratch array kept between blocks and passes (new when the shape changes)."""
         b = self._buffers.get(name)
         if b is None or b.shape != tuple(shape):
-            b = self._buffers[name] = torch.empty(shape, dtype=self.dtype, device=self.device)
+            b = self._buffers[name] = torch.empty(shape, dtype=dtype or self.dtype,
+                                                  device=self.device)
         return b
 
     def blocks(self):
@@ -216,7 +218,7 @@ class Moments:
         """Add a block's sums; ``r`` (K, n) are its responsibilities in the data's dtype."""
         if self.components is not None:
             r = r[self.components]
-        r = r.contiguous()  # the E-step's is a transposed view: strided products run 3-6x slower
+        r = r.contiguous()  # the E-step's already is; a strided one runs the products 3-6x slower
         f64 = torch.float64
         if self._tied_about_shift:  # sum_n x xᵀ whatever r (in-memory: added at the start)
             r64 = r.to(f64)
@@ -226,16 +228,25 @@ class Moments:
             if self.second is not None and not self.ws.in_memory:
                 self.second[0] += block.outer()
             return
-        self.count += r.sum(1, dtype=f64)
-        if self.centre is None:  # the two products, about the shift
-            x = block.xt.to(f64)  # (D, n); the block itself when the data are float64
-            r64 = r.to(f64)  # (K', n)
-            self.first.addmm_(r64, x.T)
-            if self.pooled:  # one product with the rows' squared norms (n,)
-                self.second.squeeze(-1).addmv_(r64, block.square_norms(), alpha=1 / x.shape[0])
-            elif self.second is not None:
-                self.second.addmm_(r64, torch.square(x).T)  # not in place: x may be the data
+        if self.centre is None:  # about the shift: ONE product, r [x; x²; 1]ᵀ (or [x; |x|²; 1])
+            # into a float64 buffer (float32 values are exact in it): measured 1.3-1.7x faster
+            # than a product and a sum for each of the three, with new float64 copies
+            D, n = self.first.shape[1], block.xt.shape[1]
+            S = 0 if self.second is None else self.second.shape[1]
+            cols = self.ws.buffer("columns", (D + S + 1, self.ws.chunk), f64)[:, :n]
+            cols[:D].copy_(block.xt)
+            if self.pooled:
+                cols[D].copy_(block.square_norms()).div_(D)  # mean_d x_d²
+            elif S:
+                torch.square(cols[:D], out=cols[D:D + S])
+            cols[-1].fill_(1.0)
+            sums = r.to(f64) @ cols.T  # (K', D + S + 1)
+            self.first += sums[:, :D]
+            if S:
+                self.second += sums[:, D:D + S]
+            self.count += sums[:, -1]
             return
+        self.count += r.sum(1, dtype=f64)
         # the centred sums make (K', D, n) temporaries: rows of a block a slice at a time
         rows = min(block.xt.shape[1], _centred_rows(self.ws, r.shape[0]))
         for a in range(0, r.shape[1], rows):
