@@ -102,9 +102,11 @@ class Workspace:
     (measured ~1.4x faster than the (n, D) layout). A stream's batches are shifted into a
     (D, n) array batch by batch, so memory stays flat whatever N is.
 
-    Rows per block keep every (K, D, n) temporary near ``budget`` elements (measured at
-    (1e5, 16, 16) and (1e5, 64, 16) on 2 cores: best between 2^18 and 2^20); the tied and
-    axis-aligned families only make (n, K) and (n, D) temporaries and take longer blocks.
+    Rows per block keep every (K, D, n) temporary of the full family near ``budget`` values
+    (2^20 on a CPU: with the E-step's (K·D, n) products, at (1e5, 16, 16) 4096-8192 rows a
+    block ran a pass 15-20% faster than 2048, at (1e5, 64, 16) 1024 rows 10% faster than 512
+    or 2048, measured on 2 cores); the tied and axis-aligned families only make (K, n) and
+    (D, n) temporaries, about 2^19 values a block (best at (1e5, 64, 16) and (1e6, 2, 8)).
     """
 
     def __init__(self, source, K: int, shift: torch.Tensor, family, chunk: int | None = None):
@@ -115,12 +117,13 @@ class Workspace:
         self.shift = shift  # (D,)
         self.dtype, self.device = source.dtype, source.device
         self.in_memory = source.in_memory
-        # values per temporary
-        self.budget = budget = 1 << 24 if torch.device(source.device).type == "cuda" else 1 << 19
-        if family.kind == "tril" and family.per_component:  # (K, D, n) temporaries
+        # values per temporary: (K, D, n) ones (the full family's, and centred recomputations)
+        cuda = torch.device(source.device).type == "cuda"
+        self.budget = 1 << 24 if cuda else 1 << 20
+        if family.kind == "tril" and family.per_component:
             self.chunk = int(chunk or _centred_rows(self, K))
-        else:  # (n, K) and (n, D) temporaries
-            self.chunk = int(chunk or max(256, budget // (K + D)))
+        else:  # (K, n) and (D, n) temporaries
+            self.chunk = int(chunk or max(256, (1 << 24 if cuda else 1 << 19) // (K + D)))
         self._buffers = {}
         if self.in_memory:
             X = source.tensor
