@@ -255,7 +255,7 @@ class _EStep:
         K, D = self.K, self.D
         if self.shared:  # tied: the expanded form in whitened coordinates, in float64
             # (D, n) products: the (n, D) layout ran 1.7x slower in float64 (measured)
-            y = self.PT64 @ xt.to(torch.float64)  # (D, n) = (x P)ᵀ
+            y = self.PT64 @ block.float64()  # (D, n) = (x P)ᵀ
             out = torch.addmm(self.const, self.muP64, y)  # (K, n)
             out.add_(torch.linalg.vecdot(y, y, dim=0), alpha=-0.5)
             out = out.to(xt.dtype)

@@ -55,10 +55,18 @@ class Block:
         self.x, self.xt, self.a, self.b, self._ws = x, xt, a, b, ws
         self._memo = {}
 
+    def float64(self) -> torch.Tensor:
+        """The shifted rows ``xt`` (D, n) in float64 (float32 values are exact in it), made once
+        per block: the tied family's E-step and its sums both read it."""
+        x = self._memo.get("x64")
+        if x is None:
+            x = self._memo["x64"] = self.xt.to(torch.float64)
+        return x
+
     def outer(self) -> torch.Tensor:
         """``sum_n x_n x_nᵀ`` of the shifted rows in float64, (D, D) (the tied family's second
         moment; for in-memory data :meth:`Workspace.outer` keeps the total instead)."""
-        x = self.xt.to(torch.float64)  # (D, n), float32 values exact
+        x = self.float64()  # (D, n)
         return x @ x.T
 
     def square_norms(self) -> torch.Tensor:
@@ -68,7 +76,7 @@ class Block:
         ws = self._ws
         kept = ws._buffers.setdefault("norms", {}) if ws.in_memory else self._memo
         if (self.a, self.b) not in kept:
-            x = self.xt.to(torch.float64)  # (D, n), float32 values exact
+            x = self.float64()  # (D, n)
             kept[self.a, self.b] = torch.linalg.vecdot(x, x, dim=0)
         return kept[self.a, self.b]
 
@@ -227,7 +235,7 @@ class Moments:
             r64 = r.to(f64)
             r64 /= r64.sum(0)  # each row's responsibilities sum to 1 (float32's to ~1e-7)
             self.count += r64.sum(1)
-            self.first.addmm_(r64, block.xt.T.to(f64))
+            self.first.addmm_(r64, block.float64().T)
             if self.second is not None and not self.ws.in_memory:
                 self.second[0] += block.outer()
             return
