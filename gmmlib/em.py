@@ -143,15 +143,18 @@ def _write_state(model: GaussianMixture, state: _State) -> None:
 # How far, in its own standard deviations, a component's mean may sit from the point the data
 # are centred on before the E-step's expanded product is replaced by the centred form for that
 # component. The expanded forms subtract terms whose difference is the answer: ``x P - mu P``
-# (full) loses about ``u |mu P|`` of the whitened distance, ``x² p - 2 x mu p + mu² p``
-# (diagonal, isotropic) and ``|x P|² - 2 (x P)(mu P) + |mu P|²`` (tied) about ``u |mu P|²`` of
-# its square (``u`` the unit roundoff), so tied takes the "std" limits. In float64
-# the limits keep that below ~1e-11 of the log-density. In float32 the full family's expanded
-# form was measured as accurate as the model's own float32 log_prob (2e-7 relative) with
-# components ~20 standard deviations out, hence 100; the diagonal families lose 5e-5 at 30 (the
-# hypothesis bound is 1e-4) and, from 30 to float64's 300, take the same expanded form in
-# float64 (``_EStep.mid``), which keeps the benchmark's clusters (up to ~20 standard deviations
-# out) on the fast float32 path. A component collapsed onto an outlier can sit 1e10 out.
+# (full) loses about ``u |mu P|`` of the whitened distance per coordinate, so its limit is on
+# the largest coordinate of ``mu P``; ``x² p - 2 x mu p + mu² p`` (diagonal, isotropic) and
+# ``|x P|² - 2 (x P)(mu P) + |mu P|²`` (tied, hence the "std" limits) lose about ``u |mu P|²``
+# of the squared distance (``u`` the unit roundoff), which grows with D at a fixed distance per
+# coordinate, so theirs is on the 2-norm (measured on the largest coordinate, the diagonal form
+# lost 1.5e-4 of the log-density at D = 16 and 64, 14.5 deviations per coordinate). In float64
+# the limits keep the loss below ~1e-11 of the log-density. In float32 the full family's
+# expanded form was measured as accurate as the model's own float32 log_prob (2e-7 relative)
+# with components ~20 standard deviations out, hence 100; the diagonal families lose 5e-5 at 30
+# (the hypothesis bound is 1e-4) and, from 30 to float64's 300, take the same expanded form in
+# float64 (``_EStep.mid``), with the block's float64 columns that the sums read next. A
+# component collapsed onto an outlier can sit 1e10 out.
 _MAX_WHITENED_OFFSET = {("tril", torch.float64): 1e3, ("tril", torch.float32): 100.0,
                         ("std", torch.float64): 300.0, ("std", torch.float32): 30.0}
 
@@ -211,7 +214,8 @@ class _EStep:
         self.expanded = family.kind == "std" or self.shared
         if self.expanded:
             self.const = (const + self.offset).unsqueeze(-1)  # (K, 1) all but the data's terms
-        offsets = whitened.abs().amax(-1)  # (K,) in standard deviations
+        # in standard deviations: the 2-norm for the expanded forms (see _MAX_WHITENED_OFFSET)
+        offsets = whitened.norm(dim=-1) if self.expanded else whitened.abs().amax(-1)  # (K,)
         limit = _MAX_WHITENED_OFFSET["std" if self.expanded else "tril",
                                      torch.float64 if self.shared else mu.dtype]
         self.mid = None
@@ -221,13 +225,14 @@ class _EStep:
             # shift is then exact), at a fraction of the centred form's cost
             wide = _MAX_WHITENED_OFFSET["std", torch.float64]
             mid = ((offsets > limit) & (offsets <= wide)).nonzero().squeeze(-1)  # (K_mid,)
-            if mid.numel():
+            if mid.numel():  # weights of the block's float64 columns [x; x² (or |x|²); 1]
                 f64 = torch.float64
-                mu64 = state.means[mid].to(f64) - shift.to(f64)  # (K_mid, D)
+                mu64 = state.means[mid].to(f64) - shift.to(f64)  # (K_mid, D), exact
                 prec64 = std[mid].to(f64).pow(-2)  # (K_mid, D)
                 self.mid = mid
-                self.mid_weights = torch.cat([prec64, -2.0 * mu64 * prec64], 1)  # (K_mid, 2D)
-                self.mid_const = (mu64.square() * prec64).sum(-1, keepdim=True)  # (K_mid, 1)
+                self.mid_weights = torch.cat([  # (K_mid, 2D + 1) or (K_mid, D + 2)
+                    -2.0 * mu64 * prec64, prec64[:, :1] if self.pooled else prec64,
+                    (mu64.square() * prec64).sum(-1, keepdim=True)], 1)
             limit = wide
         far = (offsets > limit).nonzero().squeeze(-1)  # (K",)
         self.far = far if far.numel() else None
@@ -270,18 +275,21 @@ class _EStep:
             else:
                 out.addmm_(self.half_prec, xt.square())
         if self.mid is not None:  # the expanded form in float64 (float32 data, diagonal families)
-            # [p, -2 mu p] @ [x²; x] as (K_mid, 2D) x (2D, n)
-            mid = torch.addmm(self.mid_const, self.mid_weights, block.float64_columns())
-            out[self.mid] = (mid.mul_(-0.5) + self.offset[self.mid].unsqueeze(-1)).to(out.dtype)
+            # with the columns the sums read next: (K_mid, 2D + 1) x (2D + 1, n)
+            maha = self.mid_weights @ block.columns(self.pooled)  # (K_mid, n)
+            out[self.mid] = (maha.mul_(-0.5) + self.offset[self.mid].unsqueeze(-1)).to(out.dtype)
         if self.far is not None:
             out[self.far] = self._centred(block.x)
         return out
 
 
-# The E-step hands its responsibilities to the sums in groups of blocks holding about this many
-# (row, component) values, not block by block: alternating the two phases on every block ran
-# 1.6x slower at (1e5, 16, 16) (the products' working sets evict each other from cache), and
-# groups of ~2^19 values were measured as fast as a pass of each phase over all the data.
+# The E-step of the tril families hands its responsibilities to the sums in groups of blocks
+# holding about this many (row, component) values, not block by block: alternating the two
+# phases on every block ran 1.2-1.6x slower for full at (1e5, 16, 16) (the products' working
+# sets evict each other from cache), and groups of ~2^19 values were measured as fast as a
+# pass of each phase over all the data. The axis-aligned families gained nothing from it
+# (measured at (1e5, 16|64, 16) and (1e6, 2, 8)) and add each block's sums at once, so that the
+# E-step and the sums share the block's float64 columns (:meth:`Block.columns`).
 _DEFER = 1 << 19
 
 
@@ -300,6 +308,7 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
     tiny = torch.finfo(dt).tiny
     low, floor = math.log(tiny * e.K), 2 * tiny * e.K
     pending, held = [], 0  # blocks whose sums are still to be added, and their size
+    defer = _DEFER if family.kind == "tril" else 0
     for block in ws.blocks():
         w = e.weighted_log_prob(ws, block)  # (K, n)
         # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. exp is
@@ -318,7 +327,7 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
         if moments is not None:
             pending.append((block, p))
             held += p.numel()
-            if held >= _DEFER:
+            if held >= defer:
                 held = 0
                 for blk, r in pending:
                     moments.add(blk, r)

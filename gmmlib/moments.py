@@ -35,6 +35,8 @@ the Cholesky factor; a tiny off-diagonal is not accurate to its own size, in eit
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from .sources import Source
@@ -49,11 +51,12 @@ _MAX_CANCELLATION = 1e5
 class Block:
     """One block of rows: ``x`` (n, D) as given (read only), ``xt`` (D, n) shifted by the
     workspace's ``shift``, and the rows' positions ``a:b`` in the pass."""
-    __slots__ = ("x", "xt", "a", "b", "_ws", "_memo")
+    __slots__ = ("x", "xt", "a", "b", "_ws", "_memo", "_serial")
 
     def __init__(self, x, xt, a, b, ws):
         self.x, self.xt, self.a, self.b, self._ws = x, xt, a, b, ws
         self._memo = {}
+        self._serial = next(ws._serials)  # unique in the workspace, pass after pass
 
     def float64(self) -> torch.Tensor:
         """The shifted rows ``xt`` (D, n) in float64 (float32 values are exact in it), made once
@@ -80,21 +83,26 @@ class Block:
             kept[self.a, self.b] = torch.linalg.vecdot(x, x, dim=0)
         return kept[self.a, self.b]
 
-    def float64_columns(self) -> torch.Tensor:
-        """The rows as the columns of ``[x²; x]``, shifted, in float64, (2D, n): computed once
-        per workspace for in-memory data (16 bytes per value), per block for a stream."""
+    def columns(self, pooled: bool) -> torch.Tensor:
+        """``[x; x²; 1]`` ((2D + 1, n); ``pooled``: ``[x; |x|²; 1]``, (D + 2, n)) of the shifted
+        rows in float64, float32 values exact (the squares too): the axis-aligned families'
+        sums are one product with it, and their E-step another (:class:`gmmlib.em._EStep`).
+        It lives in one buffer of the workspace, built once per block and again only when
+        another block has used the buffer since (the E-step holds blocks for a while)."""
         ws = self._ws
-        if ws.in_memory:
-            if "xx64" not in ws._buffers:
-                ws._buffers["xx64"] = _float64_columns(ws.X, ws.shift)
-            return ws._buffers["xx64"][:, self.a:self.b]
-        return _float64_columns(self.x, ws.shift)
-
-
-def _float64_columns(x, shift):
-    f64 = torch.float64
-    x64 = x.T.to(f64) - shift.to(f64).unsqueeze(-1)  # (D, n), float32 values exact
-    return torch.cat([x64.square(), x64])  # (2D, n)
+        D, n = ws.D, self.xt.shape[1]
+        S = 1 if pooled else D
+        cols = ws.buffer("columns", ((D + S + 1) * ws.chunk,), torch.float64)
+        cols = cols[:(D + S + 1) * n].view(D + S + 1, n)
+        if ws._buffers.get("columns of") != (self._serial, pooled):
+            cols[:D].copy_(self.xt)
+            if pooled:
+                cols[D].copy_(self.square_norms())
+            else:
+                torch.square(cols[:D], out=cols[D:D + S])
+            cols[-1].fill_(1.0)
+            ws._buffers["columns of"] = (self._serial, pooled)
+        return cols
 
 
 def _centred_rows(ws, K: int) -> int:
@@ -133,6 +141,7 @@ class Workspace:
         else:  # (K, n) and (D, n) temporaries
             self.chunk = int(chunk or max(256, (1 << 24 if cuda else 1 << 19) // (K + D)))
         self._buffers = {}
+        self._serials = itertools.count()
         if self.in_memory:
             X = source.tensor
             self.X = X  # (N, D), the data as given, read (never written) by the centred E-step
@@ -219,6 +228,7 @@ class Moments:
             raise ValueError("the pooled (tied) sums are over all the components")
         shape = (1 if pooled else K, D, D) if kind == "tril" else (K, 1 if pooled else D)
         self.pooled = pooled and second
+        self._pooled_columns = pooled  # the E-step's choice too: one set of columns per block
         self.second = torch.zeros(shape, dtype=f64, device=dev) if second else None
         self._tied_about_shift = kind == "tril" and pooled and centre is None
         if self._tied_about_shift and second and ws.in_memory:  # the whole pass's, at once
@@ -226,35 +236,28 @@ class Moments:
         self.log_lik = torch.zeros((), dtype=f64, device=dev)  # the E-step's, when it adds it
 
     def add(self, block: Block, r: torch.Tensor) -> None:
-        """Add a block's sums; ``r`` (K, n) are its responsibilities in the data's dtype."""
+        """Add a block's sums; ``r`` (K, n) are its responsibilities (read, never written), in
+        the data's dtype or float64."""
         if self.components is not None:
             r = r[self.components]
         r = r.contiguous()  # the E-step's already is; a strided one runs the products 3-6x slower
         f64 = torch.float64
         if self._tied_about_shift:  # sum_n x xᵀ whatever r (in-memory: added at the start)
             r64 = r.to(f64)
-            r64 /= r64.sum(0)  # each row's responsibilities sum to 1 (float32's to ~1e-7)
+            r64 = r64 / r64.sum(0)  # each point's sum to 1 (float32's to ~1e-7); r is read only
             self.count += r64.sum(1)
             self.first.addmm_(r64, block.float64().T)
             if self.second is not None and not self.ws.in_memory:
                 self.second[0] += block.outer()
             return
         if self.centre is None:  # about the shift: ONE product, r [x; x²; 1]ᵀ (or [x; |x|²; 1])
-            # into a float64 buffer (float32 values are exact in it): measured 1.3-1.7x faster
-            # than a product and a sum for each of the three, with new float64 copies
-            D, n = self.first.shape[1], block.xt.shape[1]
-            S = 0 if self.second is None else self.second.shape[1]
-            cols = self.ws.buffer("columns", (D + S + 1, self.ws.chunk), f64)[:, :n]
-            cols[:D].copy_(block.xt)
-            if self.pooled:
-                cols[D].copy_(block.square_norms()).div_(D)  # mean_d x_d²
-            elif S:
-                torch.square(cols[:D], out=cols[D:D + S])
-            cols[-1].fill_(1.0)
-            sums = r.to(f64) @ cols.T  # (K', D + S + 1)
+            # with the block's float64 columns: measured 1.3-1.7x faster than a product and a
+            # sum for each of the three, with new float64 copies of the block
+            D = self.first.shape[1]
+            sums = r.to(f64) @ block.columns(self._pooled_columns).T  # (K', D + S + 1)
             self.first += sums[:, :D]
-            if S:
-                self.second += sums[:, D:D + S]
+            if self.second is not None:  # second moment: mean_d x_d² (pooled) or x²
+                self.second += sums[:, D:-1] / D if self.pooled else sums[:, D:-1]
             self.count += sums[:, -1]
             return
         self.count += r.sum(1, dtype=f64)
