@@ -21,7 +21,8 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   temporary, never (N, K, D). Every family's E-step works on (K, n) arrays, points along
   contiguous memory: the log-sum-exp over a few components then runs along rows, and the
   responsibilities reach the sums without a transpose (2.5-7x faster than the (n, K) layout
-  for the log-sum-exp, 1.5-3x for a whole pass at (1e6, 2, 8), measured). The tied family, with one ``P``, expands the square instead:
+  for the log-sum-exp, 1.5-3x for a whole pass at (1e6, 2, 8), measured). The tied family,
+  with one ``P``, expands the square instead:
   ``|x P|² - 2 (x P)(mu_k P) + |mu_k P|²``, two small products. The diagonal family uses the
   two small products ``x² @ prec`` and ``x @ (mu prec)``, as scikit-learn does; the isotropic
   ones (one variance per component) only the second, plus ``|x|² p_k``, an outer product with
@@ -49,10 +50,11 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   data's dtype (the isotropic ones need ``sum_n r |x|²`` for the second moment: one column,
   not D). Measured at (1e5, 64, 16) float32, 2 threads, in one process against the
   per-feature centred sums: 27-30 ms a pass against 39-41 ms (two products then; one product
-  into a reused float64 buffer took another 15-25% off the pass). Whatever the family, a component whose scatter would lose more than
-  5 of float64's digits (a narrow component far from the data's mean, or a mean that jumped
-  many of its standard deviations) is summed again, centred on its new mean, in a second
-  pass for those components only (for tied, whose scatter is one sum, all of them). Measured at
+  into a reused float64 buffer took another 15-25% off the pass). Whatever the family, a
+  component whose scatter would lose more than 5 of float64's digits (a narrow component far
+  from the data's mean, or a mean that jumped many of its standard deviations) is summed
+  again, centred on its new mean, in a second pass for those components only (for tied,
+  whose scatter is one sum, all of them). Measured at
   (1e5, 64, 16) against a float64 reference: 5.7e-8 relative in float32 (the centred float32
   sum: 8.3e-7), 1.6e-12 in float64, and 2-4x faster than the centred sum.
 * In-memory data are copied once, shifted by their mean (EM is translation-equivariant), which
