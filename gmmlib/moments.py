@@ -86,7 +86,7 @@ class Block:
     def columns(self, pooled: bool) -> torch.Tensor:
         """``[x; x²; 1]`` ((2D + 1, n); ``pooled``: ``[x; |x|²; 1]``, (D + 2, n)) of the shifted
         rows in float64, float32 values exact (the squares too): the axis-aligned families'
-        sums are one product with it, and their E-step another (:class:`gmmlib.em._EStep`).
+        sums are one product with it, and their E-step another (``gmmlib.em._EStep``).
         It lives in one buffer of the workspace, built once per block and again only when
         another block has used the buffer since (the E-step holds blocks for a while)."""
         ws = self._ws
