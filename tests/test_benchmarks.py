@@ -49,4 +49,5 @@ def test_bench_contention_writes_a_table(tmp_path):
     assert [row[3].strip() for row in rows] == ["1", "1"]  # threads the policy chose
     assert all(float(row[6].strip().rstrip("x")) > 0 for row in rows)
     assert all(float(row[9].strip()) > 0 for row in rows)  # gmmlib on 1 thread, s/iter
+    assert rows[0][10].strip() == "1.00x"  # its slowdown: against itself with no load
     assert float(rows[1][10].strip().rstrip("x")) > 0  # its slowdown under 1 busy process
