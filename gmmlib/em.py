@@ -27,10 +27,13 @@ Where the time goes, and how it is kept small (see ``benchmarks/bench_em.py``):
   two small products ``x² @ prec`` and ``x @ (mu prec)``, as scikit-learn does; the isotropic
   ones (one variance per component) only the second, plus ``|x|² p_k``, an outer product with
   the rows' squared norms. Every expanded form cancels when a component sits far from the
-  data's mean in its own standard deviations (a component collapsed onto an outlier): such a
-  component (beyond ``_MAX_WHITENED_OFFSET``) is recomputed centred, ``(x - mu_k) P_k``, so every
-  E-step and scoring path agrees with :meth:`GaussianMixture.log_prob` (scikit-learn uses the
-  expanded forms without this guard and was measured 4e4 nats off on such a model).
+  data's mean in its own standard deviations (a component collapsed onto an outlier), and the
+  full family's product rounds in proportion to the data's size in the component's whitened
+  coordinates: a component past its dtype's limit (``_MAX_WHITENED_OFFSET``, or the predicted
+  rounding of ``_FULL_TOLERANCE``) takes the same form in float64 (float32 data), or beyond
+  float64's the centred form ``(x - mu_k) P_k``, so every E-step and scoring path agrees with
+  :meth:`GaussianMixture.log_prob` (scikit-learn uses the expanded forms without this guard
+  and was measured 4e4 nats off on such a model).
 * One pass per iteration: each block's responsibilities are turned at once into the M-step's
   sums (:class:`~gmmlib.moments.Moments`: ``sum r``, ``sum r (x - c)`` and the scatter about
   centres ``c``, in float64) and dropped, so no (K, N) matrix is ever formed; sums from several
@@ -143,39 +146,51 @@ def _write_state(model: GaussianMixture, state: _State) -> None:
 # E-step
 # ------------------------------------------------------------------------------------------------
 # How far, in its own standard deviations, a component's mean may sit from the point the data
-# are centred on before the E-step's expanded product is replaced by the centred form for that
-# component. The expanded forms subtract terms whose difference is the answer: ``x P - mu P``
-# (full) loses about ``u |mu P|`` of the whitened distance per coordinate, so its limit is on
-# the largest coordinate of ``mu P``; ``x² p - 2 x mu p + mu² p`` (diagonal, isotropic) and
-# ``|x P|² - 2 (x P)(mu P) + |mu P|²`` (tied, hence the "std" limits) lose about ``u |mu P|²``
-# of the squared distance (``u`` the unit roundoff), which grows with D at a fixed distance per
-# coordinate, so theirs is on the 2-norm (measured on the largest coordinate, the diagonal form
-# lost 1.5e-4 of the log-density at D = 16 and 64, 14.5 deviations per coordinate). In float64
-# the limits keep the loss below ~1e-11 of the log-density. In float32 the full family's
-# expanded form was measured as accurate as the model's own float32 log_prob (2e-7 relative)
-# with components ~20 standard deviations out, hence 100; the diagonal families lose 5e-5 at 30
-# (the hypothesis bound is 1e-4) and, from 30 to float64's 300, take the same expanded form in
-# float64 (``_EStep.mid``), with the block's float64 columns that the sums read next. A
-# component collapsed onto an outlier can sit 1e10 out.
-_MAX_WHITENED_OFFSET = {("tril", torch.float64): 1e3, ("tril", torch.float32): 100.0,
-                        ("std", torch.float64): 300.0, ("std", torch.float32): 30.0}
+# are centred on before the expanded forms of the axis-aligned families and tied,
+# ``x² p - 2 x mu p + mu² p`` and ``|x P|² - 2 (x P)(mu P) + |mu P|²``, are replaced for that
+# component. They subtract terms whose difference is the answer and lose about ``u |mu P|²`` of
+# the squared distance (``u`` the unit roundoff), which grows with D at a fixed distance per
+# coordinate, so the limit is on the 2-norm of ``mu P`` (measured on the largest coordinate,
+# the diagonal form lost 1.5e-4 of the log-density at D = 16 and 64, 14.5 deviations per
+# coordinate). In float64 the limit keeps the loss below ~1e-11 of the log-density; in
+# float32 the diagonal families lose 5e-5 at 30 (the hypothesis bound is 1e-4) and, from 30 to
+# float64's 300, take the same expanded form in float64 (``_EStep.mid``), with the block's
+# float64 columns that the sums read next; tied sums its form in float64 whatever the data's
+# dtype. Beyond float64's limit the centred form: a component collapsed onto an outlier can
+# sit 1e10 out.
+_MAX_WHITENED_OFFSET = {torch.float64: 300.0, torch.float32: 30.0}
+
+# The full family's form ``x P_k - mu_k P_k`` does not cancel a square, but the product ``x P_k``
+# rounds about ``u || |x| |P_k| ||`` (absolute values, entry by entry) at the points near mu_k,
+# which grows with D and with P_k's conditioning, not just with the offset ``mu_k P_k``: two
+# float32 clusters 3 deviations per coordinate from the data's mean, at D = 64 under a random
+# correlated covariance, lost 3.5e-5 of the log-density (5x the model's own float32 log_prob)
+# and 14.5 deviations lost 2e-4, over the 1e-4 bound, while the benchmark's (1e5, 64, 16) blocks
+# lost 2.6e-7. Measured over such cases, the error of the log-density was 2-6 u times that
+# norm (``_FULL_ROUNDING`` takes 8). A component takes the form in the data's dtype when the
+# predicted error is within ``_FULL_TOLERANCE`` of max(1, |log w_k + log N|) at its own points
+# (the bound's measure, 10x inside it), for float32 data the form in float64 from the rows as
+# given when that is, and the centred form otherwise.
+_FULL_ROUNDING = 8.0
+_FULL_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
 class _EStep:
     """What the E-step needs from a state, precomputed once per iteration.
 
-    Every component gets the fast expanded product, and the components listed in ``far``
-    (mean beyond ``_MAX_WHITENED_OFFSET`` of its own standard deviations from the data's
-    mean) are then recomputed centred, ``(x - mu_k) P_k``, so no path is less accurate
-    than :meth:`GaussianMixture.log_prob`. For float32 data in a diagonal family, components
-    between float32's and float64's limits (``mid``) are recomputed by the expanded form in
-    float64 instead.
+    Each component takes one of three forms: the fast expanded product in the data's dtype
+    (``near``, all components unless listed below); for float32 data, the same expanded form
+    in float64 (``mid``: the diagonal families' components between float32's and float64's
+    limits, the full family's whose float32 product would round more than its tolerance);
+    and the centred form ``(x - mu_k) P_k`` (``far``: beyond float64's limits), so no path is
+    less accurate than :meth:`GaussianMixture.log_prob`.
     """
 
     def __init__(self, family, state: _State, shift: torch.Tensor):
         K, D = state.means.shape
         self.K, self.D, self.kind = K, D, family.kind
         mu = state.means - shift  # (K, D), in the workspace's shifted coordinates
+        f64 = torch.float64
         if family.kind == "tril":
             L = state.factor  # (K', D, D)
             eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
@@ -184,16 +199,11 @@ class _EStep:
             if self.shared:  # tied: -0.5 |x P - mu_k P|² expanded, summed in float64 whatever
                 # the data's dtype (it cancels about u |mu P|², which float32's u made 5e-4 of
                 # the log-density at D = 16, 30 deviations out)
-                f64 = torch.float64
                 P64 = P[0].to(f64)  # (D, D)
                 self.PT64 = P64.T.contiguous()  # (D, D)
                 self.muP64 = (state.means.to(f64) - shift.to(f64)) @ P64  # (K, D)
                 const = -0.5 * self.muP64.square().sum(-1)  # (K,)
                 whitened = self.muP64
-            else:
-                self.PcatT = P.mT.reshape(K * D, D)  # (K·D, D) = [P_1ᵀ; …; P_Kᵀ]
-                self.muP = torch.einsum("kd,kde->ke", mu, P)  # (K, D)
-                whitened = self.muP  # (K, D)
             half_logdet = -torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K',) log|P_k|
         else:
             self.shared = False
@@ -202,10 +212,7 @@ class _EStep:
             # -0.5 (x - mu)² p = -0.5 x² p + x (mu p) - 0.5 mu² p, summed over features; one
             # variance per component (pooled): -0.5 |x|² p_k, an outer product, not a product
             self.pooled = not family.per_feature
-            if self.pooled:
-                self.half_prec = -0.5 * prec[:, 0]  # (K,)
-            else:
-                self.half_prec = -0.5 * prec  # (K, D)
+            self.half_prec = -0.5 * (prec[:, :1] if self.pooled else prec)  # (K, 1) or (K, D)
             self.muprec = mu * prec  # (K, D)
             const = -0.5 * (mu.square() * prec).sum(-1)  # (K,)
             half_logdet = -std.log().sum(-1)  # (K,)
@@ -216,34 +223,76 @@ class _EStep:
         self.expanded = family.kind == "std" or self.shared
         if self.expanded:
             self.const = (const + self.offset).unsqueeze(-1)  # (K, 1) all but the data's terms
-        # in standard deviations: the 2-norm for the expanded forms (see _MAX_WHITENED_OFFSET)
-        offsets = whitened.norm(dim=-1) if self.expanded else whitened.abs().amax(-1)  # (K,)
-        limit = _MAX_WHITENED_OFFSET["std" if self.expanded else "tril",
-                                     torch.float64 if self.shared else mu.dtype]
-        self.mid = None
-        if family.kind == "std" and mu.dtype == torch.float32:
-            # float32's limit is passed by well separated clusters: up to float64's limit, such
-            # components take the same expanded form in float64, from the data as given (the
-            # shift is then exact), at a fraction of the centred form's cost
-            wide = _MAX_WHITENED_OFFSET["std", torch.float64]
-            mid = ((offsets > limit) & (offsets <= wide)).nonzero().squeeze(-1)  # (K_mid,)
-            if mid.numel():  # weights of the block's float64 columns [x; x² (or |x|²); 1]
-                f64 = torch.float64
+            near, mid, far = self._expanded_forms(state, shift, whitened)
+        else:
+            near, mid, far = self._full_forms(state, shift, P)
+        self.near = None if bool(near.all()) else near.nonzero().squeeze(-1)  # None: all
+        self.mid = mid.nonzero().squeeze(-1) if bool(mid.any()) else None
+        self.far = far.nonzero().squeeze(-1) if bool(far.any()) else None
+        if self.near is not None and self.expanded:  # only the near components' products
+            self.const = self.const[self.near]
+            if not self.shared:
+                self.half_prec, self.muprec = self.half_prec[self.near], self.muprec[self.near]
+            else:
+                self.muP64 = self.muP64[self.near]
+        if not self.expanded:  # full: (x P_k - mu_k P_k) of the near components
+            k = slice(None) if self.near is None else self.near
+            self.PcatT = P[k].mT.reshape(-1, D)  # (K_near·D, D) = [P_1ᵀ; …; P_Kᵀ]
+            self.muP = torch.einsum("kd,kde->ke", mu[k], P[k])  # (K_near, D)
+            self.near_offset = self.offset[k].unsqueeze(-1)  # (K_near, 1)
+        if self.mid is not None:
+            mid = self.mid
+            if self.expanded:  # weights of the block's float64 columns [x; x² (or |x|²); 1]
                 mu64 = state.means[mid].to(f64) - shift.to(f64)  # (K_mid, D), exact
                 prec64 = std[mid].to(f64).pow(-2)  # (K_mid, D)
-                self.mid = mid
                 self.mid_weights = torch.cat([  # (K_mid, 2D + 1) or (K_mid, D + 2)
                     -2.0 * mu64 * prec64, prec64[:, :1] if self.pooled else prec64,
                     (mu64.square() * prec64).sum(-1, keepdim=True)], 1)
-            limit = wide
-        far = (offsets > limit).nonzero().squeeze(-1)  # (K",)
-        self.far = far if far.numel() else None
+            else:  # full: x P_k - mu_k P_k in float64, from the rows as given
+                P64 = P[mid].to(f64)  # (K_mid, D, D)
+                self.mid_PcatT = P64.mT.reshape(-1, D)  # (K_mid·D, D)
+                self.mid_muP = torch.einsum("kd,kde->ke", state.means[mid].to(f64), P64)
         if self.far is not None:  # the centred form's parameters, for those components only
+            far = self.far
             self.family = family
             self.far_mu = state.means[far].unsqueeze(-1)  # (K", D, 1), unshifted: x - mu is exact
             f = state.factor
             self.far_factor = f.expand(K, *f.shape[1:])[far]  # (K", D, D) or (K", D')
             self.far_log_weights = state.log_weights[far]  # (K",)
+
+    def _expanded_forms(self, state, shift, whitened):
+        """``(near, mid, far)`` masks (K,) of the expanded forms, by the 2-norm of each
+        component's whitened offset from the shift (see ``_MAX_WHITENED_OFFSET``)."""
+        offsets = whitened.norm(dim=-1)  # (K,)
+        dt = torch.float64 if self.shared else state.means.dtype
+        limit = _MAX_WHITENED_OFFSET[dt]
+        mid = torch.zeros_like(offsets, dtype=torch.bool)
+        if self.kind == "std" and dt == torch.float32:
+            # float32's limit is passed by well separated clusters: up to float64's limit, such
+            # components take the same expanded form in float64, at a fraction of the centred
+            # form's cost
+            wide = _MAX_WHITENED_OFFSET[torch.float64]
+            mid = (offsets > limit) & (offsets <= wide)
+            limit = wide
+        far = offsets > limit
+        return ~(mid | far), mid, far
+
+    def _full_forms(self, state, shift, P):
+        """``(near, mid, far)`` masks (K,) of the full family, by the rounding each form's
+        product ``x P_k`` is predicted to cost (see ``_FULL_TOLERANCE``)."""
+        dt, f64 = state.means.dtype, torch.float64
+        # log w_k + log N at a point one deviation from mu_k per coordinate: the size of the
+        # log-densities of component k's own points, which the tolerance is relative to
+        allowed = (self.offset - 0.5 * self.D).abs().clamp_min(1.0)  # (K,)
+
+        def rounds(x_mu, dtype):  # (K,) predicted error of the log-density: u || |x| |P_k| ||
+            size = torch.einsum("kd,kde->ke", x_mu.abs().to(f64), P.abs().to(f64)).norm(dim=-1)
+            return _FULL_ROUNDING * torch.finfo(dtype).eps / 2 * size
+        near = rounds(state.means - shift, dt) <= _FULL_TOLERANCE[dt] * allowed
+        if dt == f64:
+            return near, torch.zeros_like(near), ~near
+        wide = rounds(state.means, f64) <= _FULL_TOLERANCE[f64] * allowed  # unshifted rows
+        return near, ~near & wide, ~(near | wide)
 
     def _centred(self, x: torch.Tensor) -> torch.Tensor:
         """``log w_k + log N(x_n | mu_k, Σ_k)`` of the rows ``x`` (n, D), as given (not shifted:
@@ -259,26 +308,37 @@ class _EStep:
         2.5-7x slower, measured), and hands the sums their (K, n) responsibilities as they are."""
         xt = block.xt  # (D, n), shifted
         n = xt.shape[1]
-        K, D = self.K, self.D
-        if self.shared:  # tied: the expanded form in whitened coordinates, in float64
+        D = self.D
+        K = self.K if self.near is None else len(self.near)  # the near components
+        if K == 0:
+            out = None
+        elif self.shared:  # tied: the expanded form in whitened coordinates, in float64
             # (D, n) products: the (n, D) layout ran 1.7x slower in float64 (measured)
             y = self.PT64 @ block.float64()  # (D, n) = (x P)ᵀ
             out = torch.addmm(self.const, self.muP64, y)  # (K, n)
             out.add_(torch.linalg.vecdot(y, y, dim=0), alpha=-0.5)
             out = out.to(xt.dtype)
         elif self.kind == "tril":  # (x P_k - mu_k P_k), every component in one product
-            buf = ws.buffer("estep", (K * D * ws.chunk,))[:K * D * n].view(K * D, n)
+            buf = ws.buffer("estep", (self.K * D * ws.chunk,))[:K * D * n].view(K * D, n)
             y = torch.mm(self.PcatT, xt, out=buf).view(K, D, n).sub_(self.muP.unsqueeze(-1))
-            out = y.square_().sum(1).mul_(-0.5).add_(self.offset.unsqueeze(-1))  # (K, n)
+            out = y.square_().sum(1).mul_(-0.5).add_(self.near_offset)  # (K, n)
         else:  # the expanded form, with the -1/2 and the constant terms in its weights
             out = torch.addmm(self.const, self.muprec, xt)  # (K, n)
             if self.pooled:
-                out.addr_(self.half_prec, block.square_norms().to(out.dtype))
+                out.addr_(self.half_prec[:, 0], block.square_norms().to(out.dtype))
             else:
                 out.addmm_(self.half_prec, xt.square())
-        if self.mid is not None:  # the expanded form in float64 (float32 data, diagonal families)
-            # with the columns the sums read next: (K_mid, 2D + 1) x (2D + 1, n)
-            maha = self.mid_weights @ block.columns(self.pooled)  # (K_mid, n)
+        if self.near is not None:  # every component's row, the near ones' filled in
+            near, out = out, torch.empty(self.K, n, dtype=xt.dtype, device=xt.device)
+            if near is not None:
+                out[self.near] = near
+        if self.mid is not None:  # the same form in float64 (float32 data)
+            if self.kind == "tril":  # full: the rows as given, (K_mid·D, D) x (D, n)
+                x64 = block.x.T.to(torch.float64)  # (D, n), exact
+                y = (self.mid_PcatT @ x64).view(-1, D, n).sub_(self.mid_muP.unsqueeze(-1))
+                maha = y.square_().sum(1)  # (K_mid, n)
+            else:  # with the columns the sums read next: (K_mid, 2D + 1) x (2D + 1, n)
+                maha = self.mid_weights @ block.columns(self.pooled)  # (K_mid, n)
             out[self.mid] = (maha.mul_(-0.5) + self.offset[self.mid].unsqueeze(-1)).to(out.dtype)
         if self.far is not None:
             out[self.far] = self._centred(block.x)
