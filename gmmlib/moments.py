@@ -147,9 +147,19 @@ class Workspace:
             self.X = X  # (N, D), the data as given, read (never written) by the centred E-step
             # always a new array: X may be the caller's own memory (as_data shares it), and
             # X.T.contiguous() IS that memory for one feature, one row or a transposed view
-            self.XT = torch.sub(X.T, shift.unsqueeze(-1),
-                                out=torch.empty(D, X.shape[0], dtype=X.dtype, device=X.device))
+            self.XT = self._shifted_columns(X)
             self.chunk = min(self.chunk, max(1, X.shape[0]))
+
+    def _shifted_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - shift)ᵀ`` (D, n) of rows ``x`` (n, D), a new array, written in slices of about
+        2^16 values: one transposing subtraction over (1e5, 64) float32 ran 3x slower (28-37 ms
+        against 9-10, measured; for D = 2 or 16 the slices cost 1 ms more than one)."""
+        n = x.shape[0]
+        out = torch.empty(self.D, n, dtype=self.dtype, device=self.device)
+        step = max(1, (1 << 16) // self.D)
+        for a in range(0, n, step):
+            torch.sub(x[a:a + step].T, self.shift.unsqueeze(-1), out=out[:, a:a + step])
+        return out
 
     def outer(self) -> torch.Tensor:
         """``sum_n x_n x_nᵀ`` of all the in-memory data, shifted, in float64 (D, D): computed
@@ -186,8 +196,7 @@ class Workspace:
         for batch in self.source:
             n = batch.shape[0]
             # a new array per batch (never a reused buffer: the E-step holds blocks a while)
-            xt = torch.sub(batch.T, self.shift.unsqueeze(-1), out=torch.empty(
-                self.D, n, dtype=self.dtype, device=self.device))  # (D, n)
+            xt = self._shifted_columns(batch)  # (D, n)
             for a in range(0, n, size):
                 b = min(a + size, n)
                 yield Block(batch[a:b], xt[:, a:b], start + a, start + b, self)
