@@ -133,30 +133,46 @@ class GaussianMixture(nn.Module):
         variance below it is raised to it). That is the nearest covariance, in Frobenius norm,
         that satisfies the floor; it is stored to within a rounding margin (about ``10 D eps``
         of the largest eigenvalue).
+
+        Every value given is checked before any is written: when one is rejected, the model
+        keeps all its parameters.
         """
         K, D = self.n_components, self.n_features
         like = {"dtype": self.loc.dtype, "device": self.loc.device}
-        if weights is not None:
-            w = _numbers(weights, "weights", **like)
-            if w.shape != (K,):
-                raise ValueError(f"weights must have shape ({K},), got {tuple(w.shape)}")
-            check_probability_vector(w)
-            self.logits.copy_(w.clamp_min(torch.finfo(w.dtype).tiny).log())
-        if means is not None:
-            m = _numbers(means, "means", **like)
-            if m.shape != (K, D):
-                raise ValueError(f"means must have shape ({K}, {D}), got {tuple(m.shape)}")
+
+        def shaped(value, name, shape):
+            x = _numbers(value, name, **like)
+            if x.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+            return x
+
+        def new_logits(value):
+            w = check_probability_vector(shaped(value, "weights", (K,)))
+            return w.clamp_min(torch.finfo(w.dtype).tiny).log()
+
+        def new_loc(value):
+            m = shaped(value, "means", (K, D))
             if not bool(torch.isfinite(m).all()):
-                raise ValueError("means contain NaN or infinity")
-            self.loc.copy_(m)
-        if covariances is not None:
-            cov = _numbers(covariances, "covariances", **like)
-            if self.family.learned:
-                raw = self.family.encode(cov, K, D, self.min_variance)
-            else:
+                raise ValueError("means contain NaN or infinity; pass finite means")
+            return m
+
+        def new_raw_scale(value):
+            cov = _numbers(value, "covariances", **like)
+            if not self.family.learned:
                 raw = self.family.encode(cov, K, D)
                 _check_constant(float(cov.reshape(-1)[0]), self.min_variance)
-            self.raw_scale.copy_(raw.reshape(self.raw_scale.shape))
+            else:
+                raw = self.family.encode(cov, K, D, self.min_variance)
+            return raw.reshape(self.raw_scale.shape)
+
+        # argument: (its check, returning the new value; the parameter it is written to)
+        table = {"weights": (new_logits, self.logits), "means": (new_loc, self.loc),
+                 "covariances": (new_raw_scale, self.raw_scale)}
+        given = {"weights": weights, "means": means, "covariances": covariances}
+        writes = [(table[name][1], table[name][0](value)) for name, value in given.items()
+                  if value is not None]
+        for parameter, value in writes:
+            parameter.copy_(value)
         return self
 
     @property
@@ -175,8 +191,12 @@ class GaussianMixture(nn.Module):
             self._min_variance = value
             return
         cov = self.sklearn_covariances()
-        self._min_variance = value
-        self.set_parameters(covariances=cov)
+        previous, self._min_variance = self._min_variance, value
+        try:
+            self.set_parameters(covariances=cov)
+        except BaseException:  # the floor and the covariances change together or not at all
+            self._min_variance = previous
+            raise
 
     # -- parameters in the reader's terms ----------------------------------------------------
     @property

@@ -271,6 +271,32 @@ def test_parameters_that_are_not_numbers_are_named(make, match):
         make()
 
 
+@pytest.mark.parametrize("bad", ["weights", "means", "covariances"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_set_parameters_that_rejects_one_value_writes_none(family, bad):
+    """set_parameters checks every value before writing any: with valid new values for the
+    other two arguments and a rejected one (in any position), every parameter is as before,
+    bit for bit. The first version wrote weights and means and then raised on the covariances."""
+    model = random_model(family, K=3, D=2, seed=4)
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    other = random_model(family, K=3, D=2, seed=5)
+    rejected = {"weights": [0.5, 0.5, 0.5], "means": [[0.0, float("nan")]] * 3,
+                "covariances": -other.sklearn_covariances()}
+    values = {"weights": other.weights, "means": other.means,
+              "covariances": other.sklearn_covariances(), bad: rejected[bad]}
+    if family == "constant" and bad == "covariances":
+        values[bad] = torch.tensor(-1.0)  # the constant family's one variance
+    elif family == "constant":
+        values["covariances"] = model.sklearn_covariances()  # its fixed variance, accepted
+    with pytest.raises(ValueError):
+        model.set_parameters(**values)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model.set_parameters(**{k: v for k, v in values.items() if k != bad})  # the valid ones go in
+    good = "weights" if bad == "means" else "means"
+    assert torch.allclose(getattr(model, good), getattr(other, good))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_no_grad_paths_are_chunked_and_equal_the_autograd_path(family):
     """Without a gradient, log_prob, predict and predict_proba run in row chunks of ~2^20 /
