@@ -693,18 +693,17 @@ def evaluate(model: GaussianMixture, X, *, resp: bool = False):
     """The E-step's fast path as a scorer, for a validated tensor ``X`` (N, D) or a
     :class:`~gmmlib.sources.Source`: returns ``log p(x_n)`` (N,) and, with ``resp``, the
     responsibilities (N, K). In-memory data are centred on their own mean, as in a fit, a
-    stream on its first block's (any point gives the same numbers to rounding, and components
-    far from it take the centred form)."""
+    stream on the mixture's mean ``sum_k w_k mu_k``, so it is read once (any point gives the
+    same numbers to rounding, and components far from it take a more accurate form)."""
     if isinstance(X, torch.Tensor):
         shift = _shift(X)
     else:
-        first = next(iter(X), None)
-        if first is None:
-            raise ValueError(f"{X.name} is empty: it yielded no rows")
-        shift = _shift(first)
+        shift = (model.weights.detach() @ model.loc.detach()).to(model.loc.dtype)  # (D,)
     ws = Workspace(X, model.n_components, shift, model.family)
     out = []
     _e_step(model.family, _read_state(model), ws, out=out, resp=resp)
+    if not out:
+        raise ValueError(f"{X.name} is empty: it yielded no rows")
     log_prob = torch.cat([lp for lp, _ in out])  # (N,)
     return log_prob, (torch.cat([r for _, r in out]) if resp else None)
 

@@ -99,6 +99,30 @@ def test_scorers_over_a_loader_equal_the_tensor():
     torch.testing.assert_close(resp, model.predict_proba(X), rtol=1e-10, atol=1e-12)
 
 
+def test_the_fast_scorer_reads_a_stream_once():
+    """evaluate (the estimator's score_samples, predict_proba, predict) reads a stream in one
+    pass, batch by batch: it used to read the first batch once more for its centre. Its
+    numbers equal the in-memory path's."""
+    from gmmlib.em import evaluate
+    X = blobs()
+    model, _ = fitted(X, "diagonal")
+
+    class Counted:  # a re-iterable source that counts its passes and batches
+        passes = batches = 0
+
+        def __iter__(self):
+            Counted.passes += 1
+            for a in range(0, len(X), 50):
+                Counted.batches += 1
+                yield X[a:a + 50]
+    source = as_source(Counted(), n_features=3, dtype=torch.float64, device="cpu")
+    lp, resp = evaluate(model, source, resp=True)
+    assert (Counted.passes, Counted.batches) == (1, -(-len(X) // 50))
+    in_memory = evaluate(model, X, resp=True)
+    torch.testing.assert_close(lp, in_memory[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(resp, in_memory[1], rtol=1e-10, atol=1e-12)
+
+
 def test_streams_are_not_modified():
     X = blobs()
     copy = X.clone()
