@@ -5,6 +5,8 @@ any *re-iterable* source of batches: a ``torch.utils.data.DataLoader`` (batches 
 or tuples whose first element is the data, as a ``TensorDataset`` yields), an
 ``IterableDataset``, a list of arrays, or a NumPy ``memmap`` (read ``batch_size`` rows at a
 time). The fits read the data once per pass, so a one-shot iterator (a generator) is refused.
+A plain ``DataLoader`` over a ``TensorDataset`` (default collate, no worker processes) is read
+batch by batch by index, with the loader's own batch sampler, instead of row by row.
 
 :func:`as_source` validates at the edge: a tensor once, a stream batch by batch on its first
 pass (shape, dtype, NaN/inf, the same checks as ``gmmlib._validation.as_data``), and later
@@ -124,6 +126,31 @@ def _dropped_rows(X) -> tuple[int, int] | None:
     return (n, n % batches.batch_size) if n % batches.batch_size else None
 
 
+def _gathers(X) -> bool:
+    """Whether ``X`` is a plain ``DataLoader`` over a ``TensorDataset`` that batches with its
+    default collate in this process: its batches can then be read by index, as
+    :func:`_gathered` does."""
+    data = torch.utils.data
+    return (type(X) is data.DataLoader and type(X.dataset) is data.TensorDataset
+            and X.batch_sampler is not None and X.collate_fn is data.default_collate
+            and X.num_workers == 0 and not X.pin_memory)
+
+
+def _gathered(loader):
+    """The batches ``loader`` (see :func:`_gathers`) yields, the same rows in the same order,
+    each gathered by one indexing of each tensor: the DataLoader fetches a ``TensorDataset``
+    row by row and stacks the rows (9.4 s a pass over (1e6, 8) float32 in batches of 4096,
+    against 0.4 s read by index, measured). The batch sampler is the loader's own, and the
+    loader's iterator is made first, so a pass draws from torch's random generator what the
+    loader's own pass would (its base seed, then a shuffling sampler's seed): the same
+    shuffled order, and the same generator state after."""
+    iter(loader)  # draws the pass's base seed; fetches nothing
+    tensors = loader.dataset.tensors
+    for indices in loader.batch_sampler:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        yield [t[index] for t in tensors]
+
+
 def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
     """``X`` as a :class:`Source`: a validated tensor (checked once, now) or a stream (checked
     batch by batch on its first pass).
@@ -157,6 +184,8 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         raise ValueError(f"{name} is an iterator ({type(X).__name__}), which can be read only "
                          "once, but the fits read the data once per pass: pass a re-iterable "
                          "source (a DataLoader, an IterableDataset, a list of arrays, a memmap)")
+    elif _gathers(X):
+        batches = lambda: _gathered(X)  # noqa: E731
     else:
         batches = lambda: iter(X)  # noqa: E731
     return Source(batches=batches, n_features=n_features, dtype=dtype, device=device, name=name)

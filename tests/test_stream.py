@@ -99,6 +99,34 @@ def test_scorers_over_a_loader_equal_the_tensor():
     torch.testing.assert_close(resp, model.predict_proba(X), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("shuffle,seeded", [(False, False), (True, False), (True, True)])
+def test_a_tensor_dataloader_is_read_by_index_with_the_loaders_own_batches(shuffle, seeded,
+                                                                          monkeypatch):
+    """A plain DataLoader over a TensorDataset is read by gathering each batch's indices (the
+    loader itself fetches and stacks row by row, ~20x slower): the batches are the loader's
+    own, the same rows in the same order pass after pass, shuffled or not, ragged last batch
+    included, and torch's random generator ends where the loader's own passes leave it."""
+    X = blobs(N=1003)
+    y = torch.arange(len(X))
+    generator = torch.Generator().manual_seed(7) if seeded else None
+    loader = DataLoader(TensorDataset(X, y), batch_size=100, shuffle=shuffle,
+                        generator=generator)
+    source = as_source(loader, n_features=3, dtype=torch.float64, device="cpu")
+    torch.manual_seed(11)
+    expected = [batch[0].clone() for _ in range(3) for batch in loader]  # three passes
+    state = torch.get_rng_state()
+    if seeded:
+        generator.manual_seed(7)
+    torch.manual_seed(11)
+    fetched = []
+    monkeypatch.setattr(TensorDataset, "__getitem__", lambda self, i: fetched.append(i))
+    got = [x for _ in range(3) for x in source]
+    assert not fetched  # no row was fetched one by one
+    assert len(got) == len(expected) == 3 * 11
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_the_fast_scorer_reads_a_stream_once():
     """evaluate (the estimator's score_samples, predict_proba, predict) reads a stream in one
     pass, batch by batch: it used to read the first batch once more for its centre. Its
