@@ -470,7 +470,7 @@ PEER_NOTES = [
     "compared with gmmlib's marginal cost, measured the same way in the same rounds (gmmlib "
     "marginal s/it), so neither side's fixed costs count; before 2026-12-03 the ratio set "
     "torchgmm's marginal cost against gmmlib's whole fit / iterations, which charged gmmlib "
-    "its input checks, set-up and final pass (2-30% of its time at 5 iterations, measured).",
+    "its input checks, set-up and final pass (3-62% of its time at 5 iterations, measured).",
 ]
 
 
