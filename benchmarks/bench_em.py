@@ -366,7 +366,7 @@ def main(argv=None):
     if cuda:
         header += ["CUDA s/it", "CUDA speed-up"]
     for name in peers:
-        header += ([f"gmmlib marginal s/it", f"{name} marginal s/it", f"vs {name} (marginal)"]
+        header += (["gmmlib marginal s/it", f"{name} marginal s/it", f"vs {name} (marginal)"]
                    if name == "torchgmm" else [f"{name} s/it", f"vs {name}"])
     if peers:
         header += ["max abs Δmeans vs gmmlib", "load (1 min)"]
@@ -402,7 +402,8 @@ def main(argv=None):
                         if name == "torchgmm":  # marginal against marginal
                             mine = per_it.get("gmmlib marginal")
                             row += [f"{mine:.4f}" if t else "—"]
-                            row += [f"{t:.4f}", f"**{t / mine:.1f}x**"] if t else ["—", "—"]
+                            ratio = f"**{t / mine:.1f}x**" if mine and mine > 0 else "— (noise)"
+                            row += [f"{t:.4f}", ratio] if t else ["—", "—"]
                         else:
                             row += [f"{t:.4f}", f"**{t / ours:.1f}x**"] if t else ["—", "—"]
                     if peers:

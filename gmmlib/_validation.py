@@ -94,7 +94,7 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
     # one pass, the extremes: NaN or inf anywhere makes them non-finite (aminmax ran 6x faster
     # than the infinity norm over (1e5, 64) float32, measured)
     low, high = torch.aminmax(t)
-    largest = max(-float(low), float(high))
+    largest = float(torch.maximum(-low, high))  # NaN stays NaN; one read back from a GPU
     if not math.isfinite(largest):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
         what = "NaN" if bool(torch.isnan(t).any()) else "infinity"

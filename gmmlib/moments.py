@@ -152,11 +152,12 @@ class Workspace:
 
     def _shifted_columns(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - shift)ᵀ`` (D, n) of rows ``x`` (n, D), a new array, written in slices of about
-        2^16 values: one transposing subtraction over (1e5, 64) float32 ran 3x slower (28-37 ms
-        against 9-10, measured; for D = 2 or 16 the slices cost 1 ms more than one)."""
+        2^16 values on a CPU: one transposing subtraction over (1e5, 64) float32 ran 3x slower
+        (28-37 ms against 9-10, measured; for D = 2 or 16 the slices cost 1 ms more than one).
+        Elsewhere in one call."""
         n = x.shape[0]
         out = torch.empty(self.D, n, dtype=self.dtype, device=self.device)
-        step = max(1, (1 << 16) // self.D)
+        step = max(1, (1 << 16) // self.D if out.device.type == "cpu" else n)
         for a in range(0, n, step):
             torch.sub(x[a:a + step].T, self.shift.unsqueeze(-1), out=out[:, a:a + step])
         return out

@@ -5,8 +5,8 @@ any *re-iterable* source of batches: a ``torch.utils.data.DataLoader`` (batches 
 or tuples whose first element is the data, as a ``TensorDataset`` yields), an
 ``IterableDataset``, a list of arrays, or a NumPy ``memmap`` (read ``batch_size`` rows at a
 time). The fits read the data once per pass, so a one-shot iterator (a generator) is refused.
-A plain ``DataLoader`` over a ``TensorDataset`` (default collate, no worker processes) is read
-batch by batch by index, with the loader's own batch sampler, instead of row by row.
+A plain ``DataLoader`` over a ``TensorDataset`` (its own ``BatchSampler``, default collate, no
+worker processes) is read batch by batch by index, with that batch sampler, not row by row.
 
 :func:`as_source` validates at the edge: a tensor once, a stream batch by batch on its first
 pass (shape, dtype, NaN/inf, the same checks as ``gmmlib._validation.as_data``), and later
@@ -128,12 +128,16 @@ def _dropped_rows(X) -> tuple[int, int] | None:
 
 def _gathers(X) -> bool:
     """Whether ``X`` is a plain ``DataLoader`` over a ``TensorDataset`` that batches with its
-    default collate in this process: its batches can then be read by index, as
-    :func:`_gathered` does."""
+    own ``BatchSampler`` and default collate in this process: its batches can then be read by
+    index, as :func:`_gathered` does."""
     data = torch.utils.data
+    # the stock BatchSampler only: its __iter__ is a generator, so making the loader's iterator
+    # (which calls it) runs none of it, and _gathered's own pass draws what the loader's would;
+    # a batch sampler that shuffles inside __iter__ itself would run twice
     return (type(X) is data.DataLoader and type(X.dataset) is data.TensorDataset
-            and X.batch_sampler is not None and X.collate_fn is data.default_collate
-            and X.num_workers == 0 and not X.pin_memory)
+            and type(X.batch_sampler) is data.BatchSampler
+            and X.collate_fn is data.default_collate and X.num_workers == 0
+            and not X.pin_memory)
 
 
 def _gathered(loader):

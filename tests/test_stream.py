@@ -116,6 +116,7 @@ def test_a_tensor_dataloader_is_read_by_index_with_the_loaders_own_batches(shuff
     expected = [batch[0].clone() for _ in range(3) for batch in loader]  # three passes
     state = torch.get_rng_state()
     if seeded:
+        generator_state = generator.get_state()
         generator.manual_seed(7)
     torch.manual_seed(11)
     fetched = []
@@ -125,6 +126,35 @@ def test_a_tensor_dataloader_is_read_by_index_with_the_loaders_own_batches(shuff
     assert len(got) == len(expected) == 3 * 11
     assert all(torch.equal(a, b) for a, b in zip(got, expected))
     assert torch.equal(torch.get_rng_state(), state)
+    if seeded:  # the loader's own generator too
+        assert torch.equal(generator.get_state(), generator_state)
+
+
+def test_a_loader_whose_batch_sampler_shuffles_eagerly_is_iterated_as_it_is():
+    """A batch sampler of the user's own whose ``__iter__`` draws its order at once (not a
+    generator) would run twice if gmmlib made the loader's iterator and then read the sampler:
+    such loaders are iterated as they are, with the loader's batches and epochs."""
+    from torch.utils.data import Sampler
+    X = blobs(N=20)
+
+    class Buckets(Sampler):
+        epoch = 0
+
+        def __len__(self):
+            return 4
+
+        def __iter__(self):
+            Buckets.epoch += 1
+            order = torch.randperm(20).tolist()
+            return iter([order[a:a + 6] for a in range(0, 20, 6)])
+    loader = DataLoader(TensorDataset(X), batch_sampler=Buckets())
+    torch.manual_seed(0)
+    expected = [batch[0] for batch in loader]
+    state = torch.get_rng_state()
+    torch.manual_seed(0)
+    got = list(as_source(loader, n_features=3, dtype=torch.float64, device="cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == 4
+    assert torch.equal(torch.get_rng_state(), state) and Buckets.epoch == 2
 
 
 def test_the_fast_scorer_reads_a_stream_once():
