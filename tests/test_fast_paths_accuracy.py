@@ -343,7 +343,7 @@ def test_correlated_float32_estep_is_as_accurate_as_log_prob_in_many_dimensions(
     X = np.concatenate([mu + rng.normal(size=(2000, D)) @ L.T for mu in mus])
     model = gmmlib.GaussianMixture(2, D, family, dtype=torch.float32)
     model.set_parameters(weights=torch.tensor([0.5, 0.5]), means=torch.as_tensor(mus),
-                         covariances=torch.as_tensor(cov if family == "tied" else [cov, cov]))
+                         covariances=torch.as_tensor(cov if family == "tied" else np.stack([cov, cov])))
     fast, own = _fast_and_own_errors(model, X)
     assert fast <= RTOL[torch.float32] and fast <= 5 * own
 
