@@ -343,7 +343,7 @@ class _EStep:
                 y = (self.mid_PcatT @ x64).view(-1, D, n).sub_(self.mid_muP.unsqueeze(-1))
                 maha = y.square_().sum(1)  # (K_mid, n)
             else:  # with the columns the sums read next: (K_mid, 2D + 1) x (2D + 1, n)
-                maha = self.mid_weights @ block.columns(self.pooled)  # (K_mid, n)
+                maha = self.mid_weights @ block.columns()  # (K_mid, n)
             out[self.mid] = (maha.mul_(-0.5) + self.offset[self.mid].unsqueeze(-1)).to(out.dtype)
         if self.far is not None:
             out[self.far] = self._centred(block.x)

@@ -83,25 +83,26 @@ class Block:
             kept[self.a, self.b] = torch.linalg.vecdot(x, x, dim=0)
         return kept[self.a, self.b]
 
-    def columns(self, pooled: bool) -> torch.Tensor:
-        """``[x; x²; 1]`` ((2D + 1, n); ``pooled``: ``[x; |x|²; 1]``, (D + 2, n)) of the shifted
-        rows in float64, float32 values exact (the squares too): the axis-aligned families'
-        sums are one product with it, and their E-step another (``gmmlib.em._EStep``).
-        It lives in one buffer of the workspace, built once per block and again only when
-        another block has used the buffer since (the E-step holds blocks for a while)."""
+    def columns(self) -> torch.Tensor:
+        """``[x; x²; 1]`` ((2D + 1, n); ``[x; |x|²; 1]``, (D + 2, n), for the workspace's
+        ``pooled_columns``) of the shifted rows in float64, float32 values exact (the squares
+        too): the axis-aligned families' sums are one product with it, and their E-step another
+        (``gmmlib.em._EStep``). It lives in one buffer of the workspace, built once per block
+        and again only when another block has used the buffer since (the E-step holds blocks
+        for a while)."""
         ws = self._ws
         D, n = ws.D, self.xt.shape[1]
-        S = 1 if pooled else D
+        S = 1 if ws.pooled_columns else D
         cols = ws.buffer("columns", ((D + S + 1) * ws.chunk,), torch.float64)
         cols = cols[:(D + S + 1) * n].view(D + S + 1, n)
-        if ws._buffers.get("columns of") != (self._serial, pooled):
+        if ws._buffers.get("columns of") != self._serial:
             cols[:D].copy_(self.xt)
-            if pooled:
+            if ws.pooled_columns:
                 cols[D].copy_(self.square_norms())
             else:
                 torch.square(cols[:D], out=cols[D:D + S])
             cols[-1].fill_(1.0)
-            ws._buffers["columns of"] = (self._serial, pooled)
+            ws._buffers["columns of"] = self._serial
         return cols
 
 
@@ -142,6 +143,9 @@ class Workspace:
             self.chunk = int(chunk or max(256, (1 << 24 if cuda else 1 << 19) // (K + D)))
         self._buffers = {}
         self._serials = itertools.count()
+        # the axis-aligned families' float64 columns (Block.columns): [x; |x|²; 1] when each
+        # component has one variance, [x; x²; 1] otherwise; the E-step and the sums both read them
+        self.pooled_columns = family.kind == "std" and not family.per_feature
         if self.in_memory:
             X = source.tensor
             self.X = X  # (N, D), the data as given, read (never written) by the centred E-step
@@ -238,7 +242,6 @@ class Moments:
             raise ValueError("the pooled (tied) sums are over all the components")
         shape = (1 if pooled else K, D, D) if kind == "tril" else (K, 1 if pooled else D)
         self.pooled = pooled and second
-        self._pooled_columns = pooled  # the E-step's choice too: one set of columns per block
         self.second = torch.zeros(shape, dtype=f64, device=dev) if second else None
         self._tied_about_shift = kind == "tril" and pooled and centre is None
         if self._tied_about_shift and second and ws.in_memory:  # the whole pass's, at once
@@ -264,7 +267,7 @@ class Moments:
             # with the block's float64 columns: measured 1.3-1.7x faster than a product and a
             # sum for each of the three, with new float64 copies of the block
             D = self.first.shape[1]
-            sums = r.to(f64) @ block.columns(self._pooled_columns).T  # (K', D + S + 1)
+            sums = r.to(f64) @ block.columns().T  # (K', D + S + 1)
             self.first += sums[:, :D]
             if self.second is not None:  # second moment: mean_d x_d² (pooled) or x²
                 self.second += sums[:, D:-1] / D if self.pooled else sums[:, D:-1]

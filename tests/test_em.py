@@ -433,7 +433,8 @@ def _diagonal_case(X: torch.Tensor, R: torch.Tensor, pooled=False):
     sum_n r_nk (x_nd - mu_kd)² (with ``pooled``, the isotropic families', its mean over d)."""
     from gmmlib.moments import Moments, Workspace
     K = R.shape[1]
-    ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, X.shape[1], "diagonal").family)
+    family = gmmlib.GaussianMixture(K, X.shape[1], "isotropic" if pooled else "diagonal").family
+    ws = Workspace(X, K, X.mean(0), family)  # the family decides the workspace's columns
     m = Moments(ws, "std", pooled=pooled)
     for block in ws.blocks():
         m.add(block, R[block.a:block.b].T)
