@@ -274,8 +274,10 @@ class Moments:
             self.count += sums[:, -1]
             return
         self.count += r.sum(1, dtype=f64)
-        # the centred sums make (K', D, n) temporaries: rows of a block a slice at a time
-        rows = min(block.xt.shape[1], _centred_rows(self.ws, r.shape[0]))
+        # the centred sums make (K', D, n) temporaries: rows of a block a slice at a time, in
+        # buffers sized for a whole block (a ragged last block must not resize them, or every
+        # pass would allocate them twice more)
+        rows = min(self.ws.chunk, _centred_rows(self.ws, r.shape[0]))
         for a in range(0, r.shape[1], rows):
             self._add_centred(block.xt[:, a:a + rows], r[:, a:a + rows], rows)
 

@@ -562,6 +562,31 @@ def test_full_scatter_about_moved_means_matches_the_centred_sum(K, D, jump, log_
                                rtol=0, atol=1e-9)
 
 
+def test_centred_sums_over_a_ragged_last_block_keep_their_buffers_and_values():
+    """The centred sums' (K, D, rows) temporaries live in the workspace and serve every block
+    of every pass: a ragged last block (1000 = 3 x 300 + 100 rows) used to resize them, so each
+    pass allocated them twice more. Same buffers after two passes, and the sums equal the
+    centred einsum to float64 rounding."""
+    from gmmlib.moments import Moments, Workspace
+    rng = np.random.default_rng(0)
+    K, D = 3, 4
+    X = torch.as_tensor(rng.normal(size=(1000, D)))
+    R = torch.softmax(torch.as_tensor(rng.normal(size=(1000, K))), 1)
+    centres = torch.as_tensor(rng.normal(size=(K, D)))
+    ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, D, "full").family, chunk=300)
+    seen = []
+    for _ in range(2):
+        m = Moments(ws, "tril", centres)
+        for block in ws.blocks():
+            m.add(block, R[block.a:block.b].T)
+        seen.append({name: ws._buffers[name] for name in ("z", "w")})
+    assert all(seen[0][name] is seen[1][name] for name in ("z", "w"))
+    Z = ws.XT.T[:, None, :] - centres[None]  # (N, K, D)
+    torch.testing.assert_close(m.second, torch.einsum("nk,nkd,nke->kde", R, Z, Z),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m.first, torch.einsum("nk,nkd->kd", R, Z), rtol=1e-12, atol=1e-12)
+
+
 @settings(max_examples=40, deadline=None)
 @given(K=st.integers(1, 4), D=st.integers(1, 4), separation=st.sampled_from([0.0, 3.0, 1e3, 1e6]),
        log_spread=st.floats(-6, 1), hardness=st.floats(0, 30), seed=st.integers(0, 10_000),
