@@ -124,8 +124,10 @@ def as_numbers(value, name: str, expected: str, *, dtype=None, device=None) -> t
 
 
 def make_generator(generator=None, device="cpu") -> torch.Generator:
-    """A ``torch.Generator`` from ``None`` (seeded from entropy), an int seed, or a generator
-    (returned as it is); anything else is a ``ValueError``."""
+    """A ``torch.Generator`` from ``None``, an int seed, or a generator (returned as it is);
+    anything else is a ``ValueError``. ``None`` seeds a new generator from torch's global one,
+    so that ``torch.manual_seed`` makes every gmmlib function repeatable, as it does torch's own
+    (and :meth:`GaussianMixture.sample`, which draws from the global generator itself)."""
     if isinstance(generator, torch.Generator):
         return generator
     if generator is not None and (isinstance(generator, bool) or not isinstance(generator, numbers.Integral)):
@@ -133,7 +135,7 @@ def make_generator(generator=None, device="cpu") -> torch.Generator:
                          f"{type(generator).__name__} {generator!r}")
     g = torch.Generator(device=device)
     if generator is None:
-        g.seed()
+        g.manual_seed(int(torch.randint(0, 2 ** 63 - 1, ())))  # one draw from the global generator
         return g
     try:
         g.manual_seed(int(generator))

@@ -55,6 +55,28 @@ def test_fit_is_deterministic_given_a_seed():
     assert torch.equal(a.means, b.means) and torch.equal(a.covariances, b.covariances)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("fit", ["fit_gd", "fit_em", "initialize"])
+def test_no_generator_draws_from_torchs_global_one(fit):
+    """generator=None follows torch's convention (and GaussianMixture.sample's): torch's
+    global generator, so torch.manual_seed makes the fit repeatable, and another seed changes
+    it. It used to seed from entropy: nothing made such a fit repeatable."""
+    X = gmmlib.generate_data(300, 3, 2, seed=2).X
+
+    def run(seed):
+        torch.manual_seed(seed)
+        model = gmmlib.GaussianMixture(3, 2, dtype=torch.float64)
+        if fit == "fit_gd":
+            gmmlib.fit_gd(model, X, iterations=5, init="random_from_data", progress=False)
+        elif fit == "fit_em":
+            gmmlib.fit_em(model, X, max_iter=2, init="random_from_data", progress=False)
+        else:
+            gmmlib.initialize(model, X, "kmeans++")
+        return model.means.detach().clone()
+    assert torch.equal(run(0), run(0))
+    assert not torch.equal(run(0), run(1))
+
+
 def test_init_does_not_touch_global_rng():
     X = gmmlib.generate_data(300, 3, 2, seed=2).X
     state = torch.random.get_rng_state()
