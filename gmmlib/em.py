@@ -650,10 +650,11 @@ def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_co
         history.snapshots[-1].loss = history.loss[-1]
     if not history.converged and max_iter > 0:
         from .exceptions import ConvergenceWarning  # scikit-learn's base class: imported on use
-        warnings.warn(f"fit_em: Best performing initialization did not converge: the best of {n_init} "
-                      f"run(s) stopped at max_iter={max_iter} with the mean log-likelihood still "
-                      f"changing by more than tol={tol:g}. Try different init parameters, "
-                      "increase max_iter or tol, or check for degenerate data.",
+        # scikit-learn's words first, word for word: warning filters match from the start
+        warnings.warn("Best performing initialization did not converge. Try different init "
+                      "parameters, or increase max_iter, tol, or check for degenerate data. "
+                      f"(fit_em: the best of {n_init} run(s) stopped at max_iter={max_iter} with "
+                      f"the mean log-likelihood still changing by more than tol={tol:g}.)",
                       ConvergenceWarning, stacklevel=3)
     return history
 

@@ -90,7 +90,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         replace the initialisation's. Never modified.
     random_state : None, int, numpy RandomState or Generator, or torch.Generator
         Seeds the initialisation and :meth:`sample` (an int gives the same draws every call,
-        as in scikit-learn).
+        as in scikit-learn; None draws the seed from NumPy's global random state, as
+        scikit-learn does, so ``np.random.seed`` makes both repeatable).
     warm_start : bool
         As in scikit-learn: each :meth:`fit` after the first continues from the fitted
         parameters (``n_init`` and the initialisation are then skipped), and its first
@@ -223,7 +224,9 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
     def _seed(self):
         """A torch seed or generator for the initialisation or :meth:`sample`."""
         rs = self.random_state
-        if rs is None or isinstance(rs, torch.Generator):
+        if rs is None:  # scikit-learn's check_random_state(None): NumPy's global RandomState
+            rs = np.random.mtrand._rand  # so np.random.seed makes fit and sample repeatable
+        if isinstance(rs, torch.Generator):
             return rs
         if isinstance(rs, Integral):
             return int(rs)

@@ -223,6 +223,18 @@ def test_convergence_warning_is_sklearns():
         GaussianMixtureEM(3, max_iter=1).fit(X)
         gmmlib.fit_em(gmmlib.GaussianMixture(3, 2, dtype=torch.float64), X, max_iter=1,
                       progress=False)
+    # a filter by scikit-learn's message: warnings.filterwarnings matches it from the start,
+    # which the old "fit_em: ..." prefix escaped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="Best performing initialization did not converge")
+        GaussianMixtureEM(3, max_iter=1).fit(X)
+    with pytest.warns(SkConvergenceWarning) as caught:
+        SkGMM(3, max_iter=1).fit(X)
+    sklearns = str(caught[0].message)
+    with pytest.warns(SkConvergenceWarning) as caught:
+        GaussianMixtureEM(3, max_iter=1).fit(X)
+    assert str(caught[0].message).startswith(sklearns)  # its words, then gmmlib's detail
 
 
 def test_sparse_is_refused_with_a_remedy_and_object_arrays_are_numbers():
@@ -293,3 +305,20 @@ def test_sklearn_init_starts_scikit_learn_where_the_model_is(covariance_type):
                    means_init=sk.means_, precisions_init=sk.precisions_).fit(X)
     np.testing.assert_allclose(again.means_, own.means_, rtol=1e-9)
     np.testing.assert_allclose(again.covariances_, own.covariances_, rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_no_random_state_follows_numpys_global_seed_as_sklearn():
+    """random_state=None is scikit-learn's NumPy global RandomState: np.random.seed makes fit
+    and sample repeatable, for scikit-learn and for gmmlib alike, and another seed changes them
+    (gmmlib used to seed from entropy, so nothing made them repeatable)."""
+    X = three_blobs(200)
+
+    def run(cls, seed):
+        np.random.seed(seed)
+        gm = cls(3, init_params="random_from_data", max_iter=1).fit(X)
+        return gm.means_, gm.sample(5)[0]
+    for cls in (SkGMM, GaussianMixtureEM):
+        (m0, s0), (m0_again, s0_again), (m1, s1) = run(cls, 0), run(cls, 0), run(cls, 1)
+        assert np.array_equal(m0, m0_again) and np.array_equal(s0, s0_again), cls.__name__
+        assert not np.array_equal(m0, m1) and not np.array_equal(s0, s1), cls.__name__
