@@ -669,6 +669,9 @@ def _prepare(source, model, init_sample: int, g, group):
     rows, split evenly over the ranks and gathered on every rank."""
     K = model.n_components
     dt = model.loc.dtype
+    if g is not None and init_sample < K:
+        raise ValueError(f"init_sample={init_sample} rows cannot initialise {K} components; "
+                         f"pass init_sample >= {K}")
     if source.in_memory and group is None:
         X = source.tensor
         sample = X

@@ -80,7 +80,9 @@ class Source:
                     x = torch.from_numpy(numeric_array(x, f"{self.name} batch {i}"))
                 if x.ndim != 2 or x.shape[1] != self.n_features:  # cheap: the data may change
                     x = as_data(x, n_features=self.n_features, name=f"{self.name} batch {i}")
-                x = x.to(device=self.device, dtype=self.dtype, non_blocking=True)
+                # detached: a batch computed by the caller's network (or a leaf that requires
+                # grad) must not take part in fit_gd's backward pass (as_data detaches too)
+                x = x.detach().to(device=self.device, dtype=self.dtype, non_blocking=True)
             else:
                 x = as_data(x, n_features=self.n_features, dtype=self.dtype, device=self.device,
                             min_rows=0, name=f"{self.name} batch {i}")
@@ -110,10 +112,11 @@ def _unwrap(batch, name: str, i: int):
     return batch
 
 
-def _dropped_rows(X) -> tuple[int, int] | None:
+def _dropped_rows(X) -> tuple[int | None, int | None] | None:
     """``(rows, rows left out per pass)`` of a DataLoader whose batch sampler drops a short
     last batch (``DataLoader(drop_last=True)``, or a ``BatchSampler(drop_last=True)`` given as
-    its sampler or batch_sampler) of a sized dataset; None when it drops nothing."""
+    its sampler or batch_sampler) of a sized dataset, ``(None, None)`` for an IterableDataset
+    (it may drop rows, every pass alike, unseen); None when it drops nothing."""
     if not isinstance(X, torch.utils.data.DataLoader):
         return None
     batches = X.batch_sampler if X.batch_sampler is not None else X.sampler
@@ -121,8 +124,8 @@ def _dropped_rows(X) -> tuple[int, int] | None:
         return None
     try:
         n = len(batches.sampler)
-    except TypeError:  # an IterableDataset without a length: its passes are checked as read
-        return None
+    except TypeError:  # an IterableDataset: how many rows it drops cannot be known beforehand
+        return (None, None)
     return (n, n % batches.batch_size) if n % batches.batch_size else None
 
 
@@ -180,10 +183,11 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
                          "batch_size=4096) to read it in batches")
     elif dropped := _dropped_rows(X):
         n, r = dropped
-        raise ValueError(f"{name} is a DataLoader with drop_last=True, which leaves out "
-                         f"{r} of its {n} rows on every pass (others on each pass when it "
-                         "shuffles), but the fits and scorers read all the data every pass; "
-                         "set drop_last=False (a short last batch is fine)")
+        lost = (f"leaves out {r} of its {n} rows on every pass (others on each pass when it "
+                "shuffles)") if n is not None else "leaves out a short last batch of its dataset"
+        raise ValueError(f"{name} is a DataLoader with drop_last=True, which {lost}, but the "
+                         "fits and scorers read all the data every pass; set drop_last=False (a "
+                         "short last batch is fine)")
     elif isinstance(X, collections.abc.Iterator):
         raise ValueError(f"{name} is an iterator ({type(X).__name__}), which can be read only "
                          "once, but the fits read the data once per pass: pass a re-iterable "
@@ -227,4 +231,6 @@ def survey(source: Source, size: int, generator: torch.Generator | None):
         seen += n
     if generator is None:
         return total, None
+    if not kept:  # no rows at all: the caller's "n_samples >= n_components" check names it
+        return total, torch.empty(0, source.n_features, dtype=source.dtype, device=source.device)
     return total, buf if buf is not None else torch.cat(kept)

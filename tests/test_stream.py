@@ -249,6 +249,67 @@ def test_a_loader_that_drops_rows_is_refused_by_every_fit_and_scorer():
     assert_same_fit(a, b, ha, hb)
 
 
+def test_an_iterable_dataset_with_drop_last_is_refused():
+    """An IterableDataset has no length: a drop_last=True loader over it leaves out its short
+    last batch on every pass alike, unseen by the pass-to-pass row count (650 rows read as 640).
+    Refused by every fit and scorer, with the remedy."""
+    X = blobs(650)
+
+    class Rows(IterableDataset):
+        def __iter__(self):
+            return iter(X)
+    loader = DataLoader(Rows(), batch_size=64, drop_last=True)
+    model = gmmlib.GaussianMixture(4, 3, "diagonal", dtype=torch.float64)
+    for call in (lambda: gmmlib.fit_em(model, loader, progress=False),
+                 lambda: gmmlib.fit_gd(model, loader, epochs=1, progress=False),
+                 lambda: model.log_prob(loader), lambda: model.predict(loader)):
+        with pytest.raises(ValueError, match="drop_last=True.*short last batch.*drop_last=False"):
+            call()
+    assert model.log_prob(DataLoader(Rows(), batch_size=64)).shape == (650,)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_batches_that_require_grad_take_no_part_in_fit_gds_backward():
+    """Batches computed by the caller's network, or a leaf tensor that requires grad, are data:
+    fit_gd's backward pass used to reach them (the network's weights got gradients) and fit_em
+    failed inside torch. Both now fit them as the same values detached."""
+    X = blobs().float()
+    encoder = torch.nn.Linear(3, 3)
+
+    class Embedded(IterableDataset):
+        def __iter__(self):
+            return (encoder(b) for b in X.split(100))
+    leaf = X.clone().requires_grad_()
+    with torch.no_grad():
+        plain = [encoder(b) for b in X.split(100)]
+    for source, reference in ((Embedded(), plain), (list(leaf.split(100)), list(X.split(100)))):
+        for fit in (lambda m, s: gmmlib.fit_em(m, s, generator=0, max_iter=3, progress=False),
+                    lambda m, s: gmmlib.fit_gd(m, s, epochs=2, generator=0, progress=False)):
+            a, b = gmmlib.GaussianMixture(4, 3), gmmlib.GaussianMixture(4, 3)
+            fit(a, source)
+            fit(b, reference)
+            assert torch.equal(a.means, b.means)
+    assert encoder.weight.grad is None and encoder.bias.grad is None and leaf.grad is None
+
+
+def test_an_empty_stream_and_a_small_init_sample_name_the_remedy():
+    """No rows at all (an empty loader) reached torch.cat inside the reservoir sample; an
+    init_sample below n_components failed inside the sums (random_from_data) or started three
+    components from two rows (kmeans) for in-memory data, where a stream was refused."""
+    X = blobs()
+    model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
+    empty = DataLoader(TensorDataset(X[:0]), batch_size=10)
+    with pytest.raises(ValueError, match="0 sample.*n_components=4"):
+        gmmlib.fit_em(model, empty, progress=False)
+    with pytest.raises(ValueError, match="0 sample.*n_components=4"):
+        gmmlib.fit_gd(model, empty, epochs=1, progress=False)
+    for init in ("random_from_data", "kmeans"):
+        for data in (X, list(X.split(100))):
+            with pytest.raises(ValueError, match="init_sample=2 rows cannot initialise 4 "
+                                                 "components; pass init_sample >= 4"):
+                gmmlib.fit_em(model, data, init=init, init_sample=2, progress=False)
+
+
 def test_reservoir_sample_is_every_row_when_small_and_uniform_when_not():
     X = torch.arange(50.0).reshape(50, 1)
     src = as_source(list(X.split(7)), n_features=1, dtype=torch.float64, device="cpu")
