@@ -381,8 +381,8 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     prior : callable, optional
         ``prior(model) -> scalar`` log-prior added to the objective (MAP), divided by N.
     tol : float, optional
-        Stop once the loss improved by less than ``tol`` over the last 10 steps (full-batch
-        fits only: minibatch losses are too noisy to stop on).
+        Stop, converged, once the loss changed by less than ``tol`` (up or down) over the last
+        10 steps (full-batch fits only: minibatch losses are too noisy to stop on).
     batch_size : int, optional
         Minibatch gradient descent over in-memory data: each step's loss is the mean NLL of
         ``batch_size`` points, drawn without replacement from a fresh shuffle of the data every
@@ -521,7 +521,9 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(nll=f"{value:.4f}", refresh=False)
-            if tol is not None and step >= 10 and history.loss[-11] - value < tol:
+            # converged: the loss moved by less than tol, either way (a loss rising by more is
+            # not converging, however much less it 'improved')
+            if tol is not None and step >= 10 and abs(history.loss[-11] - value) < tol:
                 history.converged = True
                 break
         bar.close()

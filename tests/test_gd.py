@@ -245,3 +245,23 @@ def test_float32_fit_is_finite():
     model = gmmlib.GaussianMixture(3, 2)
     h = gmmlib.fit_gd(model, X, iterations=200, generator=0, progress=False)
     assert model.loc.dtype == torch.float32 and math.isfinite(h.final_loss)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("component_lr", [0.05, 0.5, 2.0])
+def test_tol_converged_means_the_loss_changed_by_less_than_tol(component_lr):
+    """converged=True means the loss moved by less than tol over the last 10 steps, either way.
+    The check was ``loss[-11] - loss < tol``: a loss RISING by any amount 'improved by less than
+    tol', so a step size that made the loss blow up (4.0 -> 17.6 in 10 steps at
+    component_lr=2) stopped at step 11 reported as converged."""
+    X = gmmlib.generate_data(600, 3, 3, seed=0).X.double()
+    model = gmmlib.GaussianMixture(3, 3, "full", dtype=torch.float64)
+    h = gmmlib.fit_gd(model, X, iterations=300, tol=1e-2, component_lr=component_lr,
+                      generator=0, progress=False)
+    n = h.n_iter
+    if h.converged:
+        assert n > 10 and abs(h.loss[n - 11] - h.loss[n - 1]) < 1e-2
+    else:
+        assert n == 300
+    if component_lr == 2.0:  # the blow-up of the first ten steps is not convergence
+        assert h.loss[10] - h.loss[0] > 1 and n > 11
