@@ -193,11 +193,9 @@ class Family:
 
     def covariances_from_precisions(self, precisions: torch.Tensor) -> torch.Tensor:
         """Covariances from precisions in scikit-learn's shape (the same shape), or a ``ValueError``."""
-        if self.kind == "tril":
-            L, info = torch.linalg.cholesky_ex(precisions)
-            if bool((info != 0).any()):
-                raise ValueError("precisions_init must be symmetric, positive-definite")
-            return torch.cholesky_inverse(L)
+        if self.kind == "tril":  # finite, symmetric (the factorisation reads one triangle
+            # only: an asymmetric matrix became another one) and positive definite, by name
+            return torch.cholesky_inverse(cholesky(precisions, name="precisions_init"))
         if not bool((precisions > 0).all()):
             raise ValueError("precisions_init must be strictly positive")
         return 1.0 / precisions

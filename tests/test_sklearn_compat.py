@@ -322,3 +322,17 @@ def test_no_random_state_follows_numpys_global_seed_as_sklearn():
         (m0, s0), (m0_again, s0_again), (m1, s1) = run(cls, 0), run(cls, 0), run(cls, 1)
         assert np.array_equal(m0, m0_again) and np.array_equal(s0, s0_again), cls.__name__
         assert not np.array_equal(m0, m1) and not np.array_equal(s0, s1), cls.__name__
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_an_asymmetric_precisions_init_is_refused_as_sklearn_refuses_it(covariance_type):
+    """The factorisation reads one triangle only: [[1, .9], [0, 1]] started the fit from the
+    identity and [[1, 0], [.9, 1]] from [[1, .9], [.9, 1]], matrices the user did not pass.
+    scikit-learn refuses both; so does gmmlib, by name, with the remedy."""
+    X = three_blobs(60)
+    for P in ([[1, .9], [0, 1]], [[1, 0], [.9, 1]]):
+        P = np.array(P, float) if covariance_type == "tied" else np.array([P] * 3, float)
+        with pytest.raises(ValueError, match="symmetric"):
+            SkGMM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
+        with pytest.raises(ValueError, match=r"precisions_init must be symmetric.*\(S \+ S\.T\) / 2"):
+            GaussianMixtureEM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
