@@ -13,6 +13,7 @@ This module imports scikit-learn (about 1.8 s), so ``import gmmlib`` loads it on
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -32,6 +33,11 @@ from .init import METHODS
 from .mixture import GaussianMixture
 
 __all__ = ["GaussianMixtureEM"]
+
+# The fitted attributes scikit-learn's scorers read (score_samples, predict, ...) and those its
+# sample() reads: both act on the attributes as they are now, which a user may have set.
+_SCORED = ("weights_", "means_", "precisions_cholesky_")
+_SAMPLED = ("weights_", "means_", "covariances_")
 
 
 class _Verbose:
@@ -96,7 +102,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         As in scikit-learn: each :meth:`fit` after the first continues from the fitted
         parameters (``n_init`` and the initialisation are then skipped), and its first
         iteration's gain is measured from the previous ``lower_bound_``. Fitting ``max_iter``
-        iterations at a time this way retraces one long fit, iteration for iteration.
+        iterations at a time this way retraces one long fit, iteration for iteration. Data of
+        the other float dtype continue the fit in float64 (NumPy's promotion, as there).
     verbose : int
         0 prints nothing; 1 prints each initialisation and every ``verbose_interval``-th
         iteration; 2 adds the time per iteration, the change of the lower bound and the final
@@ -150,7 +157,11 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
     * **Empty components.** A component with no responsibility gets the data's mean (scikit-
       learn: the origin), a covariance of ``reg_covar`` and a weight of ``10 eps / N``.
     * **Outputs are NumPy arrays**, also for tensor input; tensors (CPU or CUDA) are used
-      where they are, without a copy to NumPy. Fitted attributes are NumPy arrays, as there.
+      where they are, without a copy to NumPy. Fitted attributes are NumPy arrays, as there,
+      and as there the scorers read ``weights_``, ``means_`` and ``precisions_cholesky_``,
+      and :meth:`sample` ``covariances_``, as they are at the call (``model_`` is the fit's
+      mixture, used while those attributes are unchanged). Scores are in NumPy's promotion of
+      the fit's dtype and the data's (a float32 fit scores float64 data in float64).
     * **Extra families and parameters**: ``shared_isotropic`` and ``constant``,
       ``constant_variance``, ``min_variance``, ``dtype``, ``device``.
     * ``ConvergenceWarning`` is :class:`gmmlib.exceptions.ConvergenceWarning`, a subclass of
@@ -213,7 +224,9 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         self.device = device
 
     def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "model_")
+        # fitted, or given the attributes scikit-learn's scorers read (a model rebuilt by
+        # setting weights_, means_ and precisions_cholesky_ works there, so here too)
+        return hasattr(self, "model_") or all(hasattr(self, a) for a in _SCORED)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -249,11 +262,10 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             device = X.device if isinstance(X, torch.Tensor) else "cpu"
         return check_dtype_device(dtype, device)
 
-    def _data(self, X, *, reset: bool) -> torch.Tensor:
+    def _data(self, X, *, reset: bool, model=None) -> torch.Tensor:
         """``X`` checked once, as a tensor in the fit's dtype and device (maybe sharing the
-        caller's memory, which nothing here writes to)."""
-        if not reset:
-            check_is_fitted(self)
+        caller's memory, which nothing here writes to); to score with ``model``
+        (``reset=False``), on its device, in its dtype promoted with X's."""
         name = type(self).__name__
         if not isinstance(X, torch.Tensor):
             # scikit-learn's checks: sparse, object dtype, 1-D, NaN, feature names, n_features_in_
@@ -263,12 +275,18 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             self.__dict__.pop("feature_names_in_", None)
         if reset:
             dtype, device = self._fit_dtype_device(X)
+            if self.warm_start and self.dtype is None and hasattr(self, "model_"):
+                # a warm start continues in numpy's promotion of the two, as scikit-learn's
+                dtype = torch.promote_types(dtype, self.model_.loc.dtype)
             X = as_data(X, dtype=dtype, device=device, min_rows=2, owner=name)
             self.n_features_in_ = X.shape[1]  # (validate_data set it already for NumPy input)
             return X
-        loc = self.model_.loc
-        return as_data(X, n_features=self.n_features_in_, dtype=loc.dtype, device=loc.device,
-                       owner=name)
+        loc = model.loc
+        D = getattr(self, "n_features_in_", loc.shape[-1])
+        # numpy's promotion, as scikit-learn's arithmetic: float64 data are scored in float64
+        # by a float32 fit (not rounded to float32, where 1e17 would overflow its squares)
+        dtype = torch.promote_types(loc.dtype, float_dtype_like(X))
+        return as_data(X, n_features=D, dtype=dtype, device=loc.device, owner=name)
 
     def _initial_covariances(self, family, K, D, like):
         """Covariances in scikit-learn's shape from ``precisions_init``."""
@@ -296,11 +314,13 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
 
     def _warm_model(self, X, K):
         """``model_``, to continue from, once checked against this call's settings and data."""
-        m = self.model_
-        was = (m.n_components, m.family.name, m.n_features, m.loc.dtype, m.loc.device)
-        now = (K, get_family(self.covariance_type).name, X.shape[1], X.dtype, X.device)
+        m = self._model(_SCORED)  # scikit-learn continues from its attributes as they are
+        if m.loc.dtype != X.dtype:  # promoted by _data: the previous fit's, in float64
+            m = copy.deepcopy(m).to(X.dtype)
+        was = (m.n_components, m.family.name, m.n_features, m.loc.device)
+        now = (K, get_family(self.covariance_type).name, X.shape[1], X.device)
         if was != now:
-            names = ("n_components", "covariance_type", "n_features", "dtype", "device")
+            names = ("n_components", "covariance_type", "n_features", "device")
             diff = "; ".join(f"{n} was {a} and is now {b}" for n, a, b in zip(names, was, now) if a != b)
             raise ValueError(f"warm_start=True continues the previous fit, which no longer "
                              f"matches: {diff}. Set warm_start=False to fit afresh.")
@@ -322,7 +342,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
                     "monitor": monitor}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            if self.warm_start and hasattr(self, "model_"):  # one run, from the fitted parameters
+            if self.warm_start and self.__sklearn_is_fitted__():  # one run, from the fitted parameters
                 model = self._warm_model(X, K)
                 history = _fit(model, X, previous=self.lower_bound_, **settings)
             else:
@@ -336,7 +356,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         self.model_, self.history_ = model, history
         self.converged_ = history.converged
         self.n_iter_ = history.n_iter
-        self.lower_bound_ = history.lower_bound
+        # scikit-learn's: the best run's bound, -inf when no iteration ran (max_iter=0)
+        self.lower_bound_ = history.lower_bound if self.max_iter > 0 else -math.inf
         self.lower_bounds_ = [-v for v in history.loss[:history.n_iter]]
         self._set_fitted_attributes()
         return self
@@ -351,6 +372,31 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         precisions, precisions_cholesky = m.sklearn_precisions()
         self.precisions_cholesky_ = precisions_cholesky.cpu().numpy()
         self.precisions_ = precisions.cpu().numpy()
+        # what model_ holds, to tell whether the attributes were changed since
+        self._exported = {a: getattr(self, a).copy() for a in set(_SCORED + _SAMPLED)}
+
+    def _model(self, attributes) -> GaussianMixture:
+        """The mixture the fitted ``attributes`` (``_SCORED`` or ``_SAMPLED``) describe now:
+        ``model_`` while they are what the fit left, else one built from them, in float64
+        (or their dtype) where ``model_`` is, as scikit-learn reads its attributes afresh
+        on every call."""
+        check_is_fitted(self)
+        model = getattr(self, "model_", None)
+        exported = getattr(self, "_exported", {})
+        if model is not None and all(a in exported and np.array_equal(getattr(self, a), exported[a])
+                                     for a in attributes):
+            return model
+        weights, means, cov = (np.asarray(getattr(self, a)) for a in attributes)
+        dtype = torch.float32 if means.dtype == np.float32 else torch.float64
+        device = model.loc.device if model is not None else "cpu"
+        family = get_family(self.covariance_type)
+        if attributes is _SCORED:  # covariances from precisions_cholesky_: Σ⁻¹ = P Pᵀ
+            P = as_numbers(cov, "precisions_cholesky_", "an array of numbers", dtype=dtype,
+                           device=device)
+            precisions = P @ P.mT if family.kind == "tril" else P.square()
+            cov = family.covariances_from_precisions(precisions, name="precisions_cholesky_")
+        return GaussianMixture.from_parameters(weights, means, cov, family.name, dtype=dtype,
+                                               device=device)
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """``fit(X).predict(X)``: the component of each training point after fitting."""
@@ -358,8 +404,11 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
 
     # -- evaluation (the E-step's fast path) ------------------------------------------------
     def _evaluate(self, X, resp: bool = False):
-        X = self._data(X, reset=False)
-        return evaluate(self.model_, X, resp=resp)
+        model = self._model(_SCORED)
+        X = self._data(X, reset=False, model=model)
+        if X.dtype != model.loc.dtype:  # float64 data, float32 fit: scored in float64
+            model = copy.deepcopy(model).to(X.dtype)
+        return evaluate(model, X, resp=resp)
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x_n) of each sample, (n_samples,)."""
@@ -378,8 +427,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         return self._evaluate(X, resp=True)[1].argmax(1).cpu().numpy()
 
     def _n_parameters(self) -> int:
-        check_is_fitted(self)
-        return self.model_.n_parameters()
+        return self._model(_SCORED).n_parameters()
 
     def bic(self, X) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
@@ -399,6 +447,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
                              "at least one sample.")
         seed = self._seed()
         g = seed if isinstance(seed, torch.Generator) else make_generator(seed, device="cpu")
-        Xs, labels = self.model_.sample(int(n_samples), generator=g, return_labels=True)
+        Xs, labels = self._model(_SAMPLED).sample(int(n_samples), generator=g, return_labels=True)
         order = torch.argsort(labels, stable=True)
-        return Xs[order].cpu().numpy(), labels[order].cpu().numpy()
+        # float64, as scikit-learn's sample returns whatever the fit's dtype
+        return Xs[order].cpu().numpy().astype(np.float64), labels[order].cpu().numpy()

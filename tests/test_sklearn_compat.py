@@ -336,3 +336,68 @@ def test_an_asymmetric_precisions_init_is_refused_as_sklearn_refuses_it(covarian
             SkGMM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
         with pytest.raises(ValueError, match=r"precisions_init must be symmetric.*\(S \+ S\.T\) / 2"):
             GaussianMixtureEM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
+
+
+def _twins(covariance_type, X, **kw):
+    """scikit-learn's GaussianMixture and GaussianMixtureEM fitted from one start."""
+    sk = SkGMM(3, covariance_type=covariance_type, random_state=0, max_iter=5).fit(X)
+    start = {"weights_init": sk.weights_, "means_init": sk.means_, "precisions_init": sk.precisions_}
+    return (SkGMM(3, covariance_type=covariance_type, **start, **kw).fit(X),
+            GaussianMixtureEM(3, covariance_type=covariance_type, **start, **kw).fit(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_scorers_and_sample_read_the_fitted_attributes_as_they_are_now(covariance_type):
+    """scikit-learn's scorers read weights_, means_ and precisions_cholesky_, and sample() reads
+    covariances_, afresh on every call: a changed attribute changes the answer, and an
+    estimator given those attributes by hand (the usual way to rebuild a saved model) works.
+    gmmlib's used model_ only: a changed attribute was silently ignored, and a rebuilt one
+    raised NotFittedError."""
+    X = three_blobs(300)
+    sk, ours = _twins(covariance_type, X, max_iter=20)
+    for est in (sk, ours):
+        est.means_ = est.means_ + 1.0
+        est.precisions_cholesky_ = est.precisions_cholesky_ * 1.5
+    np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-9)
+    np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-9)
+    np.testing.assert_allclose(ours.bic(X), sk.bic(X), rtol=1e-9)
+    rebuilt = GaussianMixtureEM(3, covariance_type=covariance_type)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        setattr(rebuilt, name, getattr(sk, name))
+    check_is_fitted(rebuilt)
+    np.testing.assert_allclose(rebuilt.score_samples(X), sk.score_samples(X), rtol=1e-9)
+    assert np.array_equal(rebuilt.predict(X), sk.predict(X))
+    sk.covariances_ = sk.covariances_ * 1e-4  # sample() reads covariances_, not the precisions
+    rebuilt.covariances_, rebuilt.random_state = sk.covariances_, 0
+    drawn, labels = rebuilt.sample(2000)
+    assert drawn.dtype == sk.sample(3)[0].dtype == np.float64
+    # every draw within 6 of the shrunken standard deviations (0.01 of the fitted ones)
+    assert np.abs(drawn - sk.means_[labels]).max() < 6 * np.sqrt(sk.covariances_.max())
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_dtypes_follow_numpys_promotion_as_in_sklearn():
+    """A float32 fit scores float64 data in float64 (it rounded them to float32: float64
+    results and values of 1e17 raised "too large for torch.float32"); sample() returns
+    float64; a warm start continues on data of the other dtype, in float64 (it raised); a warm
+    start with max_iter=0 leaves lower_bound_ at -inf. All as scikit-learn does."""
+    X = three_blobs(300)
+    sk, ours = _twins("full", X.astype(np.float32), max_iter=20)
+    for est in (sk, ours):
+        assert est.means_.dtype == np.float32
+        assert est.score_samples(X).dtype == est.predict_proba(X).dtype == np.float64
+        assert est.sample(4)[0].dtype == np.float64
+    mirror = SkGMM(3)  # scikit-learn scoring gmmlib's fitted float32 attributes in float64,
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):  # whose
+        setattr(mirror, name, getattr(ours, name))  # rounding (precisions_cholesky_ is derived
+    for data in (X, X * 1e17):  # in float32) moves log p by up to ~1e-5 of itself
+        np.testing.assert_allclose(ours.score_samples(data), mirror.score_samples(data), rtol=1e-4)
+    for first, second in ((X, X.astype(np.float32)), (X.astype(np.float32), X)):
+        sk, ours = _twins("diag", first, warm_start=True, max_iter=3, tol=0)
+        sk.fit(second), ours.fit(second)
+        assert ours.means_.dtype == sk.means_.dtype == np.float64
+        np.testing.assert_allclose(ours.means_, sk.means_, rtol=1e-5)
+        sk.max_iter = ours.max_iter = 0
+        sk.fit(second), ours.fit(second)
+        assert ours.lower_bound_ == sk.lower_bound_ == -np.inf
