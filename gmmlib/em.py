@@ -99,7 +99,7 @@ import torch
 from ._validation import check_nonnegative, check_nonnegative_int, check_positive_int, checked, optional
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, make_generator
-from .mixture import GaussianMixture
+from .mixture import GaussianMixture, unchanged_on_error
 from ._threads import fit_threads, mixture_work
 from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
 from .moments import COVARIANCE, Moments, Workspace, scatter
@@ -496,7 +496,8 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     Parameters
     ----------
     model : GaussianMixture
-        Fitted in place; its dtype and device are used for the computation.
+        Fitted in place; its dtype and device are used for the computation. A fit that
+        raises leaves it as it was (parameters and floor).
     X : (N, D) array or tensor, or a stream of batches
         A re-iterable source of row batches works as well and gives the same fit to rounding:
         a ``torch.utils.data.DataLoader`` (batches are tensors, or tuples whose first element
@@ -590,6 +591,7 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
                 init_sample=init_sample, group=group)
 
 
+@unchanged_on_error
 def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=None,
          progress=False, log_every=0, override=None, previous=-math.inf, monitor=None,
          init_sample=100_000, group=None) -> FitHistory:

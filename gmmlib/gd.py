@@ -27,6 +27,7 @@ from ._threads import fit_threads, mixture_work
 from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
+from .mixture import unchanged_on_error
 from .sources import Source, as_source, is_stream, survey
 
 __all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
@@ -341,6 +342,7 @@ def _stop(history: FitHistory, params, last_good, message: str) -> None:
     warnings.warn(f"fit_gd: {message}", RuntimeWarning, stacklevel=3)
 
 
+@unchanged_on_error
 def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05, component_lr: float = 0.05,
            init: str | None = "kmeans", generator=None, min_variance: float | None = None,
            reset_collapsed: bool = True, guard: bool = True, prior=None, tol: float | None = None,
@@ -351,7 +353,7 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     Parameters
     ----------
     model : GaussianMixture
-        Fitted in place.
+        Fitted in place; a fit that raises leaves it as it was (parameters and floor).
     X : (N, D) array or tensor, or a re-iterable stream of batches
         In memory, or a ``torch.utils.data.DataLoader`` (batches are tensors, or tuples such as
         ``(x, y)`` whose first element is the data), an ``IterableDataset``, a list of arrays or

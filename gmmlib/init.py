@@ -164,7 +164,7 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
     m = moments()
     counts = m.count.to(X.dtype)  # (K,)
     weights = (counts + 10 * eps) / (counts.sum() + 10 * K * eps)
-    model.set_parameters(weights=weights, means=means)
+    raw = None
     if family.learned:  # one M-step's covariances, about these means
         S = scatter(m, (means - ws.shift).to(torch.float64), moments)  # about these means
         cov = COVARIANCE[family.name](S, m.count.clamp_min(1), reg_covar).to(X.dtype)
@@ -176,5 +176,8 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
             "initialisation gave a component a singular covariance (it holds duplicated points, "
             "or fewer points than features); pass reg_covar > 0 (e.g. 1e-6) or set a variance "
             "floor, min_variance > 0"))
+    # written only now, every value computed (and checked): a raise leaves the model as it was
+    model.set_parameters(weights=weights, means=means)
+    if raw is not None:
         model.raw_scale.copy_(raw.reshape(model.raw_scale.shape))
     return model

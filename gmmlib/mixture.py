@@ -6,6 +6,7 @@ and the family's raw scale (see :mod:`gmmlib.families`). Everything is computed 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import torch
@@ -18,7 +19,25 @@ from ._validation import (as_data, as_numbers, check_dtype_device, check_nonnega
 from .families import Family, get_family
 from .sources import as_source, is_stream
 
-__all__ = ["GaussianMixture", "match_components"]
+__all__ = ["GaussianMixture", "match_components", "unchanged_on_error"]
+
+
+def unchanged_on_error(fit):
+    """Decorate a fit whose first argument is the model it fits in place: when it raises (an
+    ``Exception``; an interrupt keeps the iterations done), the model is put back as it was on
+    entry, parameters, buffers and variance floor, never left half-initialised or half-fitted."""
+    @functools.wraps(fit)
+    def guarded(model, *args, **kwargs):
+        if not isinstance(model, GaussianMixture):  # the fit's own checks name the problem
+            return fit(model, *args, **kwargs)
+        state = copy.deepcopy(model.state_dict())  # parameters and the floor (extra state)
+        try:
+            return fit(model, *args, **kwargs)
+        except Exception:
+            with torch.no_grad():
+                model.load_state_dict(state)
+            raise
+    return guarded
 
 
 def _check_constant(variance: float, min_variance: float) -> None:

@@ -92,10 +92,13 @@ class Source:
         if not self._validated:
             self.n_rows, self._validated = rows, True
         elif rows != self.n_rows:
+            remedy = ("it can be read only once (an IterableDataset whose __iter__ hands out "
+                      "the same generator every time?): make each iteration start a new pass"
+                      if rows == 0 else "shuffling is fine, dropping rows is not (set "
+                      "drop_last=False on the DataLoader)")
             raise ValueError(f"{self.name} yielded {rows} rows on this pass but {self.n_rows} on "
                              "the first: the fits read the data once per pass and need the same "
-                             "data every pass; shuffling is fine, dropping rows is not (set "
-                             "drop_last=False on the DataLoader)")
+                             f"data every pass; {remedy}")
 
 
 def _unwrap(batch, name: str, i: int):

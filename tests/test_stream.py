@@ -375,3 +375,54 @@ def test_the_start_reads_at_most_init_sample_rows_of_in_memory_data():
     ref = gmmlib.initialize(gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64), X,
                             generator=7)
     assert torch.equal(whole.loc, ref.loc)
+
+
+def _state(model):
+    return {k: v.clone() if torch.is_tensor(v) else dict(v) for k, v in model.state_dict().items()}
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+
+
+@pytest.mark.parametrize("fit", ["fit_em", "fit_gd"])
+def test_a_fit_that_raises_leaves_the_model_as_it_was(fit):
+    """Every way a fit found failing part-way: a one-shot source (it fails on the second pass,
+    after the initialisation was written; its message now names the cause, not drop_last), an
+    initialisation that gives a singular covariance (weights and means were written before the
+    covariances were checked), NaN in the third batch after fit_gd set min_variance. The
+    model's parameters and floor are bit for bit those of before."""
+    X = blobs(600)
+
+    class Once(IterableDataset):
+        def __init__(self):
+            self.batches = iter(X.split(100))
+
+        def __iter__(self):
+            return self.batches
+    nan = torch.full((10, 3), math.nan, dtype=torch.float64)
+    run = {"fit_em": lambda m, data, **kw: gmmlib.fit_em(m, data, progress=False, **kw),
+           "fit_gd": lambda m, data, **kw: gmmlib.fit_gd(m, data, epochs=1, progress=False,
+                                                         **kw)}[fit]
+    cases = [(Once(), {}, "0 rows on this pass.*read only once"),
+             ([X[:100], X[100:200], nan], {"min_variance": 0.5} if fit == "fit_gd" else {},
+              "batch 2 contains NaN")]
+    if fit == "fit_em":  # (fit_gd's start adds reg_covar=1e-6: never singular)
+        cases.append(([X[:1].repeat(50, 1)], {"reg_covar": 0.0}, "singular covariance"))
+    for data, kw, message in cases:
+        model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64, min_variance=0.0)
+        model.set_parameters(means=X[:4])
+        before = _state(model)
+        with pytest.raises(ValueError, match=message):
+            run(model, data, **kw)
+        assert _same_state(_state(model), before), message
+
+
+def test_initialize_checks_every_value_before_writing_any():
+    X = blobs(600)[:1].repeat(50, 1)  # one point: every component's covariance is singular
+    model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64, min_variance=0.0)
+    before = _state(model)
+    with pytest.raises(ValueError, match="singular covariance"):
+        gmmlib.initialize(model, X, "kmeans++", generator=0, reg_covar=0.0)
+    assert _same_state(_state(model), before)
