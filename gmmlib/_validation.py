@@ -86,6 +86,7 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
         raise ValueError(f"{name} is complex (complex data not supported); a mixture of real "
                          "Gaussians needs real data: pass X.real, or stack real and imaginary "
                          "parts as separate features")
+    given = t.dtype  # before conversion: an overflow of the conversion is named as such
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype() if dtype is None else dtype)
     t = t.to(device=device, dtype=dtype)
@@ -98,10 +99,11 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
     if not math.isfinite(largest):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
         what = "NaN" if bool(torch.isnan(t).any()) else "infinity"
+        narrowed = given.is_floating_point and torch.finfo(given).max > torch.finfo(t.dtype).max
         hint = (f" (values beyond ±{torch.finfo(t.dtype).max:.3g} overflow {t.dtype} when "
-                "converted: rescale X)") if t.dtype != torch.float64 else ""
+                "converted: rescale X)") if what == "infinity" and narrowed else ""
         raise ValueError(f"Input {name} contains {what} in {bad} row(s){hint}; remove or impute "
-                         "those rows before fitting")
+                         "those rows")
     limit = math.sqrt(torch.finfo(t.dtype).max) * 1e-4  # squared distances stay far from overflow
     if largest > limit:
         raise ValueError(f"{name} has values up to {largest:.3g}, too large for {t.dtype} arithmetic "
