@@ -485,10 +485,16 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
             loss, objective = _objective(model, x, prior, N, _step_rows(x, N if full_batch else None, group), world)
             objective.backward()
             value, objective_value, grads_finite = _reduce(opt.params, loss, objective, group)
-            if not math.isfinite(value) or not math.isfinite(objective_value):
+            if not math.isfinite(value):
                 _stop(history, opt.params, last_good, f"the loss became {value} at step {step} (a component "
-                      "collapsed onto data points, or a prior returned a non-finite value); stopped and "
-                      f"kept the last finite parameters. {_remedy(guard)}")
+                      "collapsed onto data points); stopped and kept the last finite parameters. "
+                      f"{_remedy(guard)}")
+                break
+            if not math.isfinite(objective_value):  # the loss is finite: the prior is not
+                _stop(history, opt.params, last_good, f"prior returned a non-finite log-prior at step "
+                      f"{step} (the objective became {objective_value} with the loss at {value}); "
+                      "stopped and kept the last finite parameters. Check prior: it must return a "
+                      "finite scalar wherever the parameters go.")
                 break
             history.loss.append(value)
             history.time.append(time.perf_counter() - start)
@@ -529,8 +535,8 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
                 history.converged = True
                 break
         bar.close()
-        if history.diverged:
-            final = math.nan
+        if history.diverged:  # the kept parameters' loss is the last recorded, if any
+            final = math.nan if history.loss else _full_nll(model, data, group)
         else:  # the last epoch's NLL when it is the fitted model's (one pass of a stream saved)
             final = history.epoch_loss[-1] if measured else _full_nll(model, data, group)
         if math.isfinite(final):

@@ -265,3 +265,18 @@ def test_tol_converged_means_the_loss_changed_by_less_than_tol(component_lr):
         assert n == 300
     if component_lr == 2.0:  # the blow-up of the first ten steps is not convergence
         assert h.loss[10] - h.loss[0] > 1 and n > 11
+
+
+def test_a_prior_that_returns_nan_is_named_and_the_fit_reports_a_finite_loss():
+    """A non-finite prior stopped the fit with a warning that blamed a collapsed component and
+    printed the (finite) loss, and the history's final_loss and lower_bound were NaN. The
+    warning now names prior; the fit keeps its start, whose NLL it reports."""
+    X = gmmlib.generate_data(600, 3, 3, seed=0).X.double()
+    model = gmmlib.GaussianMixture(3, 3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="prior returned a non-finite log-prior at step 0"):
+        h = gmmlib.fit_gd(model, X, iterations=50, prior=lambda m: torch.tensor(math.nan),
+                          generator=0, progress=False)
+    assert h.diverged and h.n_iter == 0
+    with torch.no_grad():
+        nll = float(model.nll(X))
+    assert h.final_loss == pytest.approx(nll, rel=1e-12) and h.lower_bound == -h.final_loss
