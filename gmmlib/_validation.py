@@ -209,7 +209,8 @@ def check_probability_vector(weights: torch.Tensor, name: str = "weights") -> to
         raise ValueError(f"{name} must be finite and non-negative, got {weights.tolist()}")
     total = float(weights.sum())
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"{name} must sum to 1, they sum to {total:.6g}; divide by their sum")
+        raise ValueError(f"{name} must sum to 1 (they should be normalized), they sum to "
+                         f"{total:.6g}; divide by their sum")
     return weights
 
 

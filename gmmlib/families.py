@@ -133,8 +133,8 @@ class Family:
     def check_shape(self, cov: torch.Tensor, K: int, D: int, name: str = "covariances") -> torch.Tensor:
         expected = self.sklearn_shape(K, D)
         if tuple(cov.shape) != expected and not (cov.numel() == 1 and expected in ((), (1,))):
-            raise ValueError(f"{name} for covariance_type={self.name!r} must have shape "
-                             f"{expected}, got {tuple(cov.shape)}")
+            raise ValueError(f"{name} for covariance_type={self.name!r} should have the shape "
+                             f"of {expected}, but got {tuple(cov.shape)}")
         return cov
 
     def sklearn_shape(self, K: int, D: int) -> tuple[int, ...]:

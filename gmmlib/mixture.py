@@ -162,7 +162,8 @@ class GaussianMixture(nn.Module):
         def shaped(value, name, shape):
             x = _numbers(value, name, **like)
             if x.shape != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+                raise ValueError(f"{name} should have the shape of {shape}, but got "
+                                 f"{tuple(x.shape)}")
             return x
 
         def new_logits(value):

@@ -171,7 +171,7 @@ def test_from_parameters_checks_its_input():
         gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, np.stack([np.eye(2), -np.eye(2)]))
     with pytest.raises(ValueError, match="symmetric"):
         gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, np.stack([np.eye(2), [[1, 0.5], [0, 1]]]))
-    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"shape of \(2, 2\)"):
         gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, np.ones((2, 3)), "diagonal")
     with pytest.raises(ValueError, match="positive variances"):
         gmmlib.GaussianMixture.from_parameters([0.5, 0.5], m, [1.0, -1.0], "spherical")

@@ -401,3 +401,18 @@ def test_dtypes_follow_numpys_promotion_as_in_sklearn():
         sk.max_iter = ours.max_iter = 0
         sk.fit(second), ours.fit(second)
         assert ours.lower_bound_ == sk.lower_bound_ == -np.inf
+
+
+@pytest.mark.parametrize("bad,phrase", [
+    ({"weights_init": [0.3, 0.3, 0.0]}, "should be normalized"),
+    ({"means_init": np.zeros((3, 3))}, "should have the shape of"),
+    ({"weights_init": np.full(4, 0.25)}, "should have the shape of"),
+    ({"covariance_type": "diag", "precisions_init": np.ones((3, 3))}, "should have the shape of"),
+])
+def test_bad_starting_parameters_are_refused_with_sklearns_phrase(bad, phrase):
+    """Both refuse; gmmlib's message names its argument and carries scikit-learn's phrase,
+    which its users search for."""
+    X = three_blobs(60)
+    for cls in (SkGMM, GaussianMixtureEM):
+        with pytest.raises(ValueError, match=phrase):
+            cls(3, **bad).fit(X)
