@@ -707,6 +707,8 @@ def evaluate(model: GaussianMixture, X, *, resp: bool = False):
     stream on the mixture's mean ``sum_k w_k mu_k``, so it is read once (any point gives the
     same numbers to rounding, and components far from it take a more accurate form)."""
     if isinstance(X, torch.Tensor):
+        if not X.shape[0]:  # no rows, no scores (a stream with none is refused below)
+            return X.new_empty(0), (X.new_empty(0, model.n_components) if resp else None)
         shift = _shift(X)
     else:
         shift = (model.weights.detach() @ model.loc.detach()).to(model.loc.dtype)  # (D,)

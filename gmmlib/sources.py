@@ -75,6 +75,11 @@ class Source:
         rows = 0
         for i, batch in enumerate(self._batches()):
             x = _unwrap(batch, self.name, i)
+            if getattr(x, "ndim", None) == 1:  # a row, not a batch of rows
+                raise ValueError(f"{self.name} batch {i} is 1-D, shape {tuple(x.shape)}, but each "
+                                 "batch must be 2-D (n_samples, n_features): a DataLoader with "
+                                 "batch_size=None yields single rows (give it a batch_size); "
+                                 "batches of one feature need x.reshape(-1, 1)")
             if self._validated:
                 if not isinstance(x, torch.Tensor):
                     x = torch.from_numpy(numeric_array(x, f"{self.name} batch {i}"))

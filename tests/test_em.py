@@ -713,3 +713,12 @@ def test_responsibilities_are_softmax_without_subnormals(family, dtype):
     torch.testing.assert_close(R, torch.softmax(wlp, -1), rtol=0, atol=atol)
     lse = torch.as_tensor(est.score_samples(X), dtype=torch.float64)
     torch.testing.assert_close(lse, torch.logsumexp(wlp, -1), rtol=10 * atol, atol=atol)
+
+
+def test_evaluate_of_no_rows_is_empty_not_an_error_about_none():
+    """gmmlib.em.evaluate (the estimator's scorer) on a tensor of 0 rows said "None is empty"
+    (a tensor's .name); no rows now score as no rows."""
+    from gmmlib.em import evaluate
+    model = gmmlib.GaussianMixture(3, 2, dtype=torch.float64)
+    log_p, resp = evaluate(model, torch.zeros(0, 2, dtype=torch.float64), resp=True)
+    assert log_p.shape == (0,) and resp.shape == (0, 3)

@@ -206,6 +206,8 @@ def test_bad_streams_raise_clear_errors():
         fit(list(bad.split(100)))
     with pytest.raises(ValueError, match="X batch 0 has 2 features.*expecting 3"):
         fit([X[:, :2]])
+    with pytest.raises(ValueError, match="batch 0 is 1-D.*batch_size=None yields single rows"):
+        fit(DataLoader(TensorDataset(X), batch_size=None))
     with pytest.raises(ValueError, match="X has 3 sample.*n_components=4"):
         fit([X[:3]])
 
