@@ -67,7 +67,8 @@ def test_cli_em_reaches_the_gd_optimum_and_warns_in_one_line(capsys):
     assert "iterations" in out and abs(float(out.split("final mean NLL ")[1].split()[0]) - gd) < 1e-3
     assert cli.main(args + ["--method", "em", "--iterations", "1"]) == 0  # stops before converging
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("warning: fit_em") and "max_iter=1" in err[0]
+    assert len(err) == 1 and "(fit_em: " in err[0] and "max_iter=1" in err[0]
+    assert err[0].startswith("warning: Best performing initialization did not converge")
     assert cli.main(args + ["--method", "em", "--batch_size", "10"]) == 2
     assert "--batch_size is for --method gd" in capsys.readouterr().err
 
