@@ -86,7 +86,7 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
         raise ValueError(f"{name} is complex (complex data not supported); a mixture of real "
                          "Gaussians needs real data: pass X.real, or stack real and imaginary "
                          "parts as separate features")
-    given = t.dtype  # before conversion: an overflow of the conversion is named as such
+    given = t  # before conversion: an overflow of the conversion is named as such
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype() if dtype is None else dtype)
     t = t.to(device=device, dtype=dtype)
@@ -99,9 +99,11 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
     if not math.isfinite(largest):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
         what = "NaN" if bool(torch.isnan(t).any()) else "infinity"
-        narrowed = given.is_floating_point and torch.finfo(given).max > torch.finfo(t.dtype).max
+        overflowed = what == "infinity" and given.is_floating_point() and \
+            torch.finfo(given.dtype).max > torch.finfo(t.dtype).max and \
+            not bool(torch.isinf(given).any())  # finite as given, infinite as converted
         hint = (f" (values beyond ±{torch.finfo(t.dtype).max:.3g} overflow {t.dtype} when "
-                "converted: rescale X)") if what == "infinity" and narrowed else ""
+                "converted: rescale X)") if overflowed else ""
         raise ValueError(f"Input {name} contains {what} in {bad} row(s){hint}; remove or impute "
                          "those rows")
     limit = math.sqrt(torch.finfo(t.dtype).max) * 1e-4  # squared distances stay far from overflow
@@ -127,9 +129,11 @@ def as_numbers(value, name: str, expected: str, *, dtype=None, device=None) -> t
 
 def make_generator(generator=None, device="cpu") -> torch.Generator:
     """A ``torch.Generator`` from ``None``, an int seed, or a generator (returned as it is);
-    anything else is a ``ValueError``. ``None`` seeds a new generator from torch's global one,
-    so that ``torch.manual_seed`` makes every gmmlib function repeatable, as it does torch's own
-    (and :meth:`GaussianMixture.sample`, which draws from the global generator itself)."""
+    anything else is a ``ValueError``. ``None`` seeds a new generator with one draw from
+    torch's global generator, so that ``torch.manual_seed`` makes the fits and initialisations
+    called without a generator repeatable, as it does torch's own random functions (and
+    :meth:`GaussianMixture.sample`, which draws from the global generator itself). As with
+    those, processes forked with the same global state draw the same numbers."""
     if isinstance(generator, torch.Generator):
         return generator
     if generator is not None and (isinstance(generator, bool) or not isinstance(generator, numbers.Integral)):

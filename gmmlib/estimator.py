@@ -313,10 +313,11 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         return model, given, init
 
     def _warm_model(self, X, K):
-        """``model_``, to continue from, once checked against this call's settings and data."""
-        m = self._model(_SCORED)  # scikit-learn continues from its attributes as they are
-        if m.loc.dtype != X.dtype:  # promoted by _data: the previous fit's, in float64
-            m = copy.deepcopy(m).to(X.dtype)
+        """A copy of the fitted mixture (its attributes as they are now, as scikit-learn
+        continues from them) to continue from, once checked against this call's settings and
+        data; ``model_`` itself is replaced only by a fit that completes."""
+        ref = getattr(self, "model_", None)
+        m = self._model(_SCORED)
         was = (m.n_components, m.family.name, m.n_features, m.loc.device)
         now = (K, get_family(self.covariance_type).name, X.shape[1], X.device)
         if was != now:
@@ -324,6 +325,9 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             diff = "; ".join(f"{n} was {a} and is now {b}" for n, a, b in zip(names, was, now) if a != b)
             raise ValueError(f"warm_start=True continues the previous fit, which no longer "
                              f"matches: {diff}. Set warm_start=False to fit afresh.")
+        if m is ref:
+            m = copy.deepcopy(m)
+        m.to(X.dtype)  # promoted by _data: a previous fit of the other dtype goes on in float64
         m.min_variance = float(self.min_variance)
         return m
 
@@ -342,7 +346,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
                     "monitor": monitor}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            if self.warm_start and self.__sklearn_is_fitted__():  # one run, from the fitted parameters
+            # one run from the fitted parameters, once fitted (scikit-learn asks for converged_)
+            if self.warm_start and hasattr(self, "converged_"):
                 model = self._warm_model(X, K)
                 history = _fit(model, X, previous=self.lower_bound_, **settings)
             else:
@@ -351,8 +356,6 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
                                generator=self._seed(),
                                override=(lambda m: m.set_parameters(**given)) if given and init else None,
                                **settings)
-        for w in caught:  # re-raise, from here
-            warnings.warn(w.message, w.category, stacklevel=2)
         self.model_, self.history_ = model, history
         self.converged_ = history.converged
         self.n_iter_ = history.n_iter
@@ -360,6 +363,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         self.lower_bound_ = history.lower_bound if self.max_iter > 0 else -math.inf
         self.lower_bounds_ = [-v for v in history.loss[:history.n_iter]]
         self._set_fitted_attributes()
+        for w in caught:  # re-raised from here, once the fit's attributes are all set (a
+            warnings.warn(w.message, w.category, stacklevel=2)  # filter may make it an error)
         return self
 
     @torch.no_grad()
@@ -377,9 +382,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
 
     def _model(self, attributes) -> GaussianMixture:
         """The mixture the fitted ``attributes`` (``_SCORED`` or ``_SAMPLED``) describe now:
-        ``model_`` while they are what the fit left, else one built from them, in float64
-        (or their dtype) where ``model_`` is, as scikit-learn reads its attributes afresh
-        on every call."""
+        ``model_`` while they are what the fit left, else one built from them, in float64,
+        where ``model_`` is, as scikit-learn reads its attributes afresh on every call."""
         check_is_fitted(self)
         model = getattr(self, "model_", None)
         exported = getattr(self, "_exported", {})
@@ -387,16 +391,22 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
                                      for a in attributes):
             return model
         weights, means, cov = (np.asarray(getattr(self, a)) for a in attributes)
-        dtype = torch.float32 if means.dtype == np.float32 else torch.float64
-        device = model.loc.device if model is not None else "cpu"
-        family = get_family(self.covariance_type)
-        if attributes is _SCORED:  # covariances from precisions_cholesky_: Σ⁻¹ = P Pᵀ
-            P = as_numbers(cov, "precisions_cholesky_", "an array of numbers", dtype=dtype,
-                           device=device)
-            precisions = P @ P.mT if family.kind == "tril" else P.square()
-            cov = family.covariances_from_precisions(precisions, name="precisions_cholesky_")
-        return GaussianMixture.from_parameters(weights, means, cov, family.name, dtype=dtype,
-                                               device=device)
+        like = {"dtype": torch.float64, "device": model.loc.device if model is not None else "cpu"}
+        family = model.family if model is not None else get_family(self.covariance_type)
+        if attributes is _SCORED:  # covariances from precisions_cholesky_ P: Σ⁻¹ = P Pᵀ
+            P = as_numbers(cov, "precisions_cholesky_", "an array of numbers", **like)
+            diagonal = torch.diagonal(P, dim1=-2, dim2=-1) if family.kind == "tril" else P
+            if not (bool(torch.isfinite(P).all()) and bool((diagonal > 0).all())):
+                raise ValueError("precisions_cholesky_ must be finite with a positive diagonal "
+                                 "(P upper triangular, the precision P Pᵀ)")
+            if family.kind == "tril":  # Σ = P⁻ᵀ P⁻¹, one triangular solve (no precision formed
+                eye = torch.eye(P.shape[-1], **like)  # and inverted: that squares its condition)
+                inverse = torch.linalg.solve_triangular(P, eye.expand_as(P), upper=True)
+                cov = inverse.mT @ inverse
+            else:
+                cov = 1.0 / P.square()
+        # in float64, whatever the attributes' dtype: float32 ones are exact in it
+        return GaussianMixture.from_parameters(weights, means, cov, family.name, **like)
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """``fit(X).predict(X)``: the component of each training point after fitting."""

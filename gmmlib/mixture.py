@@ -24,7 +24,8 @@ __all__ = ["GaussianMixture", "match_components", "unchanged_on_error"]
 
 def unchanged_on_error(fit):
     """Decorate a fit whose first argument is the model it fits in place: when it raises (an
-    ``Exception``; an interrupt keeps the iterations done), the model is put back as it was on
+    ``Exception``; an interrupt keeps the iterations done, and so does a warning that a filter
+    turned into an error, which the fit raises once done), the model is put back as it was on
     entry, parameters, buffers and variance floor, never left half-initialised or half-fitted."""
     @functools.wraps(fit)
     def guarded(model, *args, **kwargs):
@@ -33,6 +34,8 @@ def unchanged_on_error(fit):
         state = copy.deepcopy(model.state_dict())  # parameters and the floor (extra state)
         try:
             return fit(model, *args, **kwargs)
+        except Warning:  # a warning a filter made an error: the fit itself completed
+            raise
         except Exception:
             with torch.no_grad():
                 model.load_state_dict(state)

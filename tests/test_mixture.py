@@ -216,10 +216,10 @@ def test_data_too_large_for_the_dtype_is_refused_with_a_remedy():
         gmmlib.GaussianMixture(2, 2, dtype=torch.float32).log_prob(np.array([[1e20, 0.0]]))
     with pytest.raises(ValueError, match="overflow torch.float32 when converted"):
         gmmlib.GaussianMixture(2, 2, dtype=torch.float32).log_prob(np.array([[1e39, 0.0]]))
-    # a NaN the data hold already is not blamed on the conversion (nor on "fitting")
-    for X in (np.float32([[np.nan, 0.0]]), np.array([[np.nan, 0.0]])):
-        with pytest.raises(ValueError, match=r"contains NaN in 1 row\(s\); remove or impute "
-                                             r"those rows$"):
+    # a NaN or infinity the data hold already is not blamed on the conversion (nor on "fitting")
+    for X in (np.float32([[np.nan, 0.0]]), np.array([[np.nan, 0.0]]), np.array([[np.inf, 0.0]])):
+        with pytest.raises(ValueError, match=r"contains (NaN|infinity) in 1 row\(s\); remove or "
+                                             r"impute those rows$"):
             gmmlib.GaussianMixture(2, 2, dtype=torch.float32).log_prob(X)
     with pytest.raises(ValueError, match="complex"):
         m64.log_prob(np.array([[1 + 1j, 0.0]]))

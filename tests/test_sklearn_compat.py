@@ -2,6 +2,7 @@
 scikit-learn's own estimator checks, clone / Pipeline / GridSearchCV / cross_val_score against
 scikit-learn's GaussianMixture in the same place, one-feature fits iteration for iteration,
 verbose printing, warnings, NotFittedError, and the import that stays light."""
+import copy
 import io
 import re
 import subprocess
@@ -416,3 +417,79 @@ def test_bad_starting_parameters_are_refused_with_sklearns_phrase(bad, phrase):
     for cls in (SkGMM, GaussianMixtureEM):
         with pytest.raises(ValueError, match=phrase):
             cls(3, **bad).fit(X)
+
+
+def test_a_float32_estimator_rebuilt_from_its_attributes_scores_as_scikit_learn():
+    """Rebuilt from changed attributes, a float32 fit's mixture is built in float64 from
+    precisions_cholesky_ by one triangular solve. Built in float32 through the precision and
+    its inverse (the condition number squared twice), nearly collinear data scored up to 1
+    nat off. Reversing the components changes nothing, so scikit-learn's formula on the same
+    attributes, in float64, is the reference."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(600, 1))
+    X = np.hstack([base + 1e-3 * rng.normal(size=(600, 1)) for _ in range(5)]).astype(np.float32)
+    X[:300] += 3
+    ours = GaussianMixtureEM(2, random_state=0).fit(X)
+    for name in ("weights_", "means_", "precisions_cholesky_"):
+        setattr(ours, name, getattr(ours, name)[::-1].copy())
+    mirror = SkGMM(2)
+    for name in ("weights_", "means_", "precisions_cholesky_"):
+        setattr(mirror, name, getattr(ours, name).astype(np.float64))
+    # to 1e-6: gmmlib's weights are normalised (float32 ones sum to 1 to ~1e-7), not the rest
+    np.testing.assert_allclose(ours.score_samples(X.astype(np.float64)),
+                               mirror.score_samples(X.astype(np.float64)), rtol=0, atol=1e-6)
+
+
+def test_a_warning_made_an_error_keeps_the_completed_fit_and_its_attributes():
+    """Under warnings.simplefilter("error") the ConvergenceWarning raises after the fit: the
+    fitted mixture stays (it was rolled back to the start), and a warm start's model_ and
+    attributes agree (model_ had advanced, the attributes had not)."""
+    X = three_blobs(200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = GaussianMixtureEM(3, warm_start=True, max_iter=2, tol=0, random_state=0).fit(X)
+    before = est.means_.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SkConvergenceWarning):
+            est.fit(X)
+    assert not np.array_equal(est.means_, before)  # the second fit's result, everywhere
+    np.testing.assert_array_equal(est.means_, est.model_.means.numpy())
+    model = gmmlib.GaussianMixture(3, 2, dtype=torch.float64)
+    start = copy.deepcopy(model.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SkConvergenceWarning):
+            gmmlib.fit_em(model, X, max_iter=3, tol=0, generator=0, progress=False)
+    assert not torch.equal(model.loc, start["loc"])
+
+
+def test_warm_start_checks_its_settings_first_and_a_rebuilt_estimator_fits_afresh():
+    """A changed attribute and a new covariance_type gave the rebuild's error, not the
+    settings' one; an estimator given its attributes by hand (no converged_) raised
+    AttributeError on a warm fit, where scikit-learn initialises afresh."""
+    X = three_blobs(200)
+    est = GaussianMixtureEM(3, warm_start=True, random_state=0).fit(X)
+    est.means_ = est.means_ + 0.1
+    est.set_params(covariance_type="diag")
+    with pytest.raises(ValueError, match="covariance_type was full and is now diagonal"):
+        est.fit(X)
+    rebuilt = GaussianMixtureEM(3, warm_start=True, random_state=0)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        setattr(rebuilt, name, getattr(est, name))
+    assert rebuilt.fit(X).converged_
+
+
+def test_a_precision_asymmetric_by_rounding_is_accepted_as_by_sklearn():
+    """The symmetry check's tolerance is scikit-learn's (np.allclose): a float32 precision
+    rebuilt from its eigendecomposition, off by float32 rounding (6e-8 of its largest entry
+    here), was refused by a 1e-8 tolerance, in float32 and cast to float64 alike."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(3, 3)).astype(np.float32)
+    lam, Q = np.linalg.eigh(A @ A.T + np.eye(3, dtype=np.float32))
+    P = (Q * (1 / lam)) @ Q.T
+    assert not np.array_equal(P, P.T)
+    X = rng.normal(size=(100, 3))
+    for precisions in (P[None], P[None].astype(np.float64)):
+        for cls in (SkGMM, GaussianMixtureEM):
+            cls(1, precisions_init=precisions, max_iter=5).fit(X)
