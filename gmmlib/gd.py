@@ -466,7 +466,8 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     broadcast_parameters(model, group)
     _sync_generator(g, group)
     threshold = model.min_variance if model.min_variance > 0 else \
-        1e-12 * float(data.sample.var(0).mean().clamp_min(torch.finfo(data.sample.dtype).tiny))
+        1e-12 * float(data.sample.var(0, correction=int(data.sample.shape[0] > 1)).mean()  # one row: 0
+                      .clamp_min(torch.finfo(data.sample.dtype).tiny))
 
     steps = (500 if iterations is None else iterations) if epochs is None else epochs * data.per_epoch
     opt = _Optimisers(model, steps, mixture_lr, component_lr)

@@ -280,3 +280,15 @@ def test_a_prior_that_returns_nan_is_named_and_the_fit_reports_a_finite_loss():
     with torch.no_grad():
         nll = float(model.nll(X))
     assert h.final_loss == pytest.approx(nll, rel=1e-12) and h.lower_bound == -h.final_loss
+
+
+def test_one_point_without_a_floor_lets_no_torch_warning_through():
+    """The collapse threshold is 1e-12 of the data's variance: of one row, torch's var()
+    (correction 1) warned "degrees of freedom is <= 0" and gave NaN, which switched the
+    collapse test off. One row's variance is 0 now: no warning, a finite fit."""
+    model = gmmlib.GaussianMixture(1, 2, dtype=torch.float64, min_variance=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = gmmlib.fit_gd(model, torch.tensor([[1.0, 2.0]], dtype=torch.float64), iterations=20,
+                          progress=False)
+    assert math.isfinite(h.final_loss) and all(torch.isfinite(p).all() for p in model.parameters())
