@@ -306,8 +306,10 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     -------
     FitHistory
         ``loss``: the (minibatch) mean NLL before each step (in training mode), then the
-        full-data NLL of the trained network (in evaluation mode: no dropout; the network's
-        mode is put back afterwards); ``n_iter``, ``diverged``, ``time``.
+        full-data NLL of the trained network (in evaluation mode: no dropout; every module's
+        mode is put back afterwards); ``n_iter``, ``diverged``, ``time``. A network in
+        training mode trains in its modules' own modes (a submodule frozen with ``.eval()``
+        stays so); one in evaluation mode is put in training mode for the fit.
 
     Examples
     --------
@@ -333,42 +335,56 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     g = make_generator(generator)
     batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, p0.device)
     history = FitHistory(method="mdn")
-    was_training = net.training
-    net.train()
-    last_good = [p.detach().clone() for p in params]
+    modes = {m: m.training for m in net.modules()}  # every module's own, put back at the end
+    if not net.training:  # a network in training mode trains as it is: a submodule the caller
+        net.train()  # froze with .eval() (a BatchNorm being fine-tuned around) stays frozen
+    # restored if a step goes non-finite: the trainable parameters and the buffers (a
+    # BatchNorm's running statistics move in training mode)
+    kept = params + [b for b in net.buffers() if b.is_floating_point()]
+    last_good = [p.detach().clone() for p in kept]
+
+    def give_up(at: str) -> None:
+        _restore(kept, last_good)
+        history.diverged = True
+        warnings.warn(f"fit_mdn: the loss or its gradient became non-finite {at} (a component "
+                      "collapsed onto targets, or the learning rate is too large); stopped and "
+                      "kept the last finite parameters. Raise the head's min_variance or lower "
+                      "lr.", RuntimeWarning, stacklevel=3)
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="fit_mdn", unit="step", disable=None if progress is None else not progress)
     start = time.perf_counter()
-    for step in range(steps):
-        opt.zero_grad()
-        rows = slice(None) if batches is None else next(batches)
-        loss = -net(inputs[rows]).log_prob(targets[rows]).mean()
-        value = float(loss.detach())
-        finite = math.isfinite(value)
-        if finite:
-            loss.backward()
-            grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
-            finite = bool(torch.stack(grads).all()) if grads else True  # one sync
-        if not finite:
-            _restore(params, last_good)
-            history.diverged = True
-            warnings.warn(f"fit_mdn: the loss or its gradient became non-finite at step {step} (a "
-                          "component collapsed onto targets, or the learning rate is too large); "
-                          "stopped and kept the last finite parameters. Raise the head's "
-                          "min_variance or lower lr.", RuntimeWarning, stacklevel=2)
-            break
-        history.loss.append(value)
-        history.time.append(time.perf_counter() - start)
-        torch._foreach_copy_(last_good, [p.detach() for p in params])
-        opt.step()
-        schedule.step()
-        history.n_iter = step + 1
-        bar.update(1)
-    bar.close()
-    net.eval()  # the full-data NLL without dropout's noise or batch statistics
-    with torch.no_grad():
-        final = float(-net(inputs).log_prob(targets).mean())
-    net.train(was_training)
+    try:
+        for step in range(steps):
+            opt.zero_grad()
+            rows = slice(None) if batches is None else next(batches)
+            loss = -net(inputs[rows]).log_prob(targets[rows]).mean()
+            value = float(loss.detach())
+            finite = math.isfinite(value)
+            if finite:
+                loss.backward()
+                grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
+                finite = bool(torch.stack(grads).all()) if grads else True  # one sync
+            if not finite:
+                give_up(f"at step {step}")
+                break
+            history.loss.append(value)
+            history.time.append(time.perf_counter() - start)
+            torch._foreach_copy_(last_good, [p.detach() for p in kept])
+            opt.step()
+            schedule.step()
+            history.n_iter = step + 1
+            bar.update(1)
+        bar.close()
+        net.eval()  # the full-data NLL without dropout's noise or batch statistics
+        with torch.no_grad():
+            final = float(-net(inputs).log_prob(targets).mean())
+            if not math.isfinite(final) and not history.diverged:  # the last step's result
+                give_up(f"after the last step ({history.n_iter})")
+                history.n_iter -= 1  # the step undone
+                final = float(-net(inputs).log_prob(targets).mean())
+    finally:
+        for module, training in modes.items():
+            module.training = training
     if math.isfinite(final):
         history.loss.append(final)
         history.time.append(time.perf_counter() - start)

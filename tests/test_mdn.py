@@ -1,5 +1,6 @@
 """The MDN head and its output against torch.distributions, scipy and hand formulas; fit_mdn
 against the loop written by hand; Bishop's (1994) inverse problem against its Bayes limit."""
+import math
 import warnings
 
 import numpy as np
@@ -270,3 +271,40 @@ def test_fit_mdn_scores_the_trained_network_in_eval_mode_and_restores_its_mode()
         with torch.no_grad():
             assert history.final_loss == pytest.approx(net(t).nll(x).item(), rel=1e-12)
         assert np.isnan(history.lower_bound)  # not a bound: an MDN's fit has none
+
+
+def test_a_last_step_that_breaks_the_network_is_undone_and_reported():
+    """The loss was checked before each step only: one step at lr=50 left a network whose NLL
+    is NaN while the history said 1.40 and diverged=False. The last step is checked too: it is
+    undone, reported, and final_loss is the returned network's NLL."""
+    torch.manual_seed(1)
+    t = torch.rand(100, 1)
+    x = 2 * t + 0.1 * torch.randn(100, 1)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), MDNHead(8, 2, 1, min_variance=0.0))
+    with pytest.warns(RuntimeWarning, match="non-finite after the last step"):
+        history = fit_mdn(net, t, x, steps=1, lr=50.0, progress=False)
+    with torch.no_grad():
+        nll = float(-net(t).log_prob(x).mean())
+    assert history.diverged and history.n_iter == 0 and math.isfinite(nll)
+    assert history.final_loss == nll
+
+
+def test_fit_mdn_keeps_a_frozen_batchnorm_frozen_and_every_modules_mode():
+    """net.train() inside the fit unfroze a BatchNorm the caller had put in eval mode (its
+    running statistics moved) and net.train(was) at the end reset every submodule's mode."""
+    torch.manual_seed(0)
+    t, x = torch.randn(200, 3), torch.randn(200, 1)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(),
+                              MDNHead(8, 2, 1))
+    net.train()
+    net[1].eval()
+    net[1].requires_grad_(False)
+    modes = {name: m.training for name, m in net.named_modules()}
+    running = net[1].running_mean.clone()
+    fit_mdn(net, t, x, steps=5, progress=False)
+    assert {name: m.training for name, m in net.named_modules()} == modes
+    assert torch.equal(net[1].running_mean, running)
+    net.eval()  # a network in eval mode trains in training mode, then is put back
+    fit_mdn(net, t, x, steps=2, progress=False)
+    assert not any(m.training for m in net.modules())
