@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
+from ._validation import check_dtype_device
 from .families import FAMILIES
 
 __all__ = ["build_parser", "main"]
@@ -63,8 +65,18 @@ def run(args) -> float:
         raise ValueError(f"--log_freq must be a positive integer, got {args.log_freq}")
     if (args.plot or args.visualize) and args.dims < 2:
         raise ValueError(f"--plot and --visualize draw two features; --dims {args.dims} has fewer")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
+    for flag, path in (("--save", args.save), ("--plot", args.plot)):  # before the fit, not after
+        if path and (Path(path).is_dir() or not Path(path).resolve().parent.is_dir()):
+            raise ValueError(f"{flag} {path}: not a file in an existing directory; pass a file "
+                             "path whose directory exists")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:  # torch's "Expected one of cpu, cuda, ..." / "Invalid device string"
+        raise ValueError(f"--device {args.device!r} is not a device: {exc}".splitlines()[0]) from None
+    check_dtype_device(torch.float64, device)  # one that exists here (a CUDA device needs a GPU)
     X, labels, truth = generate_data(args.samples, args.components, args.dims, args.radius, args.family, args.seed)
-    device = torch.device(args.device)
     lead, shard = True, X
     if args.distributed:
         rank, world = _join(device)

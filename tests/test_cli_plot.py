@@ -257,3 +257,19 @@ def test_plot_helpers_name_bad_grid_sizes_and_short_colour_lists():
         with pytest.raises(ValueError, match=match):
             call()
     plt.close(fig)
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--device", "foo"], "--device 'foo'"), (["--device", "cuda:abc"], "--device 'cuda:abc'"),
+    (["--save", "/nonexistent/dir/m.pt"], "--save"), (["--save", "."], "--save"),
+    (["--plot", "/nonexistent/dir/fit.png"], "--plot"), (["--seed", "-1"], "--seed"),
+])
+def test_bad_device_paths_and_seed_exit_2_in_one_line_before_fitting(args, flag, capsys):
+    """A device torch cannot parse, a --save path in no directory and a negative seed ended in
+    a traceback (RuntimeError, exit 1), --save only after the whole fit; now each is one line
+    naming its flag, exit 2, before anything is fitted."""
+    assert cli.main(["--samples", "50", "--iterations", "2", "--no-progress", *args]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # nothing fitted, nothing printed
+    err = out.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {flag}") and "Traceback" not in out.err
