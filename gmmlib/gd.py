@@ -28,6 +28,7 @@ from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_row
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
 from .mixture import unchanged_on_error
+from .priors import RidgePrior
 from .sources import Source, as_source, is_stream, survey
 
 __all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
@@ -118,7 +119,7 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator, device="cpu
 def _check_prior(prior, name: str):
     if not callable(prior):
         raise ValueError(f"{name} must be a function prior(model) -> scalar log-prior, such as "
-                         f"gmmlib.RidgePrior(reg_covar, n_samples), got {prior!r}")
+                         f"gmmlib.RidgePrior(reg_covar), got {prior!r}")
     return prior
 
 
@@ -461,6 +462,8 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
         model.min_variance = min_variance
     data = _first_pass(source, model.n_components, batch_size, epochs, init_sample, g, group)
     N, world = data.n_rows, world_size(group)
+    if isinstance(prior, RidgePrior):  # sized by this fit's N (its own count is checked)
+        prior = prior.sized(N)
     if init is not None:  # on every rank (the same error everywhere), then rank 0's wins
         _initialize(model, data.sample, init, g, reg_covar=1e-6)
     broadcast_parameters(model, group)

@@ -223,22 +223,39 @@ class RidgePrior:
     ----------
     reg_covar : float
         ``ε > 0``, added to the diagonal of every covariance at the optimum.
-    n_samples : int
+    n_samples : int, optional
         ``N``, the number of points of the data set the fit uses (``fit_gd`` divides by it).
+        None (default): :func:`~gmmlib.fit_gd` supplies its own N (so each fold of a
+        cross-validation gets its own); given, it must be that N (any other would scale ε by
+        ``n_samples / N`` unseen), and only then can the prior be evaluated on its own.
 
     Examples
     --------
     >>> import gmmlib
     >>> X = gmmlib.generate_data(200, 2, 2, seed=0).X
     >>> model = gmmlib.GaussianMixture(2, 2, dtype=X.dtype)
-    >>> h = gmmlib.fit_gd(model, X, iterations=50, prior=RidgePrior(1e-2, len(X)), progress=False)
+    >>> h = gmmlib.fit_gd(model, X, iterations=50, prior=RidgePrior(1e-2), progress=False)
     """
 
-    def __init__(self, reg_covar: float, n_samples: int):
+    def __init__(self, reg_covar: float, n_samples: int | None = None):
         self.reg_covar = check_positive(reg_covar, "reg_covar")
-        self.n_samples = check_positive_int(n_samples, "n_samples")
+        self.n_samples = None if n_samples is None else check_positive_int(n_samples, "n_samples")
+
+    def sized(self, N: int) -> "RidgePrior":
+        """This prior for a fit of ``N`` points (``fit_gd`` calls it): itself, or a new one
+        with ``n_samples=N`` when it had none; a ``ValueError`` when its ``n_samples`` is not N."""
+        if self.n_samples is None:
+            return RidgePrior(self.reg_covar, N)
+        if self.n_samples != N:
+            raise ValueError(f"prior=RidgePrior(n_samples={self.n_samples}) but the fit has N={N} "
+                             f"points, which would make its ridge {self.reg_covar:g} x "
+                             f"{self.n_samples}/{N}; pass n_samples={N}, or none (the fit's own)")
+        return self
 
     def __call__(self, model) -> torch.Tensor:
+        if self.n_samples is None:
+            raise ValueError("RidgePrior(n_samples=None) is sized by the fit (fit_gd); to evaluate "
+                             "it on its own, give it n_samples")
         if not model.family.learned:
             return torch.zeros((), dtype=model.loc.dtype, device=model.loc.device)
         L, w = covariance_factors(model)  # (K', D, D), (K',)

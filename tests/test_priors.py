@@ -182,3 +182,22 @@ def test_low_level_prior_functions_name_bad_input():
         with pytest.raises(ValueError, match=match):
             call()
     assert torch.equal(prior.map_covariance(S, torch.tensor(3.0)), prior.map_covariance(S, 3))
+
+
+def test_ridge_prior_is_sized_by_the_fit_and_a_wrong_count_is_refused():
+    """RidgePrior's ε reaches the optimum as ε only when its n_samples is the fit's N: given
+    400 for 300 points, fit_gd regularised by 0.5 x 400/300 = 0.667 unseen (and a
+    cross-validation's folds could not be given their own counts). Without n_samples the fit
+    supplies its N: the same fit, bit for bit; a wrong count is refused by name."""
+    X = gmmlib.generate_data(300, 1, 2, seed=0).X
+
+    def fit(prior):
+        model = gmmlib.GaussianMixture(1, 2, dtype=torch.float64)
+        gmmlib.fit_gd(model, X, iterations=30, prior=prior, guard=False, generator=0,
+                      progress=False)
+        return model.covariances
+    assert torch.equal(fit(RidgePrior(0.5)), fit(RidgePrior(0.5, len(X))))
+    with pytest.raises(ValueError, match=r"n_samples=400\) but the fit has N=300.*n_samples=300"):
+        fit(RidgePrior(0.5, 400))
+    with pytest.raises(ValueError, match="sized by the fit"):
+        RidgePrior(0.5)(gmmlib.GaussianMixture(1, 2))
