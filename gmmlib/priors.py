@@ -74,7 +74,8 @@ def inverse_wishart_log_prob(scale_tril: torch.Tensor, df: float, scale) -> torc
     Raises
     ------
     ValueError
-        If ``df <= D - 1`` or ``scale`` is not positive definite or has the wrong shape.
+        If ``df <= D - 1``, ``scale`` is not positive definite or has the wrong shape, or
+        ``scale_tril`` is not a lower-triangular factor with a positive diagonal.
 
     Examples
     --------
@@ -87,6 +88,12 @@ def inverse_wishart_log_prob(scale_tril: torch.Tensor, df: float, scale) -> torc
             or scale_tril.shape[-1] != scale_tril.shape[-2] or not scale_tril.is_floating_point():
         got = tuple(scale_tril.shape) if isinstance(scale_tril, torch.Tensor) else type(scale_tril).__name__
         raise ValueError(f"scale_tril must be a floating tensor of (..., D, D) Cholesky factors, got {got}")
+    with torch.no_grad():  # the factor's contract: finite, lower triangular, positive diagonal
+        diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
+        if not (bool(torch.isfinite(scale_tril).all()) and bool((diag > 0).all())
+                and bool((torch.triu(scale_tril, 1) == 0).all())):
+            raise ValueError("scale_tril must be lower-triangular Cholesky factors with a positive "
+                             "diagonal (finite): pass torch.linalg.cholesky(Sigma), not Sigma")
     D = scale_tril.shape[-1]
     nu = _check_df(df, D)
     Psi = _scale_matrix(scale, D, dtype=scale_tril.dtype, device=scale_tril.device)

@@ -151,6 +151,9 @@ def _check_counts(n_components, name: str) -> list[int]:
 def _check_families(covariance_types, name: str) -> list[str]:
     if isinstance(covariance_types, str):  # one family, not its letters
         covariance_types = [covariance_types]
+    if not isinstance(covariance_types, Iterable):
+        raise ValueError(f"{name} must be a covariance type or a list of them such as "
+                         f"['full', 'diagonal'], got {covariance_types!r}")
     families = [get_family(t).name for t in covariance_types]
     if not families:
         raise ValueError(f"{name} is empty; pass at least one, e.g. ['full']")
@@ -165,7 +168,9 @@ def _check_folds(cv, name: str) -> int:
 
 _SELECT_MODEL = {"criterion": _check_choice(CRITERIA), "method": _check_method,
                  "n_components": _check_counts, "covariance_types": _check_families,
-                 "dtype": lambda dtype, name: check_dtype_device(dtype)[0], "cv": _check_folds}
+                 "dtype": lambda dtype, name: check_dtype_device(dtype)[0], "cv": _check_folds,
+                 # checked up front, kept as given (an int seeds every fit alike)
+                 "generator": lambda g, name: g if g is None else (make_generator(g), g)[1]}
 
 
 def _cross_validated_nll(fit, X: torch.Tensor, folds: list, family: str, K: int, generator_for_fit):
@@ -242,7 +247,7 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     >>> sel.best.covariance_type, sel.best.n_components
     ('full', 3)
     """
-    criterion, method, Ks, families, dtype, cv = checked(_SELECT_MODEL, locals()).values()
+    criterion, method, Ks, families, dtype, cv, generator = checked(_SELECT_MODEL, locals()).values()
     if (criterion == "heldout") != (X_val is not None):
         raise ValueError("criterion='heldout' scores held-out data: pass X_val with it, and only with it"
                          if X_val is None else

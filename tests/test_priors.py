@@ -201,3 +201,15 @@ def test_ridge_prior_is_sized_by_the_fit_and_a_wrong_count_is_refused():
         fit(RidgePrior(0.5, 400))
     with pytest.raises(ValueError, match="sized by the fit"):
         RidgePrior(0.5)(gmmlib.GaussianMixture(1, 2))
+
+
+def test_inverse_wishart_log_prob_refuses_what_is_not_a_cholesky_factor():
+    """Sigma itself passed as scale_tril scored -8.73 (scipy at Sigma: -6.04), -I gave NaN, and
+    an upper entry was ignored: each is now refused by name, with the remedy."""
+    for L in ([[2.0, 0.5], [0.5, 1.0]], [[-1.0, 0.0], [0.0, -1.0]], [[1.0, 5.0], [0.0, 1.0]]):
+        with pytest.raises(ValueError, match=r"scale_tril must be lower-triangular.*cholesky\(Sigma\)"):
+            inverse_wishart_log_prob(torch.tensor(L, dtype=torch.float64), 4.0, 1.0)
+    Sigma = np.array([[2.0, 0.5], [0.5, 1.0]])
+    L = torch.linalg.cholesky(torch.as_tensor(Sigma))
+    assert float(inverse_wishart_log_prob(L, 4.0, 1.0)) == pytest.approx(
+        scipy.stats.invwishart(4.0, np.eye(2)).logpdf(Sigma), rel=1e-12)

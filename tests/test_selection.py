@@ -91,7 +91,8 @@ def test_float32_in_float32_out():
     (dict(max_iter=-1), "fitting covariance_type='full' with n_components=1 failed: max_iter"),
     (dict(n_components=2.5), "n_components must be an int or an iterable of ints"),
     (dict(dtype=torch.int64), "dtype must be torch.float32 or torch.float64"),
-    (dict(generator="abc"), "generator must be None, an int seed or a torch.Generator"),
+    (dict(generator="abc"), "^generator must be None, an int seed or a torch.Generator"),
+    (dict(covariance_types=None), "covariance_types must be a covariance type or a list"),
 ])
 def test_bad_arguments_say_what_to_do(kwargs, match):
     X = gmmlib.generate_data(40, 2, 2, seed=3).X
