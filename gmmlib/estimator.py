@@ -275,9 +275,11 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             self.__dict__.pop("feature_names_in_", None)
         if reset:
             dtype, device = self._fit_dtype_device(X)
-            if self.warm_start and self.dtype is None and hasattr(self, "model_"):
-                # a warm start continues in numpy's promotion of the two, as scikit-learn's
-                dtype = torch.promote_types(dtype, self.model_.loc.dtype)
+            if self.warm_start and self.dtype is None and hasattr(self, "converged_"):
+                # a warm start continues in numpy's promotion of the two, as scikit-learn's (a
+                # mixture rebuilt from its attributes is float64)
+                model = getattr(self, "model_", None)
+                dtype = torch.promote_types(dtype, torch.float64 if model is None else model.loc.dtype)
             X = as_data(X, dtype=dtype, device=device, min_rows=2, owner=name)
             self.n_features_in_ = X.shape[1]  # (validate_data set it already for NumPy input)
             return X
