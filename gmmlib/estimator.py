@@ -401,12 +401,11 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             if not (bool(torch.isfinite(P).all()) and bool((diagonal > 0).all())):
                 raise ValueError("precisions_cholesky_ must be finite with a positive diagonal "
                                  "(P upper triangular, the precision P Pᵀ)")
-            if family.kind == "tril":  # Σ = P⁻ᵀ P⁻¹, one triangular solve (no precision formed
-                eye = torch.eye(P.shape[-1], **like)  # and inverted: that squares its condition)
-                inverse = torch.linalg.solve_triangular(P, eye.expand_as(P), upper=True)
-                cov = inverse.mT @ inverse
-            else:
-                cov = 1.0 / P.square()
+            # Σ = L Lᵀ with L = P⁻ᵀ: the family's precision_factor (L -> P = L⁻ᵀ) is its own
+            # inverse map, one triangular solve (no precision formed and inverted: that squares
+            # its condition number)
+            L = family.precision_factor(P.mT).mT if family.kind == "tril" else family.precision_factor(P)
+            cov = family.square(L)
         # in float64, whatever the attributes' dtype: float32 ones are exact in it
         return GaussianMixture.from_parameters(weights, means, cov, family.name, **like)
 

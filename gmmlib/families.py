@@ -191,15 +191,14 @@ class Family:
         one shared row."""
         return components if self.per_component else torch.zeros(1, dtype=torch.long, device=components.device)
 
-    def covariances_from_precisions(self, precisions: torch.Tensor,
-                                    name: str = "precisions_init") -> torch.Tensor:
-        """Covariances from precisions in scikit-learn's shape (the same shape), or a
-        ``ValueError`` naming ``name``."""
+    def covariances_from_precisions(self, precisions: torch.Tensor) -> torch.Tensor:
+        """Covariances from ``precisions_init`` in scikit-learn's shape (the same shape), or a
+        ``ValueError`` naming it."""
         if self.kind == "tril":  # finite, symmetric (the factorisation reads one triangle
             # only: an asymmetric matrix became another one) and positive definite, by name
-            return torch.cholesky_inverse(cholesky(precisions, name=name))
+            return torch.cholesky_inverse(cholesky(precisions, name="precisions_init"))
         if not bool((precisions > 0).all()):
-            raise ValueError(f"{name} must be strictly positive")
+            raise ValueError("precisions_init must be strictly positive")
         return 1.0 / precisions
 
     def random_covariances(self, rng, K: int, D: int, *, scale: float = 1.0,
