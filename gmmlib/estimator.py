@@ -14,6 +14,7 @@ This module imports scikit-learn (about 1.8 s), so ``import gmmlib`` loads it on
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 import warnings
@@ -38,6 +39,16 @@ __all__ = ["GaussianMixtureEM"]
 # sample() reads: both act on the attributes as they are now, which a user may have set.
 _SCORED = ("weights_", "means_", "precisions_cholesky_")
 _SAMPLED = ("weights_", "means_", "covariances_")
+
+
+def _digest(value) -> tuple:
+    """What tells an attribute's value from another: dtype, shape and a SHA-256 of the bytes.
+    Kept in place of a copy of each exported array, which made a fitted estimator, and its
+    pickle, half as large again (a full model's covariances_ and precisions_cholesky_ twice)."""
+    a = np.ascontiguousarray(value)
+    if a.dtype.hasobject:  # no buffer to hash; never what a fit exported
+        return a.dtype.str, a.shape, None
+    return a.dtype.str, a.shape, hashlib.sha256(a.data).digest()
 
 
 class _Verbose:
@@ -380,7 +391,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         self.precisions_cholesky_ = precisions_cholesky.cpu().numpy()
         self.precisions_ = precisions.cpu().numpy()
         # what model_ holds, to tell whether the attributes were changed since
-        self._exported = {a: getattr(self, a).copy() for a in set(_SCORED + _SAMPLED)}
+        self._exported = {a: _digest(getattr(self, a)) for a in set(_SCORED + _SAMPLED)}
 
     def _model(self, attributes) -> GaussianMixture:
         """The mixture the fitted ``attributes`` (``_SCORED`` or ``_SAMPLED``) describe now:
@@ -389,8 +400,7 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         model = getattr(self, "model_", None)
         exported = getattr(self, "_exported", {})
-        if model is not None and all(a in exported and np.array_equal(getattr(self, a), exported[a])
-                                     for a in attributes):
+        if model is not None and all(exported.get(a) == _digest(getattr(self, a)) for a in attributes):
             return model
         weights, means, cov = (np.asarray(getattr(self, a)) for a in attributes)
         like = {"dtype": torch.float64, "device": model.loc.device if model is not None else "cpu"}

@@ -4,6 +4,7 @@ scikit-learn's GaussianMixture in the same place, one-feature fits iteration for
 verbose printing, warnings, NotFittedError, and the import that stays light."""
 import copy
 import io
+import pickle
 import re
 import subprocess
 import sys
@@ -358,7 +359,7 @@ def test_scorers_and_sample_read_the_fitted_attributes_as_they_are_now(covarianc
     X = three_blobs(300)
     sk, ours = _twins(covariance_type, X, max_iter=20)
     for est in (sk, ours):
-        est.means_ = est.means_ + 1.0
+        est.means_ += 1.0  # in place: the same array object, other values
         est.precisions_cholesky_ = est.precisions_cholesky_ * 1.5
     np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-9)
     np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-9)
@@ -375,6 +376,21 @@ def test_scorers_and_sample_read_the_fitted_attributes_as_they_are_now(covarianc
     assert drawn.dtype == sk.sample(3)[0].dtype == np.float64
     # every draw within 6 of the shrunken standard deviations (0.01 of the fitted ones)
     assert np.abs(drawn - sk.means_[labels]).max() < 6 * np.sqrt(sk.covariances_.max())
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_fitted_estimator_holds_one_copy_of_its_parameters():
+    """Telling changed attributes from the fitted ones must not keep a second copy of each:
+    it made a fitted full estimator, and its pickle, half as large again (K D² floats twice
+    more). Counted: the pickle is the fitted arrays, model_'s tensors and a small rest."""
+    X = three_blobs(300) @ np.random.default_rng(0).normal(size=(2, 40))  # D = 40
+    est = GaussianMixtureEM(8, max_iter=2, reg_covar=1e-3, random_state=0).fit(X)
+    arrays = sum(getattr(est, a).nbytes for a in
+                 ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"))
+    tensors = sum(t.nbytes for t in est.model_.state_dict().values()
+                  if isinstance(t, torch.Tensor))
+    assert len(pickle.dumps(est)) < arrays + tensors + 50_000  # history_, settings: ~3 kB
+    assert pickle.loads(pickle.dumps(est)).score(X) == est.score(X)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
