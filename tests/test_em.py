@@ -562,6 +562,85 @@ def test_full_scatter_about_moved_means_matches_the_centred_sum(K, D, jump, log_
                                rtol=0, atol=1e-9)
 
 
+@settings(max_examples=60, deadline=None)
+@given(K=st.integers(1, 4), D=st.integers(1, 4), offset=st.sampled_from([0.0, 1e2, 1e4, 1e6]),
+       log_spread=st.floats(-6, 1), correlation=st.sampled_from([0.0, 0.9, 0.999999]),
+       hardness=st.floats(0, 60), seed=st.integers(0, 10_000))
+def test_full_scatter_about_the_shift_matches_the_centred_sum(K, D, offset, log_spread,
+                                                              correlation, hardness, seed):
+    """float64 full sums about the shift (``Workspace.triangle``: one product with the rows'
+    x_i x_j, i <= j), whatever the clusters' offsets, spreads and correlations: the guard sends
+    what cancelled to the centred sum, so the scatter is the float64 centred sum to 1e-9 of
+    sqrt(S_ii S_jj), and its smallest eigenvalue to 1e-6 of itself (of those the centred
+    sum itself holds to better than 1e-8)."""
+    from gmmlib.moments import Moments, Workspace, scatter
+    rng = np.random.default_rng(seed)
+    spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
+    mix = (1 - correlation) * np.eye(D) + correlation  # equicorrelated features
+    L = np.linalg.cholesky(mix)
+    centres = offset + rng.normal(scale=10.0, size=(K, D))
+    X = torch.as_tensor(np.concatenate([c + s * rng.normal(size=(30, D)) @ L.T
+                                        for c, s in zip(centres, spreads)]))
+    own = np.repeat(np.eye(K), 30, axis=0)  # (N, K)
+    R = torch.softmax(torch.as_tensor(hardness * own + rng.normal(size=(len(X), K))), -1)
+    family = gmmlib.GaussianMixture(K, D, "full").family
+    ws = Workspace(X, K, X.mean(0), family, chunk=41)  # ragged blocks
+
+    def sums(components=None, centres=None):
+        m = Moments.of(ws, family, centres, components=components)
+        for block in ws.blocks():
+            m.add(block, R[block.a:block.b].T)
+        return m
+    m = sums()
+    _, means = m.means(torch.finfo(X.dtype).eps)
+    Z = ws.XT.T[:, None, :] - means[None]  # (N, K, D)
+    reference = torch.einsum("nk,nkd,nke->kde", R, Z, Z)
+    S = scatter(m, means, sums)
+    scale = _covariance_scale(reference)
+    torch.testing.assert_close(S / scale, reference / scale, rtol=0, atol=1e-9)
+    ours, exact = torch.linalg.eigvalsh(S)[:, 0], torch.linalg.eigvalsh(reference)[:, 0]
+    well_held = exact > 1e-8 * reference.diagonal(dim1=-2, dim2=-1).amax(-1)
+    torch.testing.assert_close(ours[well_held], exact[well_held], rtol=1e-6, atol=0)
+
+
+def test_full_sums_about_the_shift_recentre_an_ill_conditioned_far_component():
+    """A component 3e4 from the data's mean, of covariance eigenvalues 1e6, 1e6, 1e-2 (not
+    along the axes): about the shift its difference loses ~1e-5 of the smallest eigenvalue
+    though no diagonal cancels past the 5-digit guard; the eigenvalue check sends that
+    component, and only it, to the centred sum. EM's float64 full fits take this path when
+    D < 2K (``Workspace.triangle``)."""
+    from gmmlib.moments import Moments, Workspace, scatter
+    rng = np.random.default_rng(0)
+    D, K = 3, 3
+    q, _ = np.linalg.qr(rng.normal(size=(D, D)))
+    L = np.linalg.cholesky(q @ np.diag([1e6, 1e6, 1e-2]) @ q.T)
+    centres = [np.zeros(D), np.full(D, 5e3), 3e4 * rng.normal(size=D)]
+    X = torch.as_tensor(np.concatenate([c + rng.normal(size=(500, D)) @ (L.T if k == 2 else 1e3 * np.eye(D))
+                                        for k, c in enumerate(centres)]))
+    R = torch.as_tensor(np.repeat(np.eye(K), 500, axis=0))  # (N, K) hard
+    family = gmmlib.GaussianMixture(K, D, "full").family
+    ws = Workspace(X, K, X.mean(0), family)
+    assert ws.triangle
+    passes = []
+
+    def sums(components=None, centres=None):
+        passes.append(None if components is None else components.tolist())
+        m = Moments.of(ws, family, centres, components=components)
+        for block in ws.blocks():
+            m.add(block, R[block.a:block.b].T)
+        return m
+    m = sums()
+    _, means = m.means(torch.finfo(X.dtype).eps)
+    S = scatter(m, means, sums)
+    assert passes == [None, [2]]  # the fast sums, then the far component centred
+    Z = ws.XT.T[:, None, :] - means[None]  # (N, K, D)
+    reference = torch.einsum("nk,nkd,nke->kde", R, Z, Z)
+    smallest = torch.linalg.eigvalsh(S)[:, 0] / torch.linalg.eigvalsh(reference)[:, 0]
+    assert float((smallest - 1).abs().max()) < 1e-7
+    unguarded = m.scatter_about(means)[2]  # what the sums about the shift alone give
+    assert abs(float(torch.linalg.eigvalsh(unguarded)[0] / torch.linalg.eigvalsh(reference[2])[0]) - 1) > 1e-7
+
+
 def test_centred_sums_over_a_ragged_last_block_keep_their_buffers_and_values():
     """The centred sums' (K, D, rows) temporaries live in the workspace and serve every block
     of every pass: a ragged last block (1000 = 3 x 300 + 100 rows) used to resize them, so each
