@@ -1,13 +1,20 @@
 """Initialisation: choose starting means, then weights and covariances from a hard assignment.
 
-Randomness comes only from the ``torch.Generator`` passed in (or a fresh one seeded from an
-int); the global RNG state is never touched.
+Randomness comes only from the ``generator`` passed in: a ``torch.Generator``, an int seed, or
+``None``, which takes one draw from torch's global generator (:func:`make_generator`), so that
+``torch.manual_seed`` makes it repeatable.
+
+k-means compares squared distances in float64 about the data's mean: torch.cdist's
+``|x|² + |c|² - 2 x·c`` in the data's own dtype cancels whenever the data sit far from the
+origin next to their spread (float32 data 3000 out, spread 0.05: 383 of 600 points were
+assigned to the wrong centre, and EM's fit from there was 1.9 nats a point worse).
 """
 from __future__ import annotations
 
 import torch
 
-from ._validation import as_data, check_nonnegative, checked, make_generator  # make_generator: re-exported
+from ._validation import (as_data, check_nonnegative, check_positive_int, checked,  # noqa: F401
+                          make_generator)  # make_generator: re-exported
 from .mixture import GaussianMixture
 from .moments import COVARIANCE, Moments, Workspace, scatter
 
@@ -19,15 +26,10 @@ def _randint(n: int, g: torch.Generator) -> int:
     return int(torch.randint(n, (1,), generator=g, device=g.device))
 
 
-def kmeans_plusplus(X: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii, 2007): (K, D) centres chosen among the points.
-
-    The first centre is a uniformly random point; each next one is drawn with probability
-    proportional to the squared distance to the nearest centre chosen so far.
-    """
+def _kmeans_plusplus(X: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
     N = X.shape[0]
     idx = [_randint(N, generator)]
-    d2 = (X - X[idx[0]]).square().sum(-1)  # (N,)
+    d2 = (X - X[idx[0]]).square().sum(-1)  # (N,), differences first: nothing cancels
     for _ in range(1, n_components):
         total = d2.sum()
         if float(total) <= 0:  # every point coincides with a centre: pick uniformly
@@ -40,19 +42,42 @@ def kmeans_plusplus(X: torch.Tensor, n_components: int, generator: torch.Generat
     return X[idx].clone()
 
 
-def random_from_data(X: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
-    """K distinct points of ``X`` drawn uniformly at random as the means, (K, D)."""
+def _random_from_data(X: torch.Tensor, n_components: int, generator: torch.Generator) -> torch.Tensor:
     perm = torch.randperm(X.shape[0], generator=generator, device=generator.device)
     return X[perm[:n_components].to(X.device)].clone()
 
 
-def _lloyd(X: torch.Tensor, C: torch.Tensor, n_iter: int) -> torch.Tensor:
+def _centred64(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``X`` (N, D) in float64 about its mean (a new array; float32 values exact in it), and
+    that mean (D,): where :func:`_nearest` compares distances."""
+    X64 = X.to(torch.float64)
+    mean = X64.mean(0)
+    return X64 - mean, mean
+
+
+def _nearest(Xc: torch.Tensor, C: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's nearest centre and squared distance to it, (N,) and (N,), for the rows ``Xc``
+    (N, D) from :func:`_centred64` about ``mean`` and centres ``C`` (K, D, any float dtype): about
+    the data's mean, in float64, ``|c|² - 2 x·c`` rounds to the precision of the data's
+    spread, not of their offset."""
+    Cc = C.to(torch.float64) - mean  # (K, D)
+    d2 = torch.addmm(Cc.square().sum(-1), Xc, Cc.T, alpha=-2.0)  # (N, K): |x - c|² - |x|²
+    best, labels = d2.min(-1)
+    return labels, (best + Xc.square().sum(-1)).clamp_min(0.0)
+
+
+def _lloyd(X64: torch.Tensor, Xc: torch.Tensor, mean: torch.Tensor, C: torch.Tensor,
+           n_iter: int) -> torch.Tensor:
+    """Lloyd's iterations from centres ``C`` (K, D) over the rows ``X64`` (N, D, float64) and
+    their centred copy ``Xc``; the means are summed from the rows as given (a cluster whose
+    rows share a coordinate keeps it exactly)."""
     K = C.shape[0]
+    C = C.to(torch.float64)
     for _ in range(n_iter):
-        labels = torch.cdist(X, C).argmin(-1)  # (N,)
-        onehot = torch.nn.functional.one_hot(labels, K).to(X.dtype)  # (N, K)
+        labels = _nearest(Xc, C, mean)[0]  # (N,)
+        onehot = torch.nn.functional.one_hot(labels, K).to(torch.float64)  # (N, K)
         counts = onehot.sum(0)  # (K,)
-        new = (onehot.T @ X) / counts.clamp_min(1).unsqueeze(-1)
+        new = (onehot.T @ X64) / counts.clamp_min(1).unsqueeze(-1)
         new = torch.where(counts.unsqueeze(-1) > 0, new, C)  # keep empty clusters where they were
         if torch.equal(new, C):
             break
@@ -60,22 +85,58 @@ def _lloyd(X: torch.Tensor, C: torch.Tensor, n_iter: int) -> torch.Tensor:
     return C
 
 
-def kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_iter: int = 30,
-           n_init: int = 4) -> torch.Tensor:
-    """k-means: ``n_init`` k-means++ seedings, each refined by up to ``n_iter`` Lloyd iterations;
-    returns the (K, D) centres with the lowest within-cluster sum of squares."""
+def _kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_iter: int = 30,
+            n_init: int = 4) -> torch.Tensor:
+    X64, (Xc, mean) = X.to(torch.float64), _centred64(X)
     best, best_inertia = None, float("inf")
     for _ in range(n_init):
-        C = _lloyd(X, kmeans_plusplus(X, n_components, generator), n_iter)
-        inertia = float(torch.cdist(X, C).amin(-1).square().sum())
+        C = _lloyd(X64, Xc, mean, _kmeans_plusplus(X, n_components, generator), n_iter)
+        inertia = float(_nearest(Xc, C, mean)[1].sum())
         if inertia < best_inertia:
             best, best_inertia = C, inertia
-    return best
+    return best.to(X.dtype)
+
+
+def _check_seeding(X, n_components, generator):
+    """The seedings' arguments, checked once: ``X`` (N, D) numbers (never modified),
+    ``n_components`` an int in 1..N, ``generator`` a ``torch.Generator``, an int seed or None."""
+    X = as_data(X)
+    K = check_positive_int(n_components, "n_components")
+    if K > X.shape[0]:
+        raise ValueError(f"n_samples={X.shape[0]} should be >= n_components={K}: {K} centres "
+                         "need at least as many points; pass more data or use fewer components")
+    return X, K, make_generator(generator, device=X.device if X.device.type == "cuda" else "cpu")
+
+
+def kmeans_plusplus(X, n_components: int, generator=None) -> torch.Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007): (K, D) centres chosen among the points.
+
+    The first centre is a uniformly random point; each next one is drawn with probability
+    proportional to the squared distance to the nearest centre chosen so far. ``X`` (N, D) is
+    never modified; ``generator`` is a ``torch.Generator``, an int seed, or None (one draw
+    from torch's global generator). Bad arguments raise ``ValueError`` naming them.
+    """
+    return _kmeans_plusplus(*_check_seeding(X, n_components, generator))
+
+
+def random_from_data(X, n_components: int, generator=None) -> torch.Tensor:
+    """K distinct points of ``X`` drawn uniformly at random as the means, (K, D); arguments as
+    :func:`kmeans_plusplus`'s."""
+    return _random_from_data(*_check_seeding(X, n_components, generator))
+
+
+def kmeans(X, n_components: int, generator=None, n_iter: int = 30, n_init: int = 4) -> torch.Tensor:
+    """k-means: ``n_init`` k-means++ seedings, each refined by up to ``n_iter`` Lloyd iterations;
+    returns the (K, D) centres with the lowest within-cluster sum of squares, distances
+    compared in float64 about the data's mean whatever X's dtype. Arguments as
+    :func:`kmeans_plusplus`'s."""
+    X, K, g = _check_seeding(X, n_components, generator)
+    return _kmeans(X, K, g, check_positive_int(n_iter, "n_iter"), check_positive_int(n_init, "n_init"))
 
 
 # The seedings that choose K means among or around the points; "random" (scikit-learn's random
 # responsibilities) has no seeding, see initialize.
-SEEDINGS = {"kmeans": kmeans, "kmeans++": kmeans_plusplus, "random_from_data": random_from_data}
+SEEDINGS = {"kmeans": _kmeans, "kmeans++": _kmeans_plusplus, "random_from_data": _random_from_data}
 # scikit-learn's spellings, accepted everywhere a method is named
 METHODS = {"kmeans": "kmeans", "k-means++": "kmeans++", "kmeans++": "kmeans++",
            "random_from_data": "random_from_data", "random": "random"}
@@ -151,7 +212,8 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
         resp = lambda block: R[block.a:block.b].T  # noqa: E731  (K, n)
     else:
         means = SEEDINGS[method](X, K, g)  # (K, D)
-        labels = torch.cdist(X, means).argmin(-1)  # (N,)
+        Xc, mean = _centred64(X)  # distances in float64 about the data's mean
+        labels = _nearest(Xc, means, mean)[0]  # (N,)
         resp = lambda block: torch.nn.functional.one_hot(  # noqa: E731  (K, n), one-hot
             labels[block.a:block.b], K).T.to(X.dtype)
     centre = (means - ws.shift) if family.kind == "tril" else None

@@ -269,7 +269,10 @@ def select_model(X, n_components=range(1, 7), covariance_types=("full", "tied", 
     folds = None
     if criterion == "cv":
         n_train = N - -(-N // cv)  # the smallest training part: N minus the largest fold
-        if cv > N or n_train < max(Ks):
+        if cv > N:
+            raise ValueError(f"cv={cv} folds of {N} points: cv must be at most n_samples={N}, "
+                             "so that every fold holds a point; use fewer folds")
+        if n_train < max(Ks):
             raise ValueError(f"cv={cv} folds leave {n_train} training points, fewer than "
                              f"n_components={max(Ks)}; use fewer folds or components")
         order = torch.randperm(N, generator=generator_for_fit())

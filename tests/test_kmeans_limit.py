@@ -119,3 +119,66 @@ def test_responsibilities_harden_as_the_variance_shrinks():
         if s2 == 10.0:
             assert previous < 0.7  # soft: points are shared between components
     assert float(top.min()) > 1 - 1e-12  # at σ² = 1e-8 every row is one-hot to rounding
+
+
+def _far_float32_blobs():
+    """Three clusters of spread 0.05, 0.5 apart, 3000 from the origin, in float32: |x|² is
+    1.8e7, whose float32 rounding (~2) exceeds the squared distances (0.01-0.25)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(3, (600,), generator=g)
+    centres = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    X64 = 3000 + centres[labels] + 0.05 * torch.randn(600, 2, generator=g, dtype=torch.float64)
+    return X64.float()
+
+
+@pytest.mark.parametrize("method", ["kmeans", "k-means++", "random_from_data"])
+def test_initialisation_assigns_float32_points_far_out_to_their_nearest_mean(method):
+    """initialize's documented assignment, each point to its nearest mean, against the exact
+    nearest centre (NumPy, float64 differences): torch.cdist's |x|² + |c|² - 2 x·c in float32
+    assigned 383 of 600 points wrongly here, and the weights came out [0.54, 0.46, 2e-9]."""
+    X = _far_float32_blobs()
+    model = gmmlib.initialize(gmmlib.GaussianMixture(3, 2, dtype=torch.float32), X, method,
+                              generator=0)
+    x, mu = X.double().numpy(), model.means.double().numpy()
+    nearest = ((x[:, None, :] - mu[None]) ** 2).sum(-1).argmin(1)  # (N,)
+    shares = np.bincount(nearest, minlength=3) / len(x)
+    np.testing.assert_allclose(model.weights.numpy(), shares, atol=1e-6)
+
+
+def test_kmeans_and_em_on_float32_data_far_out_match_float64():
+    """k-means' centres are those of scikit-learn's KMeans (which centres the data) from the
+    same data; EM in float32 from gmmlib's default start reaches the float64 fit's NLL, and
+    BIC picks the three clusters, as in float64 (it picked four)."""
+    X = _far_float32_blobs()
+    centres = gmmlib.init.kmeans(X, 3, generator=0).double().numpy()
+    sk = KMeans(3, n_init=4, random_state=0).fit(X.double().numpy()).cluster_centers_
+    order = [int(np.argmin(((sk - c) ** 2).sum(1))) for c in centres]
+    np.testing.assert_allclose(centres, sk[order], atol=1e-3)  # float32 data, 3000 out
+    ours = gmmlib.fit_em(gmmlib.GaussianMixture(3, 2, dtype=torch.float32), X, generator=0,
+                         progress=False).final_loss
+    exact = gmmlib.fit_em(gmmlib.GaussianMixture(3, 2, dtype=torch.float64), X.double(),
+                          generator=0, progress=False).final_loss
+    assert abs(ours - exact) < 1e-3  # before: -0.145 against -2.067
+    assert gmmlib.select_model(X, [1, 2, 3, 4], ["full"], generator=0).best.n_components == 3
+
+
+@pytest.mark.parametrize("seeding", ["kmeans_plusplus", "random_from_data", "kmeans"])
+@pytest.mark.parametrize("bad,phrase", [
+    ({"n_components": 0}, "n_components must be a positive integer"),
+    ({"n_components": -1}, "n_components must be a positive integer"),
+    ({"n_components": 7}, "should be >= n_components"),
+    ({"generator": "seed"}, "generator must be None, an int seed"),
+    ({"X": np.zeros(6)}, "expected 2D array"),
+    ({"X": np.full((6, 2), np.nan)}, "NaN"),
+])
+def test_seedings_check_their_arguments(seeding, bad, phrase):
+    """The public seedings took anything: K = 0 or -1 returned one centre, an int seed or
+    None failed inside torch ('int' object has no attribute 'device'), NumPy data and 1-D or
+    NaN data failed in torch. They take what the fits take and name what is wrong."""
+    args = {"X": np.arange(12.0).reshape(6, 2), "n_components": 2, "generator": 0, **bad}
+    with pytest.raises(ValueError, match=phrase):
+        getattr(gmmlib.init, seeding)(**args)
+    # an int seed, None and NumPy data are accepted, and the int seed is repeatable
+    X = np.arange(12.0).reshape(6, 2)
+    f = getattr(gmmlib.init, seeding)
+    assert torch.equal(f(X, 2, 3), f(X, 2, 3)) and f(X, 2).shape == (2, 2)

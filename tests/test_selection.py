@@ -171,6 +171,9 @@ def test_cross_validation_input_checks(three_clusters):
     with pytest.raises(ValueError, match="cv=5 folds leave 8 training points, fewer than n_components=9"):
         gmmlib.select_model(X[:10], [9], ["full"], criterion="cv", cv=5)
     gmmlib.select_model(X[:10], [8], ["isotropic"], criterion="cv", cv=5)  # 8 points for 8: allowed
+    # more folds than points: said so (it claimed 4 training points were fewer than 1)
+    with pytest.raises(ValueError, match="cv must be at most n_samples=5"):
+        gmmlib.select_model(X[:5], [1], ["full"], criterion="cv", cv=6)
 
 
 def test_plot_selection_draws_one_line_per_family_and_stars_the_best():
