@@ -72,7 +72,7 @@ def reset_components(model, X: torch.Tensor, components, generator: torch.Genera
         return
     idx = torch.randint(X.shape[0], (comps.numel(),), generator=generator, device=generator.device)
     model.loc[comps] = X[idx.to(X.device)]
-    model.logits[comps] = model.logits.mean()
+    model.logits[comps] = model.logits[torch.isfinite(model.logits)].mean()  # of the weights > 0
     if model.family.learned:
         K, D = model.n_components, model.n_features
         data_cov = data_covariance(X) + max(model.min_variance, 1e-6) * torch.eye(D, dtype=X.dtype, device=X.device)
@@ -514,7 +514,8 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
             opt.step()
             with torch.no_grad():  # one reduction, one sync: NaN/inf anywhere (or a sum near overflow)
                 free = model.family.square(model.family.free_factor(model.raw_scale))  # L Lᵀ: finite iff Σ is
-                exploded = not math.isfinite(float(free.sum() + model.loc.sum() + model.logits.sum()))
+                logits = model.logits.masked_fill(model.logits == -math.inf, 0.0)  # -inf: weight 0
+                exploded = not math.isfinite(float(free.sum() + model.loc.sum() + logits.sum()))
             if exploded:  # steps too long for the data's scale: the covariances overflowed
                 _stop(history, opt.params, last_good, f"the parameters overflowed at step {step} (learning "
                       f"rates mixture_lr={mixture_lr:g}, component_lr={component_lr:g} are too large for "

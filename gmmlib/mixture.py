@@ -148,6 +148,8 @@ class GaussianMixture(nn.Module):
     def set_parameters(self, weights=None, means=None, covariances=None) -> "GaussianMixture":
         """Overwrite any of weights (K,), means (K, D), covariances (scikit-learn's shape).
 
+        Weights are non-negative and sum to 1; a weight of exactly 0 is kept as such (log
+        weight -inf), so that component adds nothing to any density, as in scikit-learn.
         Covariances must be symmetric positive definite (positive variances); semi-definite
         (non-negative variances) is enough when ``min_variance > 0``. One with an
         eigenvalue below ``min_variance`` is floored: each such eigenvalue is raised to
@@ -171,7 +173,7 @@ class GaussianMixture(nn.Module):
 
         def new_logits(value):
             w = check_probability_vector(shaped(value, "weights", (K,)))
-            return w.clamp_min(torch.finfo(w.dtype).tiny).log()
+            return w.log()  # a weight of 0 is a log weight of -inf: that component never counts
 
         def new_loc(value):
             m = shaped(value, "means", (K, D))
@@ -309,8 +311,10 @@ class GaussianMixture(nn.Module):
         return self._by_rows(lambda c: numerics.mixture_log_prob(lw, c), X)
 
     def _check(self, X, min_rows: int = 1) -> torch.Tensor:
+        # keep_grad: the densities are differentiable in X too (a mixture as the prior of an
+        # encoder's output, a score function d log p / dx)
         return as_data(X, n_features=self.n_features, dtype=self.loc.dtype, device=self.loc.device,
-                       min_rows=min_rows)
+                       min_rows=min_rows, keep_grad=True)
 
     def _rows(self, fn, X) -> torch.Tensor:
         """``fn`` of the component log-densities of the rows of ``X``: a tensor or array at once
@@ -420,12 +424,25 @@ class GaussianMixture(nn.Module):
                 f"covariance_type={self.family.name!r}, min_variance={self.min_variance:g}")
 
     # min_variance is a plain attribute; keep it in state_dict so a saved model reloads exactly
-    # (the raw parameters loaded beside it are relative to it: set it without re-encoding)
+    # (the raw parameters loaded beside it are relative to it: set it without re-encoding).
+    # The family too: the raw parameters of two families can have the same shape (constant and
+    # shared_isotropic; isotropic too at K = 1) and mean different covariances.
     def get_extra_state(self):
-        return {"min_variance": self.min_variance}
+        return {"min_variance": self.min_variance, "covariance_type": self.family.name}
 
     def set_extra_state(self, state):
         self._min_variance = float(state["min_variance"])
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        family = (state_dict.get(prefix + "_extra_state") or {}).get("covariance_type")
+        if family is not None and family != self.family.name:  # nothing of it is loaded
+            error_msgs.append(f"the state_dict is of a covariance_type={family!r} mixture, this "
+                              f"model's is {self.family.name!r}; build GaussianMixture(..., "
+                              f"covariance_type={family!r}) to load it")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
 
 @torch.no_grad()
@@ -457,7 +474,10 @@ def match_components(model: GaussianMixture, reference: GaussianMixture) -> torc
                          f"{reference.n_features}; they must be equal")
     from scipy.optimize import linear_sum_assignment  # scipy loads on first use only
 
-    cost = torch.cdist(reference.loc.double().cpu(), model.loc.double().cpu()).square()  # (K_ref, K)
+    # squared distances from the differences: cdist's |a|² + |b|² - 2 a·b (its path past 25
+    # rows) cancels for means far from the origin next to their separations
+    diff = reference.loc.double().cpu().unsqueeze(1) - model.loc.double().cpu().unsqueeze(0)
+    cost = diff.square().sum(-1)  # (K_ref, K)
     rows, cols = linear_sum_assignment(cost.numpy())  # rows ascending: reference order
     matched = [int(c) for c in cols]
     rest = [k for k in range(model.n_components) if k not in set(matched)]

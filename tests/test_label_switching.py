@@ -75,6 +75,19 @@ def test_match_components_is_optimal_against_brute_force():
     assert cost(match_components(b, a).tolist()) == pytest.approx(cost(best), rel=1e-12)
 
 
+def test_match_components_of_many_means_far_from_the_origin():
+    """30 means 1e8 out, 1 apart, and a copy moved by 0.1 and shuffled: torch.cdist (past 25
+    rows it expands |a|² + |b|² - 2 a·b, which rounds by ~1 here against squared
+    distances of 0.01 and 0.81) matched them wrongly; the differences match them back."""
+    g = torch.Generator().manual_seed(0)
+    means = 1e8 + torch.arange(30.0, dtype=torch.float64).unsqueeze(-1)  # (30, 1)
+    order = torch.randperm(30, generator=g)
+    a = GaussianMixture.from_parameters(torch.full((30,), 1 / 30), means, torch.ones(30), "isotropic")
+    b = GaussianMixture.from_parameters(torch.full((30,), 1 / 30), means[order] + 0.1, torch.ones(30),
+                                        "isotropic")
+    assert torch.equal(order[match_components(b, a)], torch.arange(30))
+
+
 @pytest.mark.parametrize("K, K_ref", [(5, 3), (2, 4), (1, 3)])
 def test_match_components_with_different_counts_matches_what_it_can(K, K_ref):
     """Matched components first, in the reference's order; the unmatched follow in their own."""

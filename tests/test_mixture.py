@@ -320,3 +320,65 @@ def test_no_grad_paths_are_chunked_and_equal_the_autograd_path(family):
     resp = (component + model.log_weights.detach()).softmax(-1)
     assert torch.allclose(model.predict_proba(X), resp, atol=1e-12)
     assert torch.equal(model.predict(X), resp.argmax(-1))
+
+
+def test_densities_are_differentiable_in_x(family):
+    """log_prob and component_log_prob pass the gradient to X, as torch.distributions does
+    (a mixture as the prior of an encoder's output, a score d log p / dx): X was detached, so
+    an encoder in front of the mixture got no gradient and no error was raised."""
+    model = random_model(family, K=3, D=2, seed=1)
+    X = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    reference = torch.autograd.grad(model.to_distribution().log_prob(X).sum(), X)[0]
+    torch.testing.assert_close(torch.autograd.grad(model.log_prob(X).sum(), X)[0], reference)
+    comps = model.component_log_prob(X)  # (N, K) -> back through the log-sum-exp by hand
+    mixed = torch.logsumexp(comps + model.log_weights, -1)
+    torch.testing.assert_close(torch.autograd.grad(mixed.sum(), X)[0], reference)
+    model.requires_grad_(False)  # a frozen prior still passes the gradient on to X
+    encoder = torch.nn.Linear(2, 2).double()
+    model.log_prob(encoder(X.detach())).sum().backward()
+    assert encoder.weight.grad is not None and bool(torch.isfinite(encoder.weight.grad).all())
+
+
+def test_a_weight_of_zero_counts_for_nothing():
+    """A weight of exactly 0 was clamped to the smallest normal number (log -708), so a point
+    far from the weighted component took the weightless one: log p = -709 and predict 1,
+    where the density is N(100 | 0, 1) (scipy: -5000.92) and scikit-learn predicts 0."""
+    model = gmmlib.GaussianMixture.from_parameters([1.0, 0.0], [[0.0], [100.0]], [1.0, 1.0],
+                                                   "isotropic")
+    x = np.array([[100.0], [0.5]])
+    np.testing.assert_allclose(model.log_prob(x).detach().numpy(), stats.norm.logpdf(x[:, 0]),
+                               rtol=1e-12)
+    sk = SkGMM(2, covariance_type="spherical")
+    sk.weights_, sk.means_ = np.array([1.0, 0.0]), np.array([[0.0], [100.0]])
+    sk.covariances_ = sk.precisions_cholesky_ = np.ones(2)
+    with np.errstate(divide="ignore"):  # scikit-learn takes log(0) = -inf too
+        assert model.predict(x).tolist() == sk.predict(x).tolist() == [0, 0]
+    for fit in (gmmlib.fit_em, gmmlib.fit_gd):  # a fit from such a start stays finite
+        m = gmmlib.GaussianMixture.from_parameters([1.0, 0.0], [[0.0], [100.0]], [1.0, 1.0],
+                                                   "isotropic")
+        h = fit(m, torch.randn(50, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+                init=None, progress=False, **({"iterations": 20} if fit is gmmlib.fit_gd else {}))
+        assert math.isfinite(h.final_loss) and not getattr(h, "diverged", False)
+
+
+def test_a_state_dict_loads_only_into_its_own_family():
+    """constant's buffer and shared_isotropic's parameter have the same shape: the state_dict
+    loaded silently, and the constant model held a variance of 1e-4 under its floor of 0.1.
+    Refused now, by torch's mechanism (RuntimeError listing the mismatch), loading nothing;
+    a state_dict saved before the family was recorded still loads."""
+    a = gmmlib.GaussianMixture(2, 2, "shared_isotropic", dtype=torch.float64, min_variance=0.1)
+    with torch.no_grad():
+        a.raw_scale.fill_(math.log(0.01))
+    b = gmmlib.GaussianMixture(2, 2, "constant", dtype=torch.float64, min_variance=0.1)
+    before = {k: v.clone() for k, v in b.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(RuntimeError, match="covariance_type='shared_isotropic'"):
+        b.load_state_dict(a.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in b.state_dict().items() if k in before)
+    old = a.state_dict()
+    old["_extra_state"] = {"min_variance": 0.1}  # as saved before
+    c = gmmlib.GaussianMixture(2, 2, "shared_isotropic", dtype=torch.float64)
+    c.load_state_dict(old)
+    torch.testing.assert_close(c.covariances, a.covariances)
+    outer = torch.nn.Sequential(b)  # inside another module, the same refusal
+    with pytest.raises(RuntimeError, match="covariance_type='shared_isotropic'"):
+        outer.load_state_dict(torch.nn.Sequential(a).state_dict())
