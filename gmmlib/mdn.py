@@ -78,13 +78,15 @@ class MDNOutput:
         """``log N(y | mu_k(x_b), Sigma_k(x_b))``: (B, K) for targets (B, D), (S, B, K) for
         targets (S, B, D) or (S, 1, D)."""
         B, K, D = self.means.shape
-        if not isinstance(y, torch.Tensor) or y.ndim < 2 or y.shape[-1] != D or y.shape[-2] not in (1, B):
-            shape = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
+        if not isinstance(y, torch.Tensor):
+            raise ValueError(f"targets must be a torch.Tensor, got {type(y).__name__}; convert with "
+                             f"torch.as_tensor(y, dtype={self.means.dtype})")
+        if y.ndim < 2 or y.shape[-1] != D or y.shape[-2] not in (1, B):
             several = f"(..., {B}, {D})" + (" or (..., 1, {D})".format(D=D) if B > 1 else "")
             raise ValueError(f"targets must be a tensor of shape (batch, n_features) = ({B}, {D}), "
-                             f"or {several} for several targets per input, got {shape}"
+                             f"or {several} for several targets per input, got {tuple(y.shape)}"
                              + (" (use y.reshape(-1, 1) for one target feature)"
-                                if getattr(y, "ndim", 0) == 1 else ""))
+                                if y.ndim == 1 else ""))
         diff = (y.unsqueeze(-2) - self.means).unsqueeze(-1)  # (..., B, K, D, 1): one point per Gaussian
         return self.family.log_density(diff, self.factor).squeeze(-1)  # the model's formula
 
@@ -93,8 +95,13 @@ class MDNOutput:
         return torch.logsumexp(self.log_weights + self.component_log_prob(y), dim=-1)
 
     def nll(self, y: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood ``-1/B sum_b log p(y_b | x_b)`` of targets (B, D)."""
-        return -self.log_prob(y).mean()
+        """Mean negative log-likelihood ``-1/B sum_b log p(y_b | x_b)`` of targets (B, D);
+        ``ValueError`` for an empty batch (the mean of nothing)."""
+        log_prob = self.log_prob(y)  # (B,), or (S, B)
+        if log_prob.numel() == 0:
+            raise ValueError(f"nll needs at least one (features, target) pair; the batch is empty "
+                             f"(targets of shape {tuple(y.shape)} for {self.means.shape[0]} inputs)")
+        return -log_prob.mean()
 
     @property
     def mean(self) -> torch.Tensor:
@@ -151,9 +158,13 @@ class MDNOutput:
 
 
 def _check_family(covariance_type, name: str):
-    family = get_family(covariance_type)
-    if family.name not in _SUPPORTED:
-        raise ValueError(f"MDNHead supports {name} in {_SUPPORTED}, got {covariance_type!r}")
+    try:
+        family = get_family(covariance_type)
+    except ValueError:  # its message lists families MDNHead does not take
+        family = None
+    if family is None or family.name not in _SUPPORTED:
+        raise ValueError(f"MDNHead supports {name} in {_SUPPORTED} (or scikit-learn's 'diag', "
+                         f"'spherical'), got {covariance_type!r}")
     return family
 
 
@@ -222,6 +233,11 @@ class MDNHead(nn.Module):
             raise ValueError(f"features must be 2-D (batch, in_features={self.in_features}), got shape "
                              f"{tuple(h.shape)}")
         weight = self.linear.weight
+        if not {h.dtype, weight.dtype} <= {torch.float32, torch.float64}:
+            raise ValueError(f"MDNHead computes in torch.float32 or torch.float64 only (the covariance "
+                             f"factorisations have no half-precision kernels, and a float16 log-scale "
+                             f"is capped far too low), got features {h.dtype} and weights "
+                             f"{weight.dtype}; convert with head.float() and h.float()")
         if h.dtype != weight.dtype:
             raise ValueError(f"features are {h.dtype} but the head's weights are {weight.dtype}; "
                              f"convert one of them (h.to({weight.dtype}) or head.to({h.dtype}))")
@@ -242,9 +258,8 @@ class MDNHead(nn.Module):
         return MDNOutput(log_weights, means, self.family.factor(raw, self.min_variance), self.family)
 
     def nll(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean negative conditional log-likelihood ``-1/B sum_b log p(y_b | h_b)``."""
-        if getattr(h, "shape", (1,))[0] == 0:
-            raise ValueError("nll needs at least one (features, target) pair; the batch is empty")
+        """Mean negative conditional log-likelihood ``-1/B sum_b log p(y_b | h_b)``; see
+        :meth:`MDNOutput.nll`."""
         return self(h).nll(y)
 
 
@@ -257,8 +272,44 @@ def _check_net(net, name: str):
     return net
 
 
+def _log_prob(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``net(inputs).log_prob(targets)``, (N,), or a ``ValueError`` saying what ``net`` must return
+    (a distribution's log_prob broadcasts silently: Normal(mu (N,), sigma) scores targets (N, 1)
+    as (N, N))."""
+    out = net(inputs)
+    if not callable(getattr(out, "log_prob", None)):
+        raise ValueError(f"net(inputs) must return an object with log_prob(targets) (a network ending "
+                         f"in gmmlib.MDNHead, or a torch.distributions.Distribution), got "
+                         f"{type(out).__name__}; end the network in gmmlib.MDNHead")
+    log_prob = out.log_prob(targets)
+    N, D = targets.shape
+    if not isinstance(log_prob, torch.Tensor) or log_prob.shape != (N,):
+        got = tuple(log_prob.shape) if isinstance(log_prob, torch.Tensor) else type(log_prob).__name__
+        raise ValueError(f"net(inputs).log_prob(targets) must have shape (N,) = ({N},), one "
+                         f"log-density per pair, got {got} for targets of shape ({N}, {D}): net must "
+                         f"return a distribution over rows of {D} feature(s) (batch shape ({N},), event "
+                         f"shape ({D},)), e.g. torch.distributions.Independent(Normal(mu, sigma), 1) "
+                         f"with mu of shape ({N}, {D})")
+    return log_prob
+
+
+def _without_single_rows(batches):
+    """``batches`` (index tensors) with a batch of one row joined to the batch before it: a
+    BatchNorm in training mode refuses a batch of one row. :func:`~gmmlib.gd.minibatches` ends an
+    epoch with one row when ``n % batch_size == 1``; that row joins the epoch's last full batch."""
+    held = next(batches)
+    for batch in batches:
+        if len(batch) == 1 and len(held) > 1:
+            yield torch.cat([held, batch])
+            held = next(batches)
+        else:
+            yield held
+            held = batch
+
+
 _FIT_MDN = {"net": _check_net, "steps": check_positive_int, "lr": check_positive,
-            "weight_decay": check_nonnegative, "batch_size": optional(check_positive_int)}
+            "weight_decay": check_nonnegative, "batch_size": optional(check_positive_int),
+            "generator": optional(lambda g, name: make_generator(g))}  # never draws for None
 
 
 def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1e-2,
@@ -296,9 +347,14 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
         Adam's learning rate (the schedule's start) and L2 penalty.
     batch_size : int, optional
         Minibatches drawn without replacement from a fresh shuffle each epoch, as in
-        :func:`~gmmlib.fit_gd`; None (default) uses all pairs every step.
+        :func:`~gmmlib.fit_gd`, except that an epoch never ends with a batch of one row (a
+        BatchNorm in training mode refuses one): when ``N % batch_size == 1`` that row joins the
+        epoch's last full batch. None (default), or ``batch_size >= N``, uses all pairs every step.
     generator : torch.Generator or int, optional
-        Randomness of the minibatches (the network's initial weights are the caller's).
+        Randomness of the minibatches (the network's initial weights, and its dropout, are the
+        caller's: they draw from torch's global generator as they would in the loop above).
+        None takes one draw from torch's global generator, and only when minibatches are drawn:
+        a full-batch fit leaves the global generator as it found it.
     progress : bool, optional
         Show a tqdm progress bar; default only when stderr is a terminal.
 
@@ -307,9 +363,21 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     FitHistory
         ``loss``: the (minibatch) mean NLL before each step (in training mode), then the
         full-data NLL of the trained network (in evaluation mode: no dropout; every module's
-        mode is put back afterwards); ``n_iter``, ``diverged``, ``time``. A network in
-        training mode trains in its modules' own modes (a submodule frozen with ``.eval()``
-        stays so); one in evaluation mode is put in training mode for the fit.
+        mode is put back afterwards); ``n_iter``, the steps that led to the parameters the
+        network holds (one fewer than were taken when the last one was undone); ``diverged``;
+        ``time``. A network in training mode trains in its modules' own modes (a submodule
+        frozen with ``.eval()`` stays so); one in evaluation mode is put in training mode for
+        the fit. Gradients are enabled during the fit, even when it is called inside
+        ``torch.no_grad()``; after a divergence every parameter's ``grad`` is None.
+
+    Raises
+    ------
+    ValueError
+        An argument out of range, ``inputs`` or ``targets`` not 2-D numbers without NaN, or
+        ``net(inputs)`` without ``log_prob(targets)`` of shape (N,) (checked at every step, so
+        before the first one changes any parameter).
+    RuntimeError
+        Called inside ``torch.inference_mode()``, where nothing can be trained.
 
     Examples
     --------
@@ -321,7 +389,10 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     >>> history.final_loss < history.loss[0]
     True
     """
-    net, steps, lr, weight_decay, batch_size = checked(_FIT_MDN, locals()).values()
+    net, steps, lr, weight_decay, batch_size, generator = checked(_FIT_MDN, locals()).values()
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("fit_mdn cannot train inside torch.inference_mode() (its tensors record no "
+                           "gradients); call it outside that block")
     p0 = next(net.parameters())
     inputs = as_data(inputs, dtype=p0.dtype, device=p0.device, name="inputs")
     targets = as_data(targets, dtype=p0.dtype, device=p0.device, name="targets")
@@ -332,8 +403,9 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    g = make_generator(generator)
-    batches = None if batch_size is None or batch_size >= N else minibatches(N, batch_size, g, p0.device)
+    batches = None  # all pairs every step; a generator is made (None: one global draw) only for minibatches
+    if batch_size is not None and batch_size < N:
+        batches = _without_single_rows(minibatches(N, batch_size, make_generator(generator), p0.device))
     history = FitHistory(method="mdn")
     modes = {m: m.training for m in net.modules()}  # every module's own, put back at the end
     if not net.training:  # a network in training mode trains as it is: a submodule the caller
@@ -344,7 +416,10 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     last_good = [p.detach().clone() for p in kept]
 
     def give_up(at: str) -> None:
-        _restore(kept, last_good)
+        _restore(kept, last_good)  # the parameters before the latest step
+        history.n_iter = max(history.n_iter - 1, 0)  # that step undone (none at step 0)
+        for p in params:
+            p.grad = None  # they may hold NaN or inf
         history.diverged = True
         warnings.warn(f"fit_mdn: the loss or its gradient became non-finite {at} (a component "
                       "collapsed onto targets, or the learning rate is too large); stopped and "
@@ -354,35 +429,35 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
     bar = tqdm(total=steps, desc="fit_mdn", unit="step", disable=None if progress is None else not progress)
     start = time.perf_counter()
     try:
-        for step in range(steps):
-            opt.zero_grad()
-            rows = slice(None) if batches is None else next(batches)
-            loss = -net(inputs[rows]).log_prob(targets[rows]).mean()
-            value = float(loss.detach())
-            finite = math.isfinite(value)
-            if finite:
-                loss.backward()
-                grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
-                finite = bool(torch.stack(grads).all()) if grads else True  # one sync
-            if not finite:
-                give_up(f"at step {step}")
-                break
-            history.loss.append(value)
-            history.time.append(time.perf_counter() - start)
-            torch._foreach_copy_(last_good, [p.detach() for p in kept])
-            opt.step()
-            schedule.step()
-            history.n_iter = step + 1
-            bar.update(1)
-        bar.close()
+        with torch.enable_grad():  # also when called inside torch.no_grad()
+            for step in range(steps):
+                opt.zero_grad()
+                rows = slice(None) if batches is None else next(batches)
+                loss = -_log_prob(net, inputs[rows], targets[rows]).mean()
+                value = float(loss.detach())
+                finite = math.isfinite(value)
+                if finite:
+                    loss.backward()
+                    grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
+                    finite = bool(torch.stack(grads).all()) if grads else True  # one sync
+                if not finite:
+                    give_up(f"at step {step}")
+                    break
+                history.loss.append(value)
+                history.time.append(time.perf_counter() - start)
+                torch._foreach_copy_(last_good, [p.detach() for p in kept])
+                opt.step()
+                schedule.step()
+                history.n_iter = step + 1
+                bar.update(1)
         net.eval()  # the full-data NLL without dropout's noise or batch statistics
         with torch.no_grad():
             final = float(-net(inputs).log_prob(targets).mean())
             if not math.isfinite(final) and not history.diverged:  # the last step's result
                 give_up(f"after the last step ({history.n_iter})")
-                history.n_iter -= 1  # the step undone
                 final = float(-net(inputs).log_prob(targets).mean())
     finally:
+        bar.close()
         for module, training in modes.items():
             module.training = training
     if math.isfinite(final):

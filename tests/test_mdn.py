@@ -308,3 +308,221 @@ def test_fit_mdn_keeps_a_frozen_batchnorm_frozen_and_every_modules_mode():
     net.eval()  # a network in eval mode trains in training mode, then is put back
     fit_mdn(net, t, x, steps=2, progress=False)
     assert not any(m.training for m in net.modules())
+
+
+def _dropout_net(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Dropout(0.2),
+                               MDNHead(8, 2, 1)).double()
+
+
+def _hand_loop(net, t, x, steps, T_max, lr=1e-2):
+    """The loop of fit_mdn's docstring: the losses before each step."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=T_max)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = net(t).nll(x)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+        schedule.step()
+    return losses
+
+
+def test_a_full_batch_fit_leaves_the_global_generator_alone_and_dropout_takes_the_hand_loops_steps():
+    """generator=None took one draw from the global generator even without minibatches: the
+    dropout masks then differed from the hand-written loop's from the same seed."""
+    t = torch.linspace(0, 1, 50, dtype=torch.float64).reshape(-1, 1)
+    x = (2 * t).sin()
+    net = _dropout_net()
+    losses = _hand_loop(net, t, x, 20, T_max=20)
+    ours = _dropout_net()
+    history = fit_mdn(ours, t, x, steps=20, lr=1e-2, progress=False)
+    assert history.loss[:-1] == losses
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), ours.parameters()))
+    plain = torch.nn.Sequential(torch.nn.Linear(1, 4), MDNHead(4, 1, 1)).double()  # no dropout
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    fit_mdn(plain, t, x, steps=2, progress=False)
+    fit_mdn(plain, t, x, steps=2, batch_size=50, progress=False)  # batch_size >= N: full batch
+    assert torch.equal(torch.rand(3), expected)
+    with pytest.raises(ValueError, match="generator must be None, an int seed or a torch.Generator"):
+        fit_mdn(plain, t, x, steps=1, generator="seed", progress=False)  # checked without minibatches
+
+
+class _BreaksAt(torch.nn.Module):
+    """``net``, except that its output's means are NaN from forward call number ``at`` (0-based) on."""
+
+    def __init__(self, net, at):
+        super().__init__()
+        self.net, self.at, self.calls = net, at, 0
+
+    def forward(self, h):
+        out = self.net(h)
+        if self.calls >= self.at:
+            out.means = out.means * float("nan")
+        self.calls += 1
+        return out
+
+
+def test_a_divergence_mid_fit_counts_the_steps_to_the_restored_parameters_and_clears_the_grads():
+    """A NaN loss at step 5 restored the parameters after 4 steps but n_iter said 5."""
+    t, x = inverse_problem(100, seed=0, dtype=torch.float64)
+    net = _net(2)
+    losses = _hand_loop(net, t, x, 4, T_max=10)  # the parameters after 4 steps of 10
+    broken = _BreaksAt(_net(2), at=5)
+    with pytest.warns(RuntimeWarning, match="non-finite at step 5"):
+        history = fit_mdn(broken, t, x, steps=10, lr=1e-2, progress=False)
+    assert history.diverged and history.n_iter == 4
+    assert history.loss[:4] == losses and len(history.loss) == 5  # the loss at the restored parameters last
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), broken.net.parameters()))
+    assert all(p.grad is None for p in broken.parameters())
+
+
+class _InfiniteGradient(torch.nn.Module):
+    """A finite loss whose gradient is infinite: sigma is 1 in value, sqrt(0)'s derivative in w."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1)
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, h):
+        sigma = 1 + torch.sqrt(self.w - self.w.detach())
+        return torch.distributions.Independent(torch.distributions.Normal(self.linear(h), sigma), 1)
+
+
+def test_a_non_finite_gradient_leaves_no_non_finite_grad_in_the_network():
+    torch.manual_seed(0)
+    t, x = torch.randn(20, 1), torch.randn(20, 1)
+    net = _InfiniteGradient()
+    start = [p.detach().clone() for p in net.parameters()]
+    with pytest.warns(RuntimeWarning, match="non-finite at step 0"):
+        history = fit_mdn(net, t, x, steps=3, progress=False)
+    assert history.diverged and history.n_iter == 0
+    assert all(torch.equal(a, b) for a, b in zip(start, net.parameters()))
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_fit_mdn_inside_no_grad_trains_as_outside_it():
+    """Inside torch.no_grad() the fit failed with 'element 0 of tensors does not require grad'."""
+    t, x = inverse_problem(100, seed=0, dtype=torch.float64)
+    outside, inside = _net(2), _net(2)
+    expected = fit_mdn(outside, t, x, steps=5, progress=False)
+    with torch.no_grad():
+        history = fit_mdn(inside, t, x, steps=5, progress=False)
+    assert history.loss == expected.loss and history.n_iter == 5
+    assert all(torch.equal(a, b) for a, b in zip(outside.parameters(), inside.parameters()))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        fit_mdn(inside, t, x, steps=1, progress=False)
+
+
+class _NormalOverRows(torch.nn.Module):
+    """Normal(mu (N,), sigma): batch shape (N,), event shape (), so targets (N, 1) broadcast to
+    (N, N); with ``event=True`` the remedy, Independent(Normal(mu (N, 1), sigma), 1)."""
+
+    def __init__(self, event=False):
+        super().__init__()
+        self.linear, self.event = torch.nn.Linear(1, 2), event
+
+    def forward(self, h):
+        mu, log_sigma = self.linear(h).unbind(-1)  # (N,), (N,)
+        if self.event:
+            return torch.distributions.Independent(
+                torch.distributions.Normal(mu.unsqueeze(-1), log_sigma.exp().unsqueeze(-1)), 1)
+        return torch.distributions.Normal(mu, log_sigma.exp())
+
+
+def test_fit_mdn_refuses_a_net_whose_log_prob_is_not_one_value_per_pair():
+    """A log_prob of shape (N, N) trained the mean over all pairs silently; a net returning a
+    tensor failed with AttributeError inside the loop."""
+    t = torch.linspace(0, 1, 50).reshape(-1, 1)
+    x = (2 * t).sin()
+    net = _NormalOverRows()
+    start = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match=r"net\(inputs\)\.log_prob\(targets\) must have shape \(N,\) = "
+                                         r"\(50,\).*got \(50, 50\).*Independent"):
+        fit_mdn(net, t, x, steps=3, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(start, net.parameters()))  # refused before any step
+    with pytest.raises(ValueError, match=r"\(32,\).*got \(32, 32\)"):  # minibatches: the first one's shape
+        fit_mdn(net, t, x, steps=3, batch_size=32, progress=False)
+    with pytest.raises(ValueError, match=r"must return an object with log_prob\(targets\).*got Tensor"):
+        fit_mdn(torch.nn.Linear(1, 1), t, x, steps=2, progress=False)
+    assert fit_mdn(_NormalOverRows(event=True), t, x, steps=3, progress=False).n_iter == 3  # the remedy
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("family", ["full", "diagonal"])
+def test_the_head_refuses_half_precision(dtype, family):
+    """float16 capped a log-scale of 6 at 4.5 (a standard deviation of 94 instead of 403); a
+    full head failed in geqrf."""
+    head = MDNHead(3, 2, 2, family).to(dtype)
+    with pytest.raises(ValueError, match=rf"float32 or torch.float64 only.*features {dtype} and "
+                                         rf"weights {dtype}.*head.float\(\)"):
+        head(torch.zeros(4, 3, dtype=dtype))
+    with pytest.raises(ValueError, match=rf"features {dtype} and weights torch.float32"):
+        MDNHead(3, 2, 2, family)(torch.zeros(4, 3, dtype=dtype))
+
+
+def test_the_heads_nll_validates_features_first_and_an_empty_batch_has_no_nll():
+    head = MDNHead(4, 2, 2, "full")
+    with pytest.raises(ValueError, match=r"features must be 2-D \(batch, in_features=4\), got shape \(\)"):
+        head.nll(torch.tensor(1.0), torch.zeros(3, 2))  # was IndexError
+    with pytest.raises(ValueError, match="batch is empty"):
+        head(torch.zeros(0, 4)).nll(torch.zeros(0, 2))  # was NaN
+    with pytest.raises(ValueError, match="batch is empty"):
+        head(torch.zeros(3, 4)).nll(torch.zeros(0, 3, 2))  # no targets
+    assert torch.isfinite(head(torch.zeros(3, 4)).nll(torch.zeros(3, 2)))
+
+
+def test_targets_that_are_not_a_tensor_are_named_as_such():
+    out = MDNHead(4, 2, 2)(torch.randn(3, 4))
+    with pytest.raises(ValueError, match=r"targets must be a torch.Tensor, got ndarray; convert with "
+                                         r"torch.as_tensor\(y, dtype=torch.float32\)"):
+        out.log_prob(np.zeros((3, 2)))
+
+
+def test_an_unknown_family_lists_only_those_the_head_takes():
+    with pytest.raises(ValueError, match=r"covariance_type in \('full', 'diagonal', 'isotropic'\)") as err:
+        MDNHead(4, 2, 2, "foo")
+    assert not any(other in str(err.value) for other in ("tied", "shared_isotropic", "constant"))
+    for name in ("tied", "shared_isotropic", "constant", "shared"):
+        with pytest.raises(ValueError, match=rf"covariance_type in \('full', 'diagonal', 'isotropic'\).*got '{name}'"):
+            MDNHead(4, 2, 2, name)
+    assert MDNHead(4, 2, 2, "diag").family.name == "diagonal"
+    assert MDNHead(4, 2, 2, "spherical").family.name == "isotropic"
+
+
+class _Recorder(torch.nn.Module):
+    """``net`` that records column 0 of the inputs it is given."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, h):
+        self.seen.append(h[:, 0].detach().clone())
+        return self.net(h)
+
+
+@pytest.mark.parametrize("N, sizes", [(65, [65]), (129, [64, 65]), (193, [64, 64, 65]), (130, [64, 64, 2])])
+def test_minibatches_never_hand_a_batch_of_one_row(N, sizes):
+    """N=65, batch_size=64 ended every epoch with a batch of one row, which a BatchNorm in
+    training mode refuses (mid-fit, after the parameters had moved). That row joins the epoch's
+    last full batch; the order is the reference shuffle, one torch.randperm per epoch."""
+    t = torch.arange(N, dtype=torch.float64).reshape(-1, 1)
+    x = torch.randn(N, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.manual_seed(0)
+    net = _Recorder(torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(),
+                                        MDNHead(8, 2, 1)).double())
+    steps = 3 * len(sizes)  # three epochs
+    history = fit_mdn(net, t / N, x, steps=steps, batch_size=64, generator=0, progress=False)
+    assert history.n_iter == steps and not history.diverged
+    g = torch.Generator().manual_seed(0)
+    expected = [part for _ in range(3) for part in torch.randperm(N, generator=g).split(sizes)]
+    seen = [(column * N).round().long() for column in net.seen[:steps]]  # inputs were t / N
+    assert len(seen) == len(expected)
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected))
