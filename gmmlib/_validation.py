@@ -123,12 +123,15 @@ def as_numbers(value, name: str, expected: str, *, dtype=None, device=None) -> t
     of torch's or numpy's message about strings or ragged lists. May share memory with
     ``value``; callers never write to it."""
     if isinstance(value, torch.Tensor):
-        return value.detach().to(dtype=dtype, device=device)
-    try:
-        arr = numeric_array(value, name)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be {expected}, got {value!r}") from exc
-    return torch.as_tensor(arr, dtype=dtype, device=device)
+        t = value.detach()
+    else:
+        try:
+            t = torch.as_tensor(numeric_array(value, name))
+        except ValueError as exc:
+            raise ValueError(f"{name} must be {expected}, got {value!r}") from exc
+    if t.is_complex():  # the conversion would drop the imaginary part, with only a warning
+        raise ValueError(f"{name} must be {expected}, got complex numbers; pass real values")
+    return t.to(dtype=dtype, device=device)
 
 
 def make_generator(generator=None, device="cpu") -> torch.Generator:

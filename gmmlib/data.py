@@ -3,13 +3,15 @@
 Faithful geyser data, shipped with the package."""
 from __future__ import annotations
 
+import numbers
+
 from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ._validation import check_positive, check_positive_int
+from ._validation import check_dtype_device, check_positive, check_positive_int
 from .families import get_family
 from .mixture import GaussianMixture
 
@@ -43,6 +45,9 @@ def generate_data(n_samples: int = 1000, n_components: int = 5, n_features: int 
 
     Means are uniform in ``[-radius, radius]^D``, weights near-uniform (Dirichlet(5)),
     covariances random members of ``covariance_type`` (see :func:`random_covariances`).
+    ``seed``: a non-negative int, or None for fresh entropy (NumPy's ``default_rng``; torch's
+    and NumPy's global generators are never used). The points are drawn in float64 and
+    returned in ``dtype``, so the same seed gives the same data set in float32, rounded.
 
     Returns
     -------
@@ -62,14 +67,17 @@ def generate_data(n_samples: int = 1000, n_components: int = 5, n_features: int 
     if radius > 1e100:
         raise ValueError(f"radius must be at most 1e100 (the data's squared distances must not "
                          f"overflow), got {radius:g}")
+    dtype, _ = check_dtype_device(dtype)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
     rng = np.random.default_rng(seed)
     means = rng.uniform(-radius, radius, size=(K, D))
     weights = rng.dirichlet(np.full(K, 5.0))
     cov = random_covariances(rng, K, D, covariance_type, constant_variance=constant_variance)
-    truth = GaussianMixture.from_parameters(weights, means, cov, covariance_type, dtype=dtype)
+    truth = GaussianMixture.from_parameters(weights, means, cov, covariance_type, dtype=torch.float64)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    X, labels = truth.sample(N, generator=gen, return_labels=True)
-    return GeneratedData(X, labels, truth)
+    X, labels = truth.sample(N, generator=gen, return_labels=True)  # float64 whatever dtype
+    return GeneratedData(X.to(dtype), labels, truth.to(dtype))
 
 
 # Bishop's inverse problem: t = f(x) + u, x ~ U(0, 1), u ~ U(-NOISE, NOISE), f(x) = x + 0.3 sin 2 pi x.
@@ -194,4 +202,5 @@ def load_faithful(*, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     text = resources.files("gmmlib").joinpath("datasets/faithful.csv").read_text()
     rows = [line.split(",") for line in text.splitlines() if line and not line.startswith("#")]
     assert rows[0] == ["eruptions", "waiting"], rows[0]
+    dtype, _ = check_dtype_device(dtype)  # an integer dtype truncated 3.6 to 3
     return torch.tensor([[float(v) for v in row] for row in rows[1:]], dtype=dtype)

@@ -163,6 +163,7 @@ def check_model(model, name: str = "model") -> GaussianMixture:
                          "one with gmmlib.GaussianMixture(n_components, n_features, covariance_type)"
                          + (" or convert a fitted scikit-learn model with GaussianMixture.from_sklearn"
                             if type(model).__module__.startswith("sklearn") else ""))
+    model._check_dtype()
     return model
 
 

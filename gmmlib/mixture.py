@@ -131,7 +131,11 @@ class GaussianMixture(nn.Module):
         kwargs = {}
         if family.name == "constant":
             family.check_shape(cov, K, D)
-            kwargs["constant_variance"] = float(cov.reshape(-1)[0])
+            variance = float(cov.reshape(-1)[0])
+            if not (math.isfinite(variance) and variance > 0):
+                raise ValueError(f"covariances must be a positive finite variance for the constant "
+                                 f"family, got {variance}")
+            kwargs["constant_variance"] = variance
         model = cls(K, D, family.name, min_variance=min_variance, dtype=dtype, device=device, **kwargs)
         model.set_parameters(weights=weights, means=means, covariances=cov)
         return model
@@ -320,6 +324,7 @@ class GaussianMixture(nn.Module):
         """``fn`` of the component log-densities of the rows of ``X``: a tensor or array at once
         (differentiable), a stream of batches (:mod:`gmmlib.sources`) batch by batch, detached,
         concatenated in the stream's order."""
+        self._check_dtype()
         if not is_stream(X):
             return self._by_rows(fn, self._check(X))
         source = as_source(X, n_features=self.n_features, dtype=self.loc.dtype,
@@ -365,6 +370,7 @@ class GaussianMixture(nn.Module):
         """Draw ``n`` points, (n, D); with ``return_labels`` also their components, (n,).
         ``generator``: a torch.Generator, an int seed, or None for torch's global generator."""
         n = check_positive_int(n, "n")
+        self._check_dtype()
         if generator is not None:
             generator = make_generator(generator, device=self.loc.device)
         dev = generator.device if generator is not None else self.loc.device
@@ -372,8 +378,22 @@ class GaussianMixture(nn.Module):
         eps = torch.randn(n, self.n_features, generator=generator, device=dev, dtype=self.loc.dtype)
         labels, eps = labels.to(self.loc.device), eps.to(self.loc.device)
         L = self.scale_tril()  # (K, D, D)
-        X = self.loc[labels] + (L[labels] @ eps.unsqueeze(-1)).squeeze(-1)
+        # x = mu_k + L_k eps, the rows of each component at once: L[labels] would be (n, D, D)
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels, minlength=self.n_components).tolist()
+        X = torch.empty_like(eps)
+        for k, rows in enumerate(order.split(counts)):
+            if len(rows):
+                X[rows] = torch.addmm(self.loc[k], eps[rows], L[k].T)
         return (X, labels) if return_labels else X
+
+    def _check_dtype(self) -> None:
+        """A ``ValueError`` for parameters in a dtype gmmlib cannot compute in (``.half()``,
+        ``.to(torch.bfloat16)``: the constructor refuses them, ``Module.to`` does not)."""
+        if self.loc.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"this GaussianMixture holds {self.loc.dtype} parameters; gmmlib computes "
+                             "in torch.float32 or torch.float64 only (the covariance factorisations "
+                             "have no half-precision kernels): call model.float() or model.double()")
 
     @torch.no_grad()
     def permuted(self, order) -> "GaussianMixture":
@@ -385,9 +405,14 @@ class GaussianMixture(nn.Module):
         unchanged. A shared covariance (``tied``, ``shared_isotropic``, ``constant``) is kept.
         """
         K = self.n_components
-        idx = torch.as_tensor(order).reshape(-1)
-        if idx.dtype.is_floating_point or idx.dtype == torch.bool or sorted(idx.tolist()) != list(range(K)):
-            raise ValueError(f"order must be a permutation of 0..{K - 1}, got {idx.tolist()}")
+        try:
+            idx = torch.as_tensor(order)
+        except (TypeError, RuntimeError, ValueError):
+            idx = None
+        if idx is None or idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex \
+                or idx.dtype == torch.bool or sorted(idx.tolist()) != list(range(K)):
+            raise ValueError(f"order must be a permutation of 0..{K - 1} (a sequence or a 1-D int "
+                             f"tensor), got {order!r}")
         idx = idx.to(device=self.loc.device, dtype=torch.long)
         model = copy.deepcopy(self)
         model.logits.copy_(self.logits[idx])

@@ -75,3 +75,26 @@ def test_the_data_file_ships_with_the_package():
     config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert "datasets/*.csv" in config["tool"]["setuptools"]["package-data"]["gmmlib"]
     assert resources.files("gmmlib").joinpath("datasets/faithful.csv").is_file()
+
+
+def test_load_faithful_refuses_a_dtype_it_would_truncate():
+    """dtype=torch.int64 turned the first eruption, 3.6 minutes, into 3."""
+    for dtype in (torch.int64, torch.float16):
+        with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+            gmmlib.load_faithful(dtype=dtype)
+    assert gmmlib.load_faithful(dtype=torch.float32)[0].tolist() == pytest.approx([3.6, 79.0])
+
+
+def test_generate_data_gives_one_data_set_whatever_the_dtype():
+    """The same seed drew another data set in float32 (randn in the model's dtype): points up
+    to 4.5 apart. Drawn in float64 and rounded now; a negative or fractional seed is named."""
+    a = gmmlib.generate_data(1000, 3, 2, seed=3)
+    b = gmmlib.generate_data(1000, 3, 2, seed=3, dtype=torch.float32)
+    assert b.X.dtype == b.truth.loc.dtype == torch.float32
+    assert torch.equal(a.X.float(), b.X) and torch.equal(a.labels, b.labels)
+    torch.testing.assert_close(b.truth.covariances, a.truth.covariances.float())
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be a non-negative int or None"):
+            gmmlib.generate_data(10, 2, 2, seed=seed)
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        gmmlib.generate_data(10, 2, 2, dtype=torch.int64)

@@ -382,3 +382,47 @@ def test_a_state_dict_loads_only_into_its_own_family():
     outer = torch.nn.Sequential(b)  # inside another module, the same refusal
     with pytest.raises(RuntimeError, match="covariance_type='shared_isotropic'"):
         outer.load_state_dict(torch.nn.Sequential(a).state_dict())
+
+
+def test_sample_draws_each_component_from_its_own_factor(family):
+    """x = mu_k + L_k eps, now component by component (L[labels] made an (n, D, D) tensor: 1.5 GB
+    for 10,000 float32 draws at D = 200): the same draws as the formula row by row."""
+    model = random_model(family, K=3, D=4, seed=2)
+    X, labels = model.sample(500, generator=7, return_labels=True)
+    g = torch.Generator().manual_seed(7)  # the same draws, in the same order
+    again = torch.multinomial(model.weights, 500, replacement=True, generator=g)
+    eps = torch.randn(500, 4, generator=g, dtype=torch.float64)
+    L = model.scale_tril()
+    reference = model.loc[again] + (L[again] @ eps.unsqueeze(-1)).squeeze(-1)
+    assert torch.equal(labels, again)
+    torch.testing.assert_close(X, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_parameters_are_refused_by_name(half):
+    """The constructor refuses float16, Module.to does not: scoring said 'X has values up to
+    1.6, too large for torch.float16', sampling failed in torch's geqrf."""
+    model = gmmlib.GaussianMixture(2, 3).to(half)
+    for use in (lambda: model.log_prob(torch.randn(3, 3)), lambda: model.sample(2),
+                lambda: model.predict(np.zeros((2, 3))),
+                lambda: gmmlib.fit_em(model, torch.randn(20, 3), progress=False)):
+        with pytest.raises(ValueError, match="computes in torch.float32 or torch.float64.*model.float"):
+            use()
+
+
+def test_parameters_are_refused_when_complex_or_misnamed():
+    """Complex parameters lost their imaginary part with only torch's warning; a bad constant
+    variance was blamed on constant_variance, which the caller had not passed; permuted's bad
+    orders failed inside torch."""
+    model = gmmlib.GaussianMixture(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="means must be .*complex"):
+        model.set_parameters(means=np.array([[1 + 5j, 0], [0, 0]]))
+    with pytest.raises(ValueError, match="weights must be .*complex"):
+        gmmlib.GaussianMixture.from_parameters(np.array([0.5 + 1j, 0.5]), np.zeros((2, 1)),
+                                               np.ones(2), "isotropic")
+    for bad in (-1.0, np.nan):
+        with pytest.raises(ValueError, match="^covariances must be a positive finite variance"):
+            gmmlib.GaussianMixture.from_parameters([1.0], [[0.0]], bad, "constant")
+    for order in (None, "10", [[1], [0]], [0.0, 1.0], [1, 1]):
+        with pytest.raises(ValueError, match="order must be a permutation of 0..1"):
+            model.permuted(order)
