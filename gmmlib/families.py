@@ -91,7 +91,9 @@ class Family:
         if self.kind == "tril":
             cov = cov.reshape(-1, D, D)
             if min_variance > 0:  # the floor lifts a singular covariance: semi-definite will do
-                jitter = 10 * D * torch.finfo(cov.dtype).eps * float(cov.abs().amax().nan_to_num())
+                # (the scale: the largest entry, or the floor itself for an all-zero covariance)
+                scale = max(float(cov.abs().amax().nan_to_num()), min_variance)
+                jitter = 10 * D * torch.finfo(cov.dtype).eps * scale
                 cholesky(cov + jitter * torch.eye(D, dtype=cov.dtype, device=cov.device))
             else:
                 cholesky(cov)  # raises, saying why, unless symmetric positive definite

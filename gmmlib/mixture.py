@@ -43,9 +43,10 @@ def unchanged_on_error(fit):
     return guarded
 
 
-def _check_constant(variance: float, min_variance: float) -> None:
-    """The constant family learns nothing, so its fixed variance must itself respect the floor."""
-    if variance < min_variance:
+def _check_constant(variance: float, min_variance: float, rounding: float = 0.0) -> None:
+    """The constant family learns nothing, so its fixed variance must itself respect the floor
+    (to ``rounding``, relative: the stored variance's round trip through its dtype)."""
+    if variance < min_variance * (1 - rounding):
         raise ValueError(f"the constant family's variance {variance:g} is below min_variance="
                          f"{min_variance:g}; the floor bounds every covariance, so lower "
                          "min_variance or raise constant_variance")
@@ -216,7 +217,8 @@ class GaussianMixture(nn.Module):
         if value == self._min_variance:
             return
         if not self.family.learned:
-            _check_constant(float(self.raw_scale.exp().square().amin()), value)
+            stored = float(self.raw_scale.exp().square().amin())  # exp(2 log s), rounded
+            _check_constant(stored, value, 8 * torch.finfo(self.raw_scale.dtype).eps)
             self._min_variance = value
             return
         cov = self.sklearn_covariances()

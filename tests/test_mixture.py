@@ -426,3 +426,29 @@ def test_parameters_are_refused_when_complex_or_misnamed():
     for order in (None, "10", [[1], [0]], [0.0, 1.0], [1, 1]):
         with pytest.raises(ValueError, match="order must be a permutation of 0..1"):
             model.permuted(order)
+
+
+@pytest.mark.parametrize("family", ["full", "tied", "diagonal", "isotropic"])
+def test_a_zero_covariance_is_floored_as_documented(family):
+    """set_parameters: semi-definite is enough when min_variance > 0. An all-zero covariance
+    was refused for full and tied ('must be positive definite'), floored for the others."""
+    K, D = (1, 2)
+    zero = {"full": np.zeros((K, D, D)), "tied": np.zeros((D, D)), "diagonal": np.zeros((K, D)),
+            "isotropic": np.zeros(K)}[family]
+    model = gmmlib.GaussianMixture(K, D, family, min_variance=1e-3, dtype=torch.float64)
+    model.set_parameters(covariances=zero)
+    torch.testing.assert_close(model.covariances, torch.eye(D, dtype=torch.float64).expand(K, D, D) * 1e-3,
+                               rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_constant_familys_floor_can_be_set_to_its_own_variance(dtype):
+    """The constructor takes constant_variance == min_variance; setting the same floor later
+    was refused for 0.7 ('variance 0.7 is below min_variance=0.7'): the stored variance is
+    exp(2 log s), a rounding away. A floor clearly above it is still refused."""
+    for v in (0.2, 0.3, 0.7, 2.0, 1e-3, 1e-6):
+        model = gmmlib.GaussianMixture(1, 2, "constant", constant_variance=v, min_variance=v, dtype=dtype)
+        model.min_variance = 0.0
+        model.min_variance = v
+        with pytest.raises(ValueError, match="below min_variance"):
+            model.min_variance = 1.001 * v
