@@ -1,7 +1,8 @@
 """Command line: ``python -m gmmlib`` fits a mixture to generated mock data (the seed's demo).
 
 Every option of the seed's ``demo.py`` is kept; ``--visualize`` is a real boolean,
-``--plot PATH`` writes the final fit to a PNG, ``--batch_size`` makes the gradient steps
+``--plot PATH`` writes the final fit to a picture (PNG unless PATH's extension names
+another format matplotlib writes), ``--batch_size`` makes the gradient steps
 minibatch steps and ``--method em`` fits by EM instead. Bad input ends with a one-line message and a
 non-zero exit, never a traceback.
 """
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Points per optimization step (minibatch Adam, reshuffled every pass); default: all")
     p.add_argument("--visualize", action=argparse.BooleanOptionalAction, default=False,
                    help="Show the fit in a window at the end (needs a display); see --plot for a file")
-    p.add_argument("--plot", metavar="PATH", default=None, help="Write a PNG of the data, fit and loss curve to PATH")
+    p.add_argument("--plot", metavar="PATH", default=None,
+                   help="Write a picture of the data, fit and loss curve to PATH, in the format its "
+                        "extension names (.png, .pdf, .svg, ...; a PATH without one gets .png)")
     p.add_argument("--seed", type=int, default=0, help="Seed for the data, the initialisation and the resets")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="Show a progress bar")
     p.add_argument("--device", default="cpu", help="Where the model and data live: cpu, cuda, cuda:1, ...")
@@ -67,7 +70,8 @@ def run(args) -> float:
         raise ValueError(f"--plot and --visualize draw two features; --dims {args.dims} has fewer")
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
-    for flag, path in (("--save", args.save), ("--plot", args.plot)):  # before the fit, not after
+    plot_path = _plot_path(args.plot)
+    for flag, path in (("--save", args.save), ("--plot", plot_path)):  # before the fit, not after
         if path and (Path(path).is_dir() or not Path(path).resolve().parent.is_dir()):
             raise ValueError(f"{flag} {path}: not a file in an existing directory; pass a file "
                              "path whose directory exists")
@@ -82,6 +86,7 @@ def run(args) -> float:
         rank, world = _join(device)
         lead, shard = rank == 0, X.tensor_split(world)[rank]  # contiguous: the gathered
         # start sample is then X in order, and the fit equals the 1-process one
+    _check_device_computes(device, args.device)  # after _join, which picks each rank's GPU
     model = GaussianMixture(args.components, args.dims, args.family, dtype=torch.float64, device=device)
     shard, X = shard.to(device), X.to(device)
     truth = truth.to(device)
@@ -120,12 +125,41 @@ def run(args) -> float:
         plot.plot_loss(ax1, history)
         ax1.set_title("training loss")
         fig.tight_layout()
-        if args.plot:
-            fig.savefig(args.plot, dpi=100)
-            print(f"wrote {args.plot}")
+        if plot_path:
+            fig.savefig(plot_path, dpi=100)
+            print(f"wrote {plot_path}")
         if args.visualize:
             plt.show()
     return history.final_loss
+
+
+def _check_device_computes(device: torch.device, name: str) -> None:
+    """A ValueError naming --device when a float64 tensor cannot live on ``device`` here: a
+    device torch can name but not use on this machine (mps off a Mac, meta, xla, a GPU index
+    beyond the GPUs present)."""
+    try:
+        float(torch.zeros((), dtype=torch.float64, device=device))  # made there and read back
+    except (RuntimeError, AssertionError, ImportError, TypeError) as exc:  # incl. NotImplementedError
+        reason = (str(exc).splitlines() or [""])[0].split(". ")[0]  # torch's first sentence
+        raise ValueError(f"--device {name!r} cannot hold gmmlib's float64 tensors on this machine "
+                         f"({type(exc).__name__}: {reason}); use --device cpu, or cuda on a "
+                         "machine with a GPU") from None
+
+
+def _plot_path(path: str | None) -> str | None:
+    """The file ``--plot PATH`` writes: PATH itself, or PATH.png when it has no extension. A
+    format matplotlib cannot write is a ValueError now, not after the fit."""
+    if not path:
+        return path
+    suffix = Path(path).suffix
+    if not suffix:
+        return path + ".png"
+    from matplotlib.figure import Figure
+    formats = Figure().canvas.get_supported_filetypes()  # {"png": "Portable Network Graphics", ...}
+    if suffix[1:].lower() not in formats:
+        raise ValueError(f"--plot {path}: matplotlib cannot write {suffix} files; end PATH with one "
+                         f"of {', '.join('.' + f for f in sorted(formats))}")
+    return path
 
 
 def _join(device: torch.device) -> tuple[int, int]:

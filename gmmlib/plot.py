@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from ._validation import check_positive_int
+from ._validation import as_data, check_positive_int
 
 __all__ = ["COLOURS", "density_grid", "plot_density", "plot_ellipses", "plot_data", "plot_responsibilities",
            "responsibility_colours", "plot_fit", "plot_loss", "ellipse_points", "plot_selection"]
@@ -38,8 +38,11 @@ def _check_dims(n_features: int, dims) -> list:
 
 def _columns(X, dims) -> np.ndarray:
     """The two columns ``dims`` of the data ``X`` (tensor or array), (N, 2), as NumPy."""
-    Xn = np.asarray(X.cpu() if torch.is_tensor(X) else X)
-    return Xn[:, _check_dims(Xn.shape[1] if Xn.ndim == 2 else 0, dims)]
+    Xn = np.asarray(X.detach().cpu() if torch.is_tensor(X) else X)
+    if Xn.ndim != 2:
+        raise ValueError(f"X must be 2-D with shape (n_samples, n_features), got shape {Xn.shape}; "
+                         "the plot draws two of its columns (dims), so it needs two features or more")
+    return Xn[:, _check_dims(Xn.shape[1], dims)]
 
 
 def _params(model_or_snapshot, dims=(0, 1)):
@@ -69,21 +72,33 @@ def _as_model(model_or_snapshot):
     return GaussianMixture.from_parameters(s.weights, s.means, s.covariances, "full")
 
 
-def _colors(colors, K: int) -> list:
-    """``colors`` (one per component), or ``COLOURS`` (Okabe-Ito) in turn when None."""
+def _colors(colors, K: int, per=("component", "components")) -> list:
+    """``colors`` (one per component, or per ``per``: singular and plural), or ``COLOURS``
+    (Okabe-Ito) in turn when None."""
     if colors is None:
         return [COLOURS[k % len(COLOURS)] for k in range(K)]
     colors = list(colors)
     if len(colors) < K:
-        raise ValueError(f"colors has {len(colors)} entries for {K} components; pass one per component")
+        raise ValueError(f"colors has {len(colors)} entries for {K} {per[1]}; pass one per {per[0]}")
     return colors
+
+
+def _pair(value, name: str) -> tuple:
+    """``value`` as (low, high), two finite floats (a tuple, list, array or tensor), or a ValueError."""
+    try:
+        pair = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not all(map(math.isfinite, pair)):
+        raise ValueError(f"{name} must be (low, high), two finite numbers, got {value!r}")
+    return pair
 
 
 def _limits(model, X, dims, pad=0.15):
     w, m, c = _params(model, dims)
     pts = [m]
-    if X is not None:
-        pts.append(_columns(X, dims))
+    if X is not None:  # NaN or inf in X: the check every fit makes, before anything is drawn
+        pts.append(_columns(as_data(X, name="X"), dims))
     else:
         s = 3 * np.sqrt(np.stack([np.diagonal(ci) for ci in c]))
         pts += [m - s, m + s]
@@ -108,23 +123,32 @@ def density_grid(model, xlim, ylim, n: int = 200, dims=(0, 1)):
 
 
 def plot_density(ax, model, X=None, *, xlim=None, ylim=None, n: int = 200, kind: str = "heatmap",
-                 dims=(0, 1), cmap="viridis", levels=12, colorbar: bool = False, **kwargs):
+                 dims=(0, 1), cmap=None, levels=12, colorbar: bool = False, **kwargs):
     """Draw the mixture density of ``model`` (or a :class:`~gmmlib.Snapshot`) as a heat-map
     (``kind="heatmap"``) or contours (``"contour"``).
 
     The heat-map shows the density ``p(x)``, the contours the log-density at ``levels`` (a
     number of evenly spaced levels, or the levels themselves, increasing). ``colorbar=True``
     adds a colour bar beside ``ax`` labelled ``p(x)`` (heat-map) or ``log p(x)`` (contours);
-    pass ``vmin``/``vmax`` to give several panels one scale. Returns ``ax``.
+    pass ``vmin``/``vmax`` to give several panels one scale. ``cmap`` defaults to
+    ``"viridis"``; contours take ``colors=`` instead (e.g. ``colors="k"``). Other keywords go
+    to ``imshow`` or ``contour``. Each heat-map pixel is centred on a grid point: the grid
+    spans ``xlim`` and ``ylim`` from edge point to edge point. Returns ``ax``.
     """
     if kind not in ("heatmap", "contour"):
         raise ValueError(f"kind must be 'heatmap' or 'contour', got {kind!r}")
     if xlim is None or ylim is None:
         xl, yl = _limits(model, X, dims)
-        xlim, ylim = xlim or xl, ylim or yl
+        xlim, ylim = xl if xlim is None else xlim, yl if ylim is None else ylim
+    xlim, ylim = _pair(xlim, "xlim"), _pair(ylim, "ylim")
     xx, yy, logp = density_grid(model, xlim, ylim, n, dims)
+    if cmap is None and "colors" not in kwargs:
+        cmap = "viridis"
     if kind == "heatmap":
-        mappable = ax.imshow(np.exp(logp), origin="lower", extent=(*xlim, *ylim), aspect="auto",
+        # the grid points are pixel centres: the image reaches half a pixel beyond the limits
+        hx, hy = ((hi - lo) / max(n - 1, 1) / 2 for lo, hi in (xlim, ylim))
+        extent = (xlim[0] - hx, xlim[1] + hx, ylim[0] - hy, ylim[1] + hy)
+        mappable = ax.imshow(np.exp(logp), origin="lower", extent=extent, aspect="auto",
                              cmap=cmap, **kwargs)
     else:
         mappable = ax.contour(xx, yy, logp, levels=levels, cmap=cmap, **kwargs)
@@ -137,8 +161,17 @@ def plot_density(ax, model, X=None, *, xlim=None, ylim=None, n: int = 200, kind:
 
 def ellipse_points(mean, cov, nsig: float = 1.0, n: int = 100) -> np.ndarray:
     """Points (n, 2) on the ``nsig``-sigma ellipse ``(x-m)ᵀ Σ⁻¹ (x-m) = nsig²`` of a 2-D Gaussian."""
+    mean, cov = np.asarray(mean, dtype=float), np.asarray(cov, dtype=float)
+    if mean.shape != (2,) or not np.isfinite(mean).all():
+        raise ValueError(f"mean must be two finite numbers, the centre of the ellipse, got {mean.tolist()}")
+    if cov.shape != (2, 2):
+        raise ValueError(f"cov must be a 2x2 covariance matrix, got shape {cov.shape}; of a larger "
+                         "one, pass the two features' block cov[np.ix_(dims, dims)]")
+    if np.abs(cov - cov.T).max() > 1e-6 * np.abs(cov).max():  # NaN passes to the check below
+        raise ValueError(f"cov must be symmetric, got {cov.tolist()}; a covariance matrix equals "
+                         "its transpose (symmetrise it with (cov + cov.T) / 2)")
     try:
-        L = np.linalg.cholesky(np.asarray(cov, dtype=float))
+        L = np.linalg.cholesky(cov)
     except np.linalg.LinAlgError as exc:
         raise ValueError(f"cov must be a positive-definite 2x2 covariance to draw its ellipse, got "
                          f"{np.asarray(cov).tolist()}") from exc
@@ -146,32 +179,62 @@ def ellipse_points(mean, cov, nsig: float = 1.0, n: int = 100) -> np.ndarray:
         raise ValueError(f"cov must be finite to draw its ellipse, got {np.asarray(cov).tolist()}")
     t = np.linspace(0, 2 * math.pi, n)
     circle = np.stack([np.cos(t), np.sin(t)])  # (2, n)
-    return np.asarray(mean, dtype=float) + nsig * (L @ circle).T
+    return mean + nsig * (L @ circle).T
 
 
 def plot_ellipses(ax, model, *, nsig=(1, 2), dims=(0, 1), colors=None, weight_alpha: bool = False, **kwargs):
     """Draw each component's 1σ and 2σ ellipses (any ``nsig``) and mark its mean.
 
     ``model`` may be a :class:`~gmmlib.GaussianMixture` or a :class:`~gmmlib.Snapshot`.
+    Component k is drawn in ``colors[k]`` (default ``COLOURS``), its first ellipse solid and the
+    others dashed, 1.8 points wide. Other keywords are matplotlib ``Line2D`` properties for the
+    ellipses (``linewidth``/``lw``, ``linestyle``, ``color`` (all components), ``alpha``,
+    ``zorder``, ...); ``color``, ``alpha`` and ``zorder`` also reach the marks of the means, and
+    a ``label`` is given once, to the first ellipse, for the legend. ``weight_alpha=True`` scales
+    the opacity by each component's weight relative to the largest. Returns ``ax``.
     """
+    from matplotlib.cbook import normalize_kwargs
+    from matplotlib.lines import Line2D
+
+    kwargs = normalize_kwargs(kwargs, Line2D)  # lw -> linewidth, ls -> linestyle, c -> color
+    label = kwargs.pop("label", None)
     w, m, c = _params(model, dims)
     colors = _colors(colors, len(w))
     for k in range(len(w)):
-        alpha = 0.3 + 0.7 * w[k] / w.max() if weight_alpha else 1.0
+        alpha = kwargs.get("alpha", 1.0) * (0.3 + 0.7 * w[k] / w.max() if weight_alpha else 1.0)
+        style = {"color": colors[k], **kwargs, "alpha": alpha}  # the caller's keywords win
         for j, s in enumerate(np.atleast_1d(nsig)):
             pts = ellipse_points(m[k], c[k], s)
-            ax.plot(pts[:, 0], pts[:, 1], color=colors[k], alpha=alpha,
-                    lw=kwargs.get("lw", 1.8), ls="-" if j == 0 else "--")
-        ax.plot(*m[k], marker="x", color=colors[k], ms=7, mew=2, alpha=alpha)
+            line = {"linewidth": 1.8, "linestyle": "-" if j == 0 else "--", **style}
+            if label is not None and k == j == 0:
+                line["label"] = label
+            ax.plot(pts[:, 0], pts[:, 1], **line)
+        mark = {key: style[key] for key in ("color", "alpha", "zorder") if key in style}
+        ax.plot(*m[k], marker="x", ms=7, mew=2, **mark)
     return ax
 
 
+def _scatter_defaults(kwargs: dict, c) -> dict:
+    """``scatter``'s keywords: ``kwargs`` over the defaults ``c`` (colours) and no marker edge;
+    a colour or line width of the caller's replaces the default, under any of its names."""
+    defaults = {}
+    if not {"c", "color", "facecolor", "facecolors", "fc"} & kwargs.keys():
+        defaults["c"] = c
+    if not {"linewidths", "linewidth", "lw"} & kwargs.keys():
+        defaults["linewidths"] = 0
+    return {**defaults, **kwargs}
+
+
 def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0.5, **kwargs):
-    """Scatter the data, coloured by ``labels`` when given."""
+    """Scatter the data, black or coloured by ``labels`` (``COLOURS[label % 8]``) when given.
+
+    Other keywords go to ``ax.scatter`` and override these defaults: a ``color`` or ``c`` of
+    your own replaces the default colours, ``linewidths`` the marker edges' width 0.
+    Returns ``ax``.
+    """
     xy = _columns(X, dims)  # (N, 2)
-    c = None if labels is None else [COLOURS[int(k) % len(COLOURS)] for k in np.asarray(labels)]
-    ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, c=c if c is not None else "k",
-               linewidths=0, **kwargs)
+    c = "k" if labels is None else [COLOURS[int(k) % len(COLOURS)] for k in np.asarray(labels)]
+    ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, **_scatter_defaults(kwargs, c))
     return ax
 
 
@@ -200,14 +263,15 @@ def plot_responsibilities(ax, model, X, *, dims=(0, 1), colors=None, s: float = 
     ``size_by_max=True`` makes each marker's area ``s * max_k r_nk``: a point one component
     owns outright is drawn at full size, a point shared by several smaller (as in
     VanderPlas's *Python Data Science Handbook*). ``key=True`` adds a legend naming the colour
-    of each component. Returns ``ax``.
+    of each component. Other keywords go to ``ax.scatter`` and override the defaults, as in
+    :func:`plot_data`. Returns ``ax``.
     """
     xy = _columns(X, dims)  # (N, 2)
     colours = responsibility_colours(model, X, colors)  # (N, 3)
     size = s
     if size_by_max:
         size = s * _as_model(model).predict_proba(X).cpu().numpy().max(1)  # (N,)
-    ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=size, linewidths=0, **kwargs)
+    ax.scatter(xy[:, 0], xy[:, 1], s=size, **_scatter_defaults(kwargs, colours))
     if key:
         K = _as_model(model).n_components
         for k, c in enumerate(_colors(colors, K)[:K]):
@@ -265,6 +329,8 @@ def plot_loss(ax, history, *, label: str | None = None, x: str = "step", shift: 
 
     With ``shift`` the curve shows ``loss - shift`` (e.g. the distance to the optimum, log-scaled).
     """
+    if x not in ("step", "time"):
+        raise ValueError(f"x must be 'step' or 'time' (seconds), got {x!r}")
     loss = np.asarray(history.loss, dtype=float)
     xs = np.arange(len(loss)) if x == "step" else np.asarray(history.time, dtype=float)
     ys = loss - shift if shift is not None else loss
@@ -293,9 +359,9 @@ def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: b
         One per criterion.
     selection : Selection
         From :func:`~gmmlib.select_model`.
-    criteria : sequence of str, optional
-        Any of the candidates' ``scores`` (``"bic"``, ``"aic"``, ``"heldout"``, ``"cv"``);
-        default: all that the selection computed, in that order.
+    criteria : str or sequence of str, optional
+        Any of the candidates' ``scores`` (``"bic"``, ``"aic"``, ``"heldout"``, ``"cv"``), one
+        name or several; default: all that the selection computed, in that order.
     colors : sequence, optional
         One colour per family (default ``COLOURS``, in the order of the grid's families).
     error_bars : bool, default False
@@ -308,6 +374,8 @@ def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: b
     list of Axes
     """
     first = selection.candidates[0].scores
+    if isinstance(criteria, str):
+        criteria = [criteria]
     criteria = [c for c in _CRITERION_LABELS if c in first] if criteria is None else list(criteria)
     axes = list(np.atleast_1d(axes))
     if len(axes) != len(criteria):
@@ -318,7 +386,7 @@ def plot_selection(axes, selection, criteria=None, *, colors=None, error_bars: b
         raise ValueError(f"the selection has no {missing} scores; it holds {sorted(first)} "
                          "(held-out needs X_val, cv needs criterion='cv' in select_model)")
     families = list(dict.fromkeys(c.covariance_type for c in selection.candidates))
-    colors = list(colors) if colors is not None else [COLOURS[i % len(COLOURS)] for i in range(len(families))]
+    colors = _colors(colors, len(families), per=("covariance family", "covariance families"))
     styles = ["-", "--", ":", "-."]
     for ax, criterion in zip(axes, criteria):
         best = selection.best_by(criterion)

@@ -263,6 +263,8 @@ def test_plot_helpers_name_bad_grid_sizes_and_short_colour_lists():
     (["--device", "foo"], "--device 'foo'"), (["--device", "cuda:abc"], "--device 'cuda:abc'"),
     (["--save", "/nonexistent/dir/m.pt"], "--save"), (["--save", "."], "--save"),
     (["--plot", "/nonexistent/dir/fit.png"], "--plot"), (["--seed", "-1"], "--seed"),
+    (["--device", "meta"], "--device 'meta'"), (["--device", "mps"], "--device 'mps'"),
+    (["--plot", "fit.xyz"], "--plot fit.xyz: matplotlib cannot write .xyz files"),
 ])
 def test_bad_device_paths_and_seed_exit_2_in_one_line_before_fitting(args, flag, capsys):
     """A device torch cannot parse, a --save path in no directory and a negative seed ended in
@@ -273,3 +275,153 @@ def test_bad_device_paths_and_seed_exit_2_in_one_line_before_fitting(args, flag,
     assert out.out == ""  # nothing fitted, nothing printed
     err = out.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {flag}") and "Traceback" not in out.err
+
+
+def test_plot_format_is_refused_before_the_fit_and_save(tmp_path, capsys):
+    """--plot fit.xyz was refused by matplotlib only after the whole fit, and after --save had
+    written its file; now before either, exit 2."""
+    save = tmp_path / "m.pt"
+    args = ["--samples", "50", "--iterations", "2", "--no-progress", "--save", str(save)]
+    assert cli.main(args + ["--plot", str(tmp_path / "fit.xyz")]) == 2
+    assert not save.exists() and "matplotlib cannot write .xyz" in capsys.readouterr().err
+
+
+def test_plot_path_without_extension_reports_the_png_it_writes(tmp_path, capsys):
+    """matplotlib appends .png to a path without an extension; the CLI said it wrote the path
+    as given, a file that does not exist."""
+    assert cli.main(["--samples", "50", "--iterations", "2", "--no-progress", "--plot",
+                     str(tmp_path / "fit")]) == 0
+    assert f"wrote {tmp_path / 'fit.png'}" in capsys.readouterr().out
+    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "fit").exists()
+
+
+def _two_blobs():
+    return gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0, 0.0], [4.0, 0.0]],
+                                                  np.eye(2)[None].repeat(2, 0))
+
+
+def test_plot_ellipses_passes_line_keywords_to_every_ellipse():
+    """Only lw reached the lines; colour, alpha, label, zorder, linestyle were dropped."""
+    from matplotlib.colors import to_rgba
+    fig, ax = plt.subplots()
+    plot.plot_ellipses(ax, _two_blobs(), linewidth=5, color="red", alpha=0.2, label="truth",
+                       zorder=10, linestyle=":")
+    ellipses = [ln for ln in ax.lines if ln.get_marker() != "x"]
+    means = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert len(ellipses) == 4 and len(means) == 2  # 1 and 2 sigma of two components
+    for ln in ellipses:
+        assert (ln.get_linewidth(), ln.get_linestyle(), ln.get_alpha(), ln.get_zorder()) == (5, ":", 0.2, 10)
+        assert to_rgba(ln.get_color()) == to_rgba("red")
+    assert all(to_rgba(ln.get_color()) == to_rgba("red") and ln.get_zorder() == 10 for ln in means)
+    assert ax.get_legend_handles_labels()[1] == ["truth"]  # labelled once, not per ellipse
+    plt.close(fig)
+    fig, ax = plt.subplots()  # the aliases, with the colors argument and the default styles
+    plot.plot_ellipses(ax, _two_blobs(), colors=["C1", "C2"], lw=3)
+    ellipses = [ln for ln in ax.lines if ln.get_marker() != "x"]
+    assert [ln.get_linewidth() for ln in ellipses] == [3] * 4
+    assert [ln.get_color() for ln in ellipses] == ["C1", "C1", "C2", "C2"]
+    assert [ln.get_linestyle() for ln in ellipses] == ["-", "--", "-", "--"]
+    plt.close(fig)
+
+
+def test_scatter_keywords_override_the_defaults():
+    """plot_data and plot_responsibilities hard-coded c= and linewidths=0: color=, c= and
+    linewidths= were matplotlib errors; contours with colors= clashed with the default cmap."""
+    from matplotlib.colors import to_rgba
+    model, X = _two_blobs(), np.array([[-1.0, 0.0], [2.0, 0.0], [5.0, 0.0]])
+    for call in (lambda ax: plot.plot_data(ax, X, color="red"), lambda ax: plot.plot_data(ax, X, c="red"),
+                 lambda ax: plot.plot_data(ax, X, [0, 1, 1], color="red"),
+                 lambda ax: plot.plot_responsibilities(ax, model, X, color="red")):
+        fig, ax = plt.subplots()
+        call(ax)
+        np.testing.assert_allclose(ax.collections[0].get_facecolors()[:, :3], [to_rgba("red")[:3]] * 1)
+        assert list(ax.collections[0].get_linewidths()) == [0]  # the other default stays
+        plt.close(fig)
+    fig, ax = plt.subplots()
+    plot.plot_data(ax, X, linewidths=1.5)
+    plot.plot_responsibilities(ax, model, X, linewidths=2)
+    assert [list(c.get_linewidths()) for c in ax.collections] == [[1.5], [2]]
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    plot.plot_density(ax, model, X, kind="contour", colors="k", n=30)
+    (cs,) = ax.collections
+    np.testing.assert_allclose(cs.get_edgecolor()[:, :3], 0.0)  # every level black
+    plt.close(fig)
+
+
+def test_plot_loss_refuses_an_unknown_x():
+    """x="steps" plotted against time and labelled the axis "seconds"."""
+    h = gmmlib.FitHistory(loss=[3.0, 2.0, 1.5], time=[0.0, 0.1, 0.2])
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="x must be 'step' or 'time'.*got 'steps'"):
+        plot.plot_loss(ax, h, x="steps")
+    assert not ax.lines
+    plot.plot_loss(ax, h, x="time")
+    assert ax.get_xlabel() == "seconds" and list(ax.lines[0].get_xdata()) == [0.0, 0.1, 0.2]
+    plt.close(fig)
+
+
+def test_heatmap_pixels_are_centred_on_the_grid_points():
+    """density_grid evaluates at linspace(lo, hi, n), the pixel centres; the extent treated
+    lo and hi as pixel edges, shifting the picture by half a pixel. The brightest pixel of a
+    Gaussian at the origin must be centred on the origin."""
+    model = gmmlib.GaussianMixture.from_parameters([1.0], [[0.0, 0.0]], np.eye(2)[None])
+    fig, ax = plt.subplots()
+    plot.plot_density(ax, model, xlim=(-1, 3), ylim=(-2, 2), n=5)
+    (im,) = ax.images
+    A, (x0, x1, y0, y1) = im.get_array(), im.get_extent()
+    i, j = np.unravel_index(np.argmax(A), A.shape)
+    assert (x0 + (j + 0.5) * (x1 - x0) / A.shape[1], y0 + (i + 0.5) * (y1 - y0) / A.shape[0]) == (0.0, 0.0)
+    assert (x0, x1, y0, y1) == (-1.5, 3.5, -2.5, 2.5)
+    assert ax.get_xlim() == (-1, 3) and ax.get_ylim() == (-2, 2)  # the view is still the limits
+    plt.close(fig)
+
+
+def test_plot_density_takes_limits_as_arrays_and_refuses_nan_data_before_drawing():
+    model = _two_blobs()
+    fig, ax = plt.subplots()
+    plot.plot_density(ax, model, np.zeros((3, 2)), xlim=np.array([-10.0, 10.0]), n=10)
+    assert ax.get_xlim() == (-10, 10)
+    plot.plot_density(ax, model, ylim=torch.tensor([-1.0, 1.0]), n=10)
+    assert ax.get_ylim() == (-1, 1)
+    with pytest.raises(ValueError, match="xlim must be \\(low, high\\)"):
+        plot.plot_density(ax, model, xlim=(0, 1, 2))
+    plt.close(fig)
+    X = np.array([[0.0, 0.0], [np.nan, 1.0], [4.0, 0.0]])
+    for call in (lambda ax: plot.plot_density(ax, model, X), lambda ax: plot.plot_fit(ax, model, X, kind="heatmap")):
+        fig, ax = plt.subplots()
+        with pytest.raises(ValueError, match="Input X contains NaN in 1 row"):
+            call(ax)
+        assert not ax.images and not ax.collections  # refused before drawing anything
+        plt.close(fig)
+
+
+def test_ellipse_points_refuse_bad_shapes_asymmetry_and_nan_means():
+    for mean, cov, match in [([0, 0], np.eye(3), r"cov must be a 2x2 covariance matrix, got shape \(3, 3\)"),
+                             ([0, 0], [[1.0]], r"got shape \(1, 1\)"),
+                             ([0, 0], [[1.0, 0.9], [0.0, 1.0]], "cov must be symmetric"),
+                             ([np.nan, 0], np.eye(2), "mean must be two finite numbers"),
+                             ([0, 0, 0], np.eye(2), "mean must be two finite numbers")]:
+        with pytest.raises(ValueError, match=match):
+            plot.ellipse_points(mean, cov)
+    # rounding-level asymmetry (a float32 covariance) still draws
+    cov = np.array([[2.0, 0.6], [0.6 * (1 + 1e-7), 0.5]], dtype=np.float32)
+    assert plot.ellipse_points([0, 0], cov).shape == (100, 2)
+
+
+def test_plot_data_names_one_dimensional_x():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match=r"X must be 2-D .* got shape \(5,\)"):
+        plot.plot_data(ax, np.zeros(5))
+    plt.close(fig)
+
+
+def test_plot_selection_names_short_colours_and_takes_one_criterion_by_name():
+    X, _, _ = gmmlib.generate_data(60, 2, 2, seed=0)
+    sel = gmmlib.select_model(X, [1, 2], ["full", "diagonal"], generator=0, max_iter=5)
+    fig, axes = plt.subplots(1, 2)
+    with pytest.raises(ValueError, match="colors has 1 entries for 2 covariance families; pass one per covariance family"):
+        plot.plot_selection(axes, sel, colors=["k"])
+    assert plot.plot_selection(axes[0], sel, criteria="bic") == [axes[0]]  # not ["b", "i", "c"]
+    assert axes[0].get_ylabel() == "BIC"
+    plt.close(fig)

@@ -144,3 +144,37 @@ def test_circle_penalty_value_gradient_and_checks():
     assert model.loc.grad[2] @ means[2] > 0 and model.loc.grad[1] @ means[1] < 0
     with pytest.raises(ValueError, match="strength"):
         circle_penalty(3.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the printed checks: max_abs_diff and Agreement
+# ------------------------------------------------------------------------------------------------
+def test_max_abs_diff_refuses_complex_input():
+    """Cast to float64, 1+1j and 1+5j agreed (the imaginary parts were dropped)."""
+    from gmmlib.book import max_abs_diff
+    with pytest.raises(ValueError, match="a is complex"):
+        max_abs_diff(np.array([1 + 1j]), np.array([1 + 5j]), tol=0)
+    with pytest.raises(ValueError, match="b is complex"):
+        max_abs_diff(torch.tensor([1.0]), torch.tensor([1 + 5j]), tol=0)
+
+
+@pytest.mark.parametrize("tol, shown", [(np.float32(1e-3), "1e-03"), (np.int64(0), "0e+00"),
+                                        (torch.tensor(1e-3), "1e-03"), (np.array(0.5), "5e-01")])
+def test_max_abs_diff_takes_numpy_and_tensor_tolerances(tol, shown):
+    """A NumPy scalar or 0-d tensor tolerance was refused as 'not a number'."""
+    from gmmlib.book import max_abs_diff
+    assert str(max_abs_diff(1.0, 1.0, tol=tol)) == f"max |diff| = 0e+00 (within {shown})"
+
+
+@pytest.mark.parametrize("tol", [True, torch.tensor([1.0]), float("nan"), np.float64(-1.0)])
+def test_max_abs_diff_still_refuses_what_is_not_a_tolerance(tol):
+    from gmmlib.book import max_abs_diff
+    with pytest.raises(ValueError, match="tol must be a number >= 0"):
+        max_abs_diff(1.0, 1.0, tol=tol)
+
+
+def test_agreement_docstring_shows_what_it_prints():
+    from gmmlib.book import Agreement
+    assert str(Agreement(0.02, 1e-12)) == "max |diff| = 2e-02 (EXCEEDS 1e-12)"
+    assert "``max |diff| = 2e-02 (EXCEEDS 1e-12)``" in Agreement.__doc__
+    assert "0.02" not in Agreement.__doc__

@@ -134,3 +134,45 @@ def test_frames_ids_are_stable_across_runs_but_unique_within_one(monkeypatch):
     first, second = ids(), ids()
     assert first == second  # re-running a notebook rewrites the same HTML
     assert first[0] != first[1]  # two animations on one page do not share element ids
+
+
+def _colour_bar(ax, k=1.0, amp=1.0):
+    """A draw function that adds a colour bar: an axes of the figure beside ``ax``."""
+    im = ax.imshow(amp * np.arange(6.0).reshape(2, 3))
+    ax.figure.colorbar(im, ax=ax)
+    ax.figure.legend(["a"])
+    return len(ax.figure.axes)
+
+
+def test_frames_and_interactive_remove_what_the_previous_draw_added():
+    """Only ax was cleared: a colour bar added by draw stayed, and every frame or redraw added
+    another axes (and shrank the plot)."""
+    counts = []
+    s = frames(lambda ax, k: counts.append(_colour_bar(ax, k)), [1, 1, 1], figsize=(3, 2)).data
+    assert counts == [2, 2, 2]  # the plot and one colour bar, every frame
+    pngs = re.findall(r'frames\[\d+\] = "(data:image/png;base64,[^"]+)"', s)
+    assert len(pngs) == 3 and len(set(pngs)) == 1  # the same value draws the same picture
+    counts.clear()
+    w = interactive(lambda ax, k: counts.append(_colour_bar(ax, k)), figsize=(3, 2), k=(1, 5))
+    first = _png(w)
+    w.controls["k"].value = 2
+    w.controls["k"].value = 3
+    assert counts == [2, 2, 2] and len(w.figure.axes) == 2 and len(w.figure.legends) == 1
+    assert _png(w) == first  # k changes nothing in this drawing: the same picture every time
+
+
+def _png_size(b64: str) -> tuple:
+    import base64
+    data = base64.b64decode(b64.split(",")[-1])
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
+
+
+def test_frames_and_interactive_use_their_dpi_whatever_savefig_dpi_says():
+    """With rcParams["savefig.dpi"] a number, the frames were saved at that and dpi ignored."""
+    import matplotlib
+    with matplotlib.rc_context({"savefig.dpi": 200}):
+        s = frames(lambda ax, k: draw(ax, k=k), [1], figsize=(3, 2), dpi=50).data
+        w = interactive(draw, figsize=(3, 2), dpi=50, k=(1, 5))
+    (png,) = re.findall(r'frames\[\d+\] = "(data:image/png;base64,[^"]+)"', s)
+    assert _png_size(png) == (150, 100)
+    assert _png_size(_png(w)) == (150, 100)

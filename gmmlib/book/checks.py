@@ -9,6 +9,7 @@ starts failing still fails the tests.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,9 +21,23 @@ def _array(value, name: str) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, on any device
         value = value.detach().cpu()
     try:
-        return np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value)
+        real = None if np.iscomplexobj(arr) else arr.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be numbers (a tensor, an array or a float): {err}") from None
+    if real is None:  # float64 would drop the imaginary part, and 1+1j would "agree" with 1+5j
+        raise ValueError(f"{name} is complex, and max_abs_diff compares real numbers: compare the "
+                         f"real and imaginary parts separately ({name}.real, then {name}.imag)")
+    return real
+
+
+def _tolerance(tol) -> float:
+    """``tol`` as a float: any real number >= 0 (int, float, NumPy scalar, 0-d tensor or array)."""
+    if hasattr(tol, "detach") or isinstance(tol, np.ndarray):  # a 0-d tensor or array
+        tol = tol.item() if tol.ndim == 0 else tol
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    return float(tol)
 
 
 @dataclass(frozen=True)
@@ -30,7 +45,7 @@ class Agreement:
     """The largest absolute difference between two computations, and the tolerance it is held to.
 
     ``bool(agreement)`` is True when ``value <= tol``; it prints as
-    ``max |diff| = 3e-15 (within 1e-12)`` or ``max |diff| = 0.02 (EXCEEDS 1e-12)``.
+    ``max |diff| = 3e-15 (within 1e-12)`` or ``max |diff| = 2e-02 (EXCEEDS 1e-12)``.
     """
     value: float
     tol: float
@@ -51,24 +66,31 @@ def max_abs_diff(a, b, *, tol: float) -> Agreement:
     Parameters
     ----------
     a, b : tensors, arrays or floats
-        Two computations of the same quantity; shapes must broadcast to each other. NaN or
-        infinity where the other side differs counts as an infinite difference; equal
-        infinities (two ``-inf`` log-densities, say) agree.
+        Two computations of the same quantity, real numbers; shapes must broadcast to each
+        other. NaN or infinity where the other side differs counts as an infinite difference;
+        equal infinities (two ``-inf`` log-densities, say) agree.
     tol : float
-        The largest difference that counts as agreement (>= 0).
+        The largest difference that counts as agreement (>= 0): a Python or NumPy number, or a
+        0-d tensor.
 
     Returns
     -------
     Agreement
         Prints as ``max |diff| = 3e-15 (within 1e-12)``.
 
+    Raises
+    ------
+    ValueError
+        If ``tol`` is not a number >= 0, ``a`` or ``b`` is complex, or their shapes differ.
+    TypeError
+        If ``a`` or ``b`` is not numbers.
+
     Examples
     --------
     >>> print(max_abs_diff([1.0, 2.0], [1.0, 2.001], tol=0.01))
     max |diff| = 1e-03 (within 1e-02)
     """
-    if not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    tol = _tolerance(tol)
     x, y = _array(a, "a"), _array(b, "b")
     try:
         x, y = np.broadcast_arrays(x, y)

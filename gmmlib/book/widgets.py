@@ -29,8 +29,10 @@ import io
 import itertools
 import math
 import re
+import tempfile
 from collections.abc import Callable, Iterable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from .._validation import check_positive, check_positive_int
@@ -43,6 +45,20 @@ def _figure(figsize):
     from matplotlib.figure import Figure
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots()
+
+
+def _clear(fig, ax) -> None:
+    """Undo the previous ``draw``: clear ``ax`` and remove what it added to the figure beside it
+    (a colour bar's axes, figure legends and texts; the suptitle is kept and rewritten), so that
+    every frame and redraw starts from the same figure."""
+    for other in fig.axes:
+        if other is not ax:
+            bar = getattr(other, "_colorbar", None)  # a colour bar gives its space back to ax
+            (bar or other).remove()
+    for artist in [*fig.legends, *(t for t in fig.texts if t is not getattr(fig, "_suptitle", None))]:
+        artist.remove()
+    ax.clear()
+    ax.set_subplotspec(ax.get_subplotspec())  # back to the first frame's position (a colour bar shrank it)
 
 
 def _format(fmt: str, value) -> str:
@@ -63,8 +79,9 @@ def frames(draw: Callable[[Any, Any], Any], values: Iterable, *, figsize=(5, 4),
     Parameters
     ----------
     draw : callable
-        ``draw(ax, value)`` plots on ``ax`` for one value; the axes is cleared before each call
-        and the return value is ignored.
+        ``draw(ax, value)`` plots on ``ax`` for one value; the axes is cleared before each call,
+        and whatever the previous call added to the figure beside it (a colour bar, a figure
+        legend) removed; the return value is ignored.
     values : iterable
         The values, one frame each, in slider order (e.g. ``np.linspace(-0.9, 0.9, 13)`` or a
         list of fit snapshots). Keep it to a few dozen: every frame is an embedded PNG.
@@ -77,7 +94,8 @@ def frames(draw: Callable[[Any, Any], Any], values: Iterable, *, figsize=(5, 4),
     interval : int, default 400
         Milliseconds between frames when the reader presses play.
     dpi : float, default 80
-        Resolution of the embedded frames (80 keeps a 30-frame animation near 1 MB).
+        Resolution of the embedded frames (80 keeps a 30-frame animation near 1 MB), whatever
+        ``rcParams["savefig.dpi"]`` says.
 
     Returns
     -------
@@ -110,13 +128,13 @@ def frames(draw: Callable[[Any, Any], Any], values: Iterable, *, figsize=(5, 4),
     interval = check_positive_int(interval, "interval")
     dpi = check_positive(dpi, "dpi")
     from IPython.display import HTML
-    from matplotlib.animation import FuncAnimation
+    from matplotlib.animation import FuncAnimation, HTMLWriter
 
     fig, ax = _figure(figsize)
     fig.set_dpi(dpi)
 
     def update(i):
-        ax.clear()
+        _clear(fig, ax)
         draw(ax, values[i])
         if label is not None:
             fig.suptitle(f"{label} = {_format(fmt, values[i])}")
@@ -124,7 +142,13 @@ def frames(draw: Callable[[Any, Any], Any], values: Iterable, *, figsize=(5, 4),
 
     anim = FuncAnimation(fig, update, frames=len(values), init_func=lambda: [], interval=interval,
                          repeat=False, blit=False)
-    return HTML(_offline(anim.to_jshtml(default_mode="once")))
+    # anim.to_jshtml(default_mode="once"), with the dpi passed on: to_jshtml saves at
+    # rcParams["savefig.dpi"] whenever that is a number
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "animation.html")
+        anim.save(str(path), writer=HTMLWriter(fps=1000 / interval, embed_frames=True, default_mode="once"),
+                  dpi=dpi)
+        return HTML(_offline(path.read_text()))
 
 
 # matplotlib's jshtml links Font Awesome from a CDN for its button icons; the book must work
@@ -184,7 +208,7 @@ def _control(name: str, spec):
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=fig.dpi)  # not rcParams["savefig.dpi"]
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -195,11 +219,13 @@ def interactive(draw: Callable[..., Any], *, figsize=(5, 4), dpi: float = 80, **
     ----------
     draw : callable
         ``draw(ax, **values)`` plots on ``ax``; it receives one keyword argument per control,
-        named as the control. The axes is cleared before each call.
+        named as the control. The axes is cleared before each call, and whatever the previous
+        call added to the figure beside it (a colour bar, a figure legend) removed.
     figsize : (float, float), default (5, 4)
         Figure size in inches.
     dpi : float, default 80
-        Resolution of the figure, as in :func:`frames` (so both forms look the same).
+        Resolution of the figure, as in :func:`frames` (so both forms look the same), whatever
+        ``rcParams["savefig.dpi"]`` says.
     **controls
         One per keyword argument of ``draw``: an ipywidgets control (e.g. from
         :func:`log_slider`), a ``(min, max)`` or ``(min, max, step)`` tuple (an ``IntSlider`` if
@@ -239,12 +265,13 @@ def interactive(draw: Callable[..., Any], *, figsize=(5, 4), dpi: float = 80, **
     import ipywidgets as W
 
     ctrls = {name: _control(name, spec) for name, spec in controls.items()}
+    dpi = check_positive(dpi, "dpi")
     fig, ax = _figure(figsize)
     fig.set_dpi(dpi)
     out = W.Output()
 
     def redraw(change=None):
-        ax.clear()
+        _clear(fig, ax)
         draw(ax, **{name: c.value for name, c in ctrls.items()})
         out.outputs = ({"output_type": "display_data",
                         "data": {"image/png": _png(fig), "text/plain": "<Figure>"},
