@@ -400,7 +400,9 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         model = getattr(self, "model_", None)
         exported = getattr(self, "_exported", {})
-        if model is not None and all(exported.get(a) == _digest(getattr(self, a)) for a in attributes):
+        if model is not None and all(isinstance(exported.get(a), tuple)  # (a pickle from before
+                                     and exported[a] == _digest(getattr(self, a))  # digests: rebuilt)
+                                     for a in attributes):
             return model
         weights, means, cov = (np.asarray(getattr(self, a)) for a in attributes)
         like = {"dtype": torch.float64, "device": model.loc.device if model is not None else "cpu"}

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import (as_data, check_nonnegative, check_positive_int, checked,  # noqa: F401
-                          make_generator)  # make_generator: re-exported
+from ._validation import (as_data, check_nonnegative, check_nonnegative_int,  # noqa: F401
+                          check_positive_int, checked, make_generator)  # make_generator: re-exported
 from .mixture import GaussianMixture
 from .moments import COVARIANCE, Moments, Workspace, scatter
 
@@ -50,9 +50,8 @@ def _random_from_data(X: torch.Tensor, n_components: int, generator: torch.Gener
 def _centred64(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``X`` (N, D) in float64 about its mean (a new array; float32 values exact in it), and
     that mean (D,): where :func:`_nearest` compares distances."""
-    X64 = X.to(torch.float64)
-    mean = X64.mean(0)
-    return X64 - mean, mean
+    mean = X.mean(0, dtype=torch.float64)
+    return torch.sub(X, mean, out=torch.empty(X.shape, dtype=torch.float64, device=X.device)), mean
 
 
 def _nearest(Xc: torch.Tensor, C: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +68,9 @@ def _nearest(Xc: torch.Tensor, C: torch.Tensor, mean: torch.Tensor) -> tuple[tor
 def _lloyd(X64: torch.Tensor, Xc: torch.Tensor, mean: torch.Tensor, C: torch.Tensor,
            n_iter: int) -> torch.Tensor:
     """Lloyd's iterations from centres ``C`` (K, D) over the rows ``X64`` (N, D, float64) and
-    their centred copy ``Xc``; the means are summed from the rows as given (a cluster whose
-    rows share a coordinate keeps it exactly)."""
+    their centred copy ``Xc``; the means are summed from the rows as given, not centred (a
+    cluster whose rows share a coordinate keeps it to the rounding of one sum: exactly for
+    float32 data, whose sums are exact in float64)."""
     K = C.shape[0]
     C = C.to(torch.float64)
     for _ in range(n_iter):
@@ -131,7 +131,7 @@ def kmeans(X, n_components: int, generator=None, n_iter: int = 30, n_init: int =
     compared in float64 about the data's mean whatever X's dtype. Arguments as
     :func:`kmeans_plusplus`'s."""
     X, K, g = _check_seeding(X, n_components, generator)
-    return _kmeans(X, K, g, check_positive_int(n_iter, "n_iter"), check_positive_int(n_init, "n_init"))
+    return _kmeans(X, K, g, check_nonnegative_int(n_iter, "n_iter"), check_positive_int(n_init, "n_init"))
 
 
 # The seedings that choose K means among or around the points; "random" (scikit-learn's random

@@ -166,6 +166,7 @@ class GaussianMixture(nn.Module):
         Every value given is checked before any is written: when one is rejected, the model
         keeps all its parameters.
         """
+        self._check_dtype()
         K, D = self.n_components, self.n_features
         like = {"dtype": self.loc.dtype, "device": self.loc.device}
 
@@ -241,6 +242,7 @@ class GaussianMixture(nn.Module):
 
     def factor(self) -> torch.Tensor:
         """Differentiable Cholesky factor (tril families) or standard deviations (std families)."""
+        self._check_dtype()  # every covariance, density and sample goes through here
         return self.family.factor(self.raw_scale, self.min_variance)
 
     def scale_tril(self) -> torch.Tensor:

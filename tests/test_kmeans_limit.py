@@ -182,3 +182,10 @@ def test_seedings_check_their_arguments(seeding, bad, phrase):
     X = np.arange(12.0).reshape(6, 2)
     f = getattr(gmmlib.init, seeding)
     assert torch.equal(f(X, 2, 3), f(X, 2, 3)) and f(X, 2).shape == (2, 2)
+
+
+def test_kmeans_with_no_lloyd_iteration_is_its_seeding():
+    """n_iter=0 returns the k-means++ seeding itself (it was refused for a while)."""
+    X = torch.as_tensor(make_blobs(200, centers=3, random_state=0)[0])
+    seeds = gmmlib.kmeans_plusplus(X, 3, torch.Generator().manual_seed(5))
+    assert torch.equal(gmmlib.init.kmeans(X, 3, torch.Generator().manual_seed(5), n_iter=0, n_init=1), seeds)

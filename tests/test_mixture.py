@@ -404,7 +404,8 @@ def test_half_precision_parameters_are_refused_by_name(half):
     1.6, too large for torch.float16', sampling failed in torch's geqrf."""
     model = gmmlib.GaussianMixture(2, 3).to(half)
     for use in (lambda: model.log_prob(torch.randn(3, 3)), lambda: model.sample(2),
-                lambda: model.predict(np.zeros((2, 3))),
+                lambda: model.predict(np.zeros((2, 3))), lambda: model.covariances,
+                lambda: model.to_distribution(), lambda: model.set_parameters(means=np.zeros((2, 3))),
                 lambda: gmmlib.fit_em(model, torch.randn(20, 3), progress=False)):
         with pytest.raises(ValueError, match="computes in torch.float32 or torch.float64.*model.float"):
             use()
