@@ -233,7 +233,16 @@ def plot_data(ax, X, labels=None, *, dims=(0, 1), s: float = 6, alpha: float = 0
     Returns ``ax``.
     """
     xy = _columns(X, dims)  # (N, 2)
-    c = "k" if labels is None else [COLOURS[int(k) % len(COLOURS)] for k in np.asarray(labels)]
+    c = "k"
+    if labels is not None:
+        k = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).reshape(-1)  # (N,)
+        whole = np.issubdtype(k.dtype, np.integer) or (
+            np.issubdtype(k.dtype, np.floating) and bool(np.all(np.isfinite(k) & (k == np.round(k)))))
+        if len(k) != len(xy) or not whole:
+            raise ValueError(f"labels must be {len(xy)} whole numbers, one per row of X, got "
+                             f"{len(k)} values of dtype {k.dtype}; pass the components' "
+                             "indices, e.g. model.predict(X)")
+        c = [COLOURS[int(i) % len(COLOURS)] for i in k]
     ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, **_scatter_defaults(kwargs, c))
     return ax
 

@@ -425,3 +425,18 @@ def test_plot_selection_names_short_colours_and_takes_one_criterion_by_name():
     assert plot.plot_selection(axes[0], sel, criteria="bic") == [axes[0]]  # not ["b", "i", "c"]
     assert axes[0].get_ylabel() == "BIC"
     plt.close(fig)
+
+
+def test_plot_data_names_labels_of_the_wrong_length_or_kind():
+    """labels of another length or NaN labels gave matplotlib's or NumPy's error."""
+    import matplotlib.pyplot as plt
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    fig, ax = plt.subplots()
+    try:
+        for labels in ([0, 1], np.array([0, 1, np.nan, 0, 1])):
+            with pytest.raises(ValueError, match="labels must be 5 whole numbers, one per row of X"):
+                gmmlib.plot.plot_data(ax, X, labels)
+        for labels in ([0, 1, 2, 0, 1], np.array([0.0, 1.0, 2.0, 0.0, 1.0]), torch.tensor([0, 1, 2, 0, 1])):
+            assert gmmlib.plot.plot_data(ax, X, labels) is ax
+    finally:
+        plt.close(fig)
