@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["as_data", "as_numbers", "numeric_array", "float_dtype_like", "make_generator",
+__all__ = ["FLOAT_DTYPES", "as_data", "as_numbers", "numeric_array", "float_dtype_like", "make_generator",
            "check_dtype_device", "check_positive", "check_nonnegative", "check_positive_int",
            "check_nonnegative_int", "check_probability_vector", "optional", "checked"]
 
@@ -157,11 +157,16 @@ def make_generator(generator=None, device="cpu") -> torch.Generator:
     return g
 
 
+# The dtypes gmmlib computes in: the Cholesky factorisations and triangular solves have no
+# half-precision kernels (every check of a dtype reads this, with its own message)
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
 def check_dtype_device(dtype=None, device=None):
     """Return ``(dtype, device)`` if gmmlib can compute in them, else raise ``ValueError``:
     float32 or float64 only (the Cholesky factorisations and triangular solves have no
     half-precision kernels), and a device that exists here."""
-    if dtype is not None and dtype not in (torch.float32, torch.float64):
+    if dtype is not None and dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     if device is not None:
         try:

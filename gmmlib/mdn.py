@@ -18,8 +18,8 @@ import warnings
 import torch
 from torch import nn
 
-from ._validation import (as_data, check_nonnegative, check_positive, check_positive_int, checked,
-                          make_generator, optional)
+from ._validation import (FLOAT_DTYPES, as_data, check_nonnegative, check_positive,
+                          check_positive_int, checked, make_generator, optional)
 from .families import get_family
 from .gd import _restore, minibatches
 from .history import FitHistory
@@ -233,7 +233,7 @@ class MDNHead(nn.Module):
             raise ValueError(f"features must be 2-D (batch, in_features={self.in_features}), got shape "
                              f"{tuple(h.shape)}")
         weight = self.linear.weight
-        if not {h.dtype, weight.dtype} <= {torch.float32, torch.float64}:
+        if not {h.dtype, weight.dtype} <= set(FLOAT_DTYPES):
             raise ValueError(f"MDNHead computes in torch.float32 or torch.float64 only (the covariance "
                              f"factorisations have no half-precision kernels, and a float16 log-scale "
                              f"is capped far too low), got features {h.dtype} and weights "

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import numerics
-from ._validation import (as_data, as_numbers, check_dtype_device, check_nonnegative,
+from ._validation import (FLOAT_DTYPES, as_data, as_numbers, check_dtype_device, check_nonnegative,
                           check_positive, check_positive_int, check_probability_vector,
                           checked, make_generator)
 from .families import Family, get_family
@@ -394,7 +394,7 @@ class GaussianMixture(nn.Module):
     def _check_dtype(self) -> None:
         """A ``ValueError`` for parameters in a dtype gmmlib cannot compute in (``.half()``,
         ``.to(torch.bfloat16)``: the constructor refuses them, ``Module.to`` does not)."""
-        if self.loc.dtype not in (torch.float32, torch.float64):
+        if self.loc.dtype not in FLOAT_DTYPES:
             raise ValueError(f"this GaussianMixture holds {self.loc.dtype} parameters; gmmlib computes "
                              "in torch.float32 or torch.float64 only (the covariance factorisations "
                              "have no half-precision kernels): call model.float() or model.double()")
