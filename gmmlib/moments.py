@@ -21,10 +21,10 @@ several blocks, loaders or processes simply add.
   instead, as the axis-aligned families are: ONE (K, n) x (n, D + D(D+1)/2 + 1) product,
   ``r [x; x_i x_j (i <= j); 1]ᵀ``. The batched product's (D, n) x (n, D) pieces ran at a
   third of the speed of one wide product (measured, 1 and 2 threads: 2.8-3.3x faster sums
-  at (K, D) = (8, 8), (16, 16), 6x at (64, 16); 0.75-1.1x at (16, 64) and 0.2x at (4, 128),
-  where the D²/2 products per row cost more than the 2KD of the centred form, hence the
-  rule). float32 data stay centred: their batched product runs in float32, and the float64
-  wide one gained nothing (0.4-1.1x) below K = 64.
+  at (K, D) = (8, 8), (16, 16), 3.3-6x at (64, 16); 0.75-1.1x at (16, 64) and 0.2x at
+  (4, 128), where the D²/2 products per row cost more than the 2KD of the centred form,
+  hence the rule). float32 data stay centred: their batched product runs in float32, and the
+  float64 wide one ran at 0.1-1.1x its speed below K = 64 (1.8-2.1x at (64, 16)).
 * tied needs only the scatter summed over the components, and about the data's mean its
   second moment is ``sum_n x xᵀ`` whatever the responsibilities (``pooled``): one (D, D) sum,
   kept for in-memory data. It cancels when the clusters are far apart next to their spread,
@@ -114,6 +114,24 @@ class Block:
                 torch.square(cols[:D], out=cols[D:D + S])
             cols[-1].fill_(1.0)
             ws._buffers["columns of"] = self._serial
+        return cols
+
+    def triangle_columns(self) -> torch.Tensor:
+        """``[x; x_i x_j (i <= j, row-major); 1]`` (D + D(D+1)/2 + 1, n) of the shifted rows, for
+        float64 data (the full family's sums about the shift, :class:`Moments`), in a buffer of
+        the workspace: one product per row ``i`` of the triangle (D calls a block; a gather of
+        both index rows ran 1.6x slower)."""
+        ws, (D, n) = self._ws, self.xt.shape
+        T = D * (D + 1) // 2
+        cols = ws.buffer("triangle", ((D + T + 1) * ws.chunk,), torch.float64)
+        cols = cols[:(D + T + 1) * n].view(D + T + 1, n)
+        x = cols[:D]
+        x.copy_(self.xt)
+        o = D
+        for i in range(D):
+            torch.mul(x[i:], x[i], out=cols[o:o + D - i])
+            o += D - i
+        cols[-1].fill_(1.0)
         return cols
 
 
@@ -287,7 +305,7 @@ class Moments:
             return
         if self.centre is None and self.kind == "tril":  # full, about the shift (triangle)
             D = self.first.shape[1]
-            sums = r.to(f64) @ self._triangle_columns(block.xt).T  # (K', D + T + 1)
+            sums = r.to(f64) @ block.triangle_columns().T  # (K', D + T + 1)
             self.first += sums[:, :D]
             # x_i x_j (i <= j) into both triangles of (K', D, D): one index_add_ a block
             self.second.view(len(sums), D * D).index_add_(1, self._to_square, sums[:, D:-1][:, self._from_triangle])
@@ -310,23 +328,6 @@ class Moments:
         rows = min(self.ws.chunk, _centred_rows(self.ws, r.shape[0]))
         for a in range(0, r.shape[1], rows):
             self._add_centred(block.xt[:, a:a + rows], r[:, a:a + rows], rows)
-
-    def _triangle_columns(self, xt: torch.Tensor) -> torch.Tensor:
-        """``[x; x_i x_j (i <= j, row-major); 1]`` (D + D(D+1)/2 + 1, n) of the shifted rows
-        ``xt`` (D, n, float64) in a buffer of the workspace: one product per row ``i`` of the
-        triangle (D calls a block; a gather of both index rows ran 1.6x slower)."""
-        ws, (D, n) = self.ws, xt.shape
-        T = D * (D + 1) // 2
-        cols = ws.buffer("triangle", ((D + T + 1) * ws.chunk,), torch.float64)
-        cols = cols[:(D + T + 1) * n].view(D + T + 1, n)
-        x = cols[:D]
-        x.copy_(xt)
-        o = D
-        for i in range(D):
-            torch.mul(x[i:], x[i], out=cols[o:o + D - i])
-            o += D - i
-        cols[-1].fill_(1.0)
-        return cols
 
     def _add_centred(self, xt: torch.Tensor, r: torch.Tensor, rows: int) -> None:
         ws, n, f64, K = self.ws, xt.shape[1], torch.float64, r.shape[0]
