@@ -520,6 +520,17 @@ def test_diagonal_scatter_matches_the_centred_sum(K, D, offset, log_spread, hard
     torch.testing.assert_close(_scatter_diag(case, means), reference, rtol=1e-9, atol=0)
 
 
+def _pass(ws, family, R: torch.Tensor, centres=None, components=None):
+    """One pass of ``family``'s M-step sums over the workspace's blocks, under the
+    responsibilities ``R`` (N, K): as EM adds them, about ``centres`` (None: the shift), for
+    ``components`` (None: all)."""
+    from gmmlib.moments import Moments
+    m = Moments.of(ws, family, centres, components=components)
+    for block in ws.blocks():
+        m.add(block, R[block.a:block.b].T)
+    return m
+
+
 def _covariance_scale(S: torch.Tensor) -> torch.Tensor:
     """sqrt(S_ii S_jj) for (.., D, D) scatters: an entry's error is measured against it (a tiny
     off-diagonal is not accurate to its own size in any form). Floored at 1e-12 of the largest
@@ -539,20 +550,18 @@ def test_full_scatter_about_moved_means_matches_the_centred_sum(K, D, jump, log_
     ``sqrt(S_ii S_jj)``. (Not of ``S_ij`` itself: an off-diagonal of a nearly uncorrelated pair
     is tiny, and even the centred sum has no small relative error there. CI once drew a
     correlation of 0.01 whose entry was off by 2.7e-9 of itself, 2.9e-11 of the scale.)"""
-    from gmmlib.moments import Moments, Workspace, scatter
+    from gmmlib.moments import Workspace, scatter
     rng = np.random.default_rng(seed)
     spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
     X = torch.as_tensor(np.concatenate([rng.normal(scale=10.0, size=D) + s * rng.normal(size=(30, D))
                                         for s in spreads]))
     R = torch.as_tensor(np.repeat(np.eye(K), 30, axis=0))  # (N, K) hard
-    ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, D, "full").family)
+    ws_family = gmmlib.GaussianMixture(K, D, "full").family
+    ws = Workspace(X, K, X.mean(0), ws_family)
     old = torch.as_tensor(rng.normal(size=(K, D))) * jump + (R.T @ ws.XT.T) / 30
 
     def sums(components=None, centres=old):
-        m = Moments(ws, "tril", centres, components=components)
-        for block in ws.blocks():
-            m.add(block, R[block.a:block.b].T)
-        return m
+        return _pass(ws, ws_family, R, centres, components)
     m = sums()
     _, means = m.means(torch.finfo(X.dtype).eps)
     Z = ws.XT.T[:, None, :] - means[None]  # (N, K, D)
@@ -573,7 +582,7 @@ def test_full_scatter_about_the_shift_matches_the_centred_sum(K, D, offset, log_
     what cancelled to the centred sum, so the scatter is the float64 centred sum to 1e-9 of
     sqrt(S_ii S_jj), and its smallest eigenvalue to 1e-6 of itself (of those the centred
     sum itself holds to better than 1e-8)."""
-    from gmmlib.moments import Moments, Workspace, scatter
+    from gmmlib.moments import Workspace, scatter
     rng = np.random.default_rng(seed)
     spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
     mix = (1 - correlation) * np.eye(D) + correlation  # equicorrelated features
@@ -587,10 +596,7 @@ def test_full_scatter_about_the_shift_matches_the_centred_sum(K, D, offset, log_
     ws = Workspace(X, K, X.mean(0), family, chunk=41)  # ragged blocks
 
     def sums(components=None, centres=None):
-        m = Moments.of(ws, family, centres, components=components)
-        for block in ws.blocks():
-            m.add(block, R[block.a:block.b].T)
-        return m
+        return _pass(ws, family, R, centres, components)
     m = sums()
     _, means = m.means(torch.finfo(X.dtype).eps)
     Z = ws.XT.T[:, None, :] - means[None]  # (N, K, D)
@@ -609,7 +615,7 @@ def test_full_sums_about_the_shift_recentre_an_ill_conditioned_far_component():
     though no diagonal cancels past the 5-digit guard; the eigenvalue check sends that
     component, and only it, to the centred sum. EM's float64 full fits take this path when
     D < 2K (``Workspace.triangle``)."""
-    from gmmlib.moments import Moments, Workspace, scatter
+    from gmmlib.moments import Workspace, scatter
     rng = np.random.default_rng(0)
     D, K = 3, 3
     q, _ = np.linalg.qr(rng.normal(size=(D, D)))
@@ -625,10 +631,7 @@ def test_full_sums_about_the_shift_recentre_an_ill_conditioned_far_component():
 
     def sums(components=None, centres=None):
         passes.append(None if components is None else components.tolist())
-        m = Moments.of(ws, family, centres, components=components)
-        for block in ws.blocks():
-            m.add(block, R[block.a:block.b].T)
-        return m
+        return _pass(ws, family, R, centres, components)
     m = sums()
     _, means = m.means(torch.finfo(X.dtype).eps)
     S = scatter(m, means, sums)
@@ -702,7 +705,7 @@ def test_tied_scatter_about_the_shift_matches_the_centred_sum(K, D, separation, 
     1e-9 of sqrt(S_ii S_jj) in float64. In float32 to 1e-6: the fast sums renormalise the
     float32 responsibilities (rows summing to 1 within ~1e-7) and the centred ones take them as
     they are; a float32 covariance rounds that away (unguarded, the error reaches 1e-4)."""
-    from gmmlib.moments import Moments, Workspace, scatter
+    from gmmlib.moments import Workspace, scatter
     rng = np.random.default_rng(seed)
     spreads = 10.0 ** (log_spread + rng.uniform(-1, 1, size=K))
     centres = separation * rng.normal(size=(K, D))
@@ -715,10 +718,7 @@ def test_tied_scatter_about_the_shift_matches_the_centred_sum(K, D, separation, 
     ws = Workspace(X, K, X.mean(0), family)
 
     def sums(components=None, centres=None):
-        m = Moments.of(ws, family, centres, components=components)
-        for block in ws.blocks():
-            m.add(block, R[block.a:block.b].T)
-        return m
+        return _pass(ws, family, R, centres, components)
     m = sums()
     assert m.second.shape == (1, D, D)
     _, means = m.means(torch.finfo(dtype).eps)
@@ -735,7 +735,7 @@ def test_tied_scatter_keeps_the_smallest_eigenvalue_of_an_ill_conditioned_covari
     along the axes): about the data's mean the difference loses ~1e-5 of the smallest
     eigenvalue although no diagonal cancels past the 5-digit guard; the eigenvalue check sends
     it to the centred sum, whose own rounding (u cond ~ 1e-8) is all that is left."""
-    from gmmlib.moments import Moments, Workspace, scatter
+    from gmmlib.moments import Workspace, scatter
     rng = np.random.default_rng(0)
     D, K = 3, 3
     q, _ = np.linalg.qr(rng.normal(size=(D, D)))
@@ -749,10 +749,7 @@ def test_tied_scatter_keeps_the_smallest_eigenvalue_of_an_ill_conditioned_covari
 
     def sums(components=None, centres=None):
         passes.append(centres is None)
-        m = Moments.of(ws, family, centres, components=components)
-        for block in ws.blocks():
-            m.add(block, R[block.a:block.b].T)
-        return m
+        return _pass(ws, family, R, centres, components)
     m = sums()
     _, means = m.means(torch.finfo(X.dtype).eps)
     S = scatter(m, means, sums)

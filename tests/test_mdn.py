@@ -156,19 +156,25 @@ def _net(K, family="diagonal", H=20, D=1, seed=0, min_variance=1e-6):
                                MDNHead(H, K, D, family, min_variance=min_variance)).double()
 
 
-def test_fit_mdn_takes_the_steps_of_the_loop_written_by_hand():
-    t, x = inverse_problem(300, seed=0, dtype=torch.float64)
-    net = _net(3)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
+def _hand_loop(net, t, x, steps, T_max, lr=1e-2):
+    """The loop of fit_mdn's docstring: the losses before each step."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=T_max)
     losses = []
-    for _ in range(100):
+    for _ in range(steps):
         opt.zero_grad()
         loss = net(t).nll(x)
         losses.append(loss.item())
         loss.backward()
         opt.step()
         schedule.step()
+    return losses
+
+
+def test_fit_mdn_takes_the_steps_of_the_loop_written_by_hand():
+    t, x = inverse_problem(300, seed=0, dtype=torch.float64)
+    net = _net(3)
+    losses = _hand_loop(net, t, x, 100, T_max=100)
     ours = _net(3)
     history = fit_mdn(ours, t, x, steps=100, lr=1e-2, progress=False)
     assert history.loss[:-1] == losses and history.n_iter == 100 and not history.diverged
@@ -314,21 +320,6 @@ def _dropout_net(seed=0):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Dropout(0.2),
                                MDNHead(8, 2, 1)).double()
-
-
-def _hand_loop(net, t, x, steps, T_max, lr=1e-2):
-    """The loop of fit_mdn's docstring: the losses before each step."""
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=T_max)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = net(t).nll(x)
-        losses.append(loss.item())
-        loss.backward()
-        opt.step()
-        schedule.step()
-    return losses
 
 
 def test_a_full_batch_fit_leaves_the_global_generator_alone_and_dropout_takes_the_hand_loops_steps():
