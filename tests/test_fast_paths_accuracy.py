@@ -368,3 +368,43 @@ def test_axis_aligned_float32_estep_meets_the_bound_in_many_dimensions(family, D
                          covariances=torch.as_tensor(covariances))
     fast, own = _fast_and_own_errors(model, X)
     assert fast <= RTOL[torch.float32] and fast <= 5 * own
+
+
+@pytest.mark.parametrize("family", ["diagonal", "isotropic"])
+def test_float32_components_near_and_beyond_float32s_limit_together(family):
+    """One float32 component at the data's mean (inside float32's limit of 30 deviations) and
+    two 29 deviations per coordinate out (beyond it, D = 16): once one component passes the
+    limit every component takes the float64 form, and the E-step keeps its log-densities and
+    responsibilities in float64. What the caller sees stays float32 and within the bound; the
+    responsibilities equal the float64 model's; and an EM step from these parameters equals the
+    float64 step on the same values to float32's rounding of the new parameters.
+    (Not within 5x the float32 model's own log_prob, as two far components alone are: both
+    forms read rows shifted in float32, which round by u |x - shift| per coordinate, 29
+    deviations for the far clusters' points; isotropic lost 5.0x its own error here, 7.7e-6,
+    the same before all components took the float64 form.)"""
+    rng = np.random.default_rng(3)
+    D = 16
+    var = rng.uniform(0.05, 0.2, size=D) if family == "diagonal" else np.full(D, 0.1)
+    mus = np.stack([np.zeros(D), np.sqrt(var) * 29.0, -np.sqrt(var) * 29.0]) + 3.0
+    X = np.concatenate([mu + rng.normal(size=(1500, D)) * np.sqrt(var) for mu in mus])
+    X = X.astype(np.float32)
+    covariances = np.stack([var] * 3) if family == "diagonal" else np.full(3, 0.1)
+    model = gmmlib.GaussianMixture(3, D, family, dtype=torch.float32)
+    model.set_parameters(weights=torch.tensor([0.4, 0.3, 0.3]), means=torch.as_tensor(mus),
+                         covariances=torch.as_tensor(covariances))
+    fast, _ = _fast_and_own_errors(model, X)
+    assert fast <= RTOL[torch.float32]
+    X32 = torch.from_numpy(X)
+    log_p, resp = gmmlib.em.evaluate(model, X32, resp=True)
+    assert log_p.dtype == resp.dtype == torch.float32
+    reference = copy.deepcopy(model).double().predict_proba(X32.double())
+    np.testing.assert_allclose(resp.double().numpy(), reference.numpy(), rtol=0, atol=1e-6)
+    model64 = copy.deepcopy(model).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit_em(model, X32, max_iter=1, tol=0.0, init=None, progress=False)
+        fit_em(model64, X32.double(), max_iter=1, tol=0.0, init=None, progress=False)
+    for name in ("weights", "means", "covariances"):
+        ours, theirs = getattr(model, name), getattr(model64, name)
+        scale = theirs.abs().max()
+        assert float((ours.double() - theirs).abs().max()) <= 4 * UNIT[torch.float32] * scale, name
