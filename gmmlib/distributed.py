@@ -87,15 +87,16 @@ def broadcast_parameters(module: torch.nn.Module, group, src: int = 0) -> None:
 def agree(group, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` on every rank of ``group``, which then agree on whether it failed.
 
-    A ``ValueError`` on one rank (its shard holds NaN, has the wrong width, ...) would leave the
-    other ranks waiting in the fit's next collective until the backend's timeout. Here every
-    rank raises instead: the failing rank its own error, the others one that names it.
+    An error on one rank (its shard holds NaN, has the wrong width, or the caller's dataset
+    raised a ``RuntimeError`` or an ``OSError`` while reading, ...) would leave the other ranks
+    waiting in the fit's next collective until the backend's timeout. Here every rank raises
+    instead: the failing rank its own error, the others a ``ValueError`` that names it.
     """
     if group is None:
         return fn(*args, **kwargs)
     try:
         result, failed = fn(*args, **kwargs), None
-    except ValueError as exc:
+    except Exception as exc:  # any: the other ranks must hear of it whatever it is
         result, failed = None, exc
     flags = torch.zeros(world_size(group), dtype=torch.float64)
     flags[rank(group)] = float(failed is not None)

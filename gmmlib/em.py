@@ -597,6 +597,7 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     >>> history.converged
     True
     """
+    called = time.perf_counter()  # history.elapsed: the whole call, validation included
     model, max_iter, n_init, tol, reg_covar, log_every, init, init_sample, group = \
         checked(_FIT_EM, locals()).values()
     if init is None and n_init > 1:
@@ -606,18 +607,21 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
                    device=model.loc.device, min_rows=model.n_components if group is None else 1)
     return _fit(model, source, max_iter=max_iter, tol=tol, reg_covar=reg_covar, n_init=n_init,
                 init=init, generator=generator, progress=progress, log_every=log_every,
-                init_sample=init_sample, group=group)
+                init_sample=init_sample, group=group, called=called)
 
 
 @unchanged_on_error
 def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=None,
          progress=False, log_every=0, override=None, previous=-math.inf, monitor=None,
-         init_sample=100_000, group=None) -> FitHistory:
+         init_sample=100_000, group=None, called=None) -> FitHistory:
     """fit_em after validation: ``X`` a validated tensor or a :class:`~gmmlib.sources.Source`.
     ``override(model)``, when given, runs after each initialisation; ``previous`` is the lower
     bound the first iteration's gain is measured from (a warm start's); ``monitor``, when
     given, hears ``start(run)``, ``iteration(it, change)`` and ``end(lower_bound, converged)``
-    (the estimator's ``verbose`` printing); ``group`` the process group of a distributed fit."""
+    (the estimator's ``verbose`` printing); ``group`` the process group of a distributed fit;
+    ``called`` the ``time.perf_counter()`` the caller was entered at (default: now), which
+    ``history.elapsed`` counts from."""
+    called = time.perf_counter() if called is None else called
     source = Source.of_tensor(X) if isinstance(X, torch.Tensor) else X  # validated already
     device = model.loc.device
     g = make_generator(generator, device=device if device.type == "cuda" else "cpu") \
@@ -631,8 +635,10 @@ def _fit(model, X, *, max_iter, tol, reg_covar, n_init=1, init=None, generator=N
         show = False
 
     with fit_threads(mixture_work(family.kind, N // world_size(group), K, model.n_features)):
-        return _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_covar,
-                         n_init, init, log_every, override, previous, monitor, group)
+        history = _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_covar,
+                            n_init, init, log_every, override, previous, monitor, group)
+    history.elapsed = time.perf_counter() - called  # preparation, initialisations and all runs
+    return history
 
 
 def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_covar, n_init,

@@ -196,7 +196,7 @@ def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g:
     share = -(-init_sample // world)  # ceil: each rank's part of the sample
     if source.in_memory:
         n, sample = source.n_rows, source.tensor
-        if group is not None and n > share:
+        if group is not None:  # on every rank, a collective: a shard of n <= share rows is its own sample
             sample = agree(group, survey, source, share, shuffle)[1]
         per_epoch = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
     else:
@@ -210,8 +210,12 @@ def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g:
         if epochs is not None and bool((table[:, 1] != per_epoch).any()):
             raise ValueError(f"the ranks' data give {table[:, 1].tolist()} steps per epoch, but every "
                              "rank must take the same steps: give each rank as many batches per pass "
-                             "(e.g. DistributedSampler shards of equal size, drop_last=False), or set "
-                             "the length with iterations over in-memory shards")
+                             "(e.g. shards from torch.tensor_split, which differ by at most one row, "
+                             "with a batch size that gives each as many batches; DistributedSampler "
+                             "evens out the shards by repeating rows, or by dropping them with "
+                             "drop_last=True, unless the rows divide evenly over the ranks, and the "
+                             "fit is then no longer that of the union), or set the length with "
+                             "iterations over in-memory shards")
         sample = gather_rows(sample, group)
     if N < K:
         raise ValueError(f"X has {N} sample(s) but a mixture of {K} components needs at least {K} "
@@ -449,6 +453,7 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     >>> history.n_iter, len(history.epoch_loss), history.final_loss == history.epoch_loss[-1]
     (100, 20, True)
     """
+    called = time.perf_counter()  # history.elapsed: the whole call, initialisation included
     model, iterations, mixture_lr, component_lr, log_every, init, tol, batch_size, min_variance, \
         prior, epochs, init_sample, group = checked(_FIT_GD, locals()).values()
     _check_length(X, is_stream(X), iterations, epochs, batch_size, tol)
@@ -490,11 +495,14 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
             objective.backward()
             value, objective_value, grads_finite = _reduce(opt.params, loss, objective, group)
             if not math.isfinite(value):
+                # last_good: the parameters before the previous update (none at step 0)
+                history.n_iter = max(step - 1, 0)
                 _stop(history, opt.params, last_good, f"the loss became {value} at step {step} (a component "
                       "collapsed onto data points); stopped and kept the last finite parameters. "
                       f"{_remedy(guard)}")
                 break
             if not math.isfinite(objective_value):  # the loss is finite: the prior is not
+                history.n_iter = max(step - 1, 0)  # last_good, as above
                 _stop(history, opt.params, last_good, f"prior returned a non-finite log-prior at step "
                       f"{step} (the objective became {objective_value} with the loss at {value}); "
                       "stopped and kept the last finite parameters. Check prior: it must return a "
@@ -550,4 +558,5 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
             if log_every:
                 history.snapshots.append(snapshot(model, history.n_iter, final))
         history.lower_bound = -history.final_loss
+    history.elapsed = time.perf_counter() - called
     return history

@@ -8,7 +8,9 @@ import numpy as np
 __all__ = ["FitHistory", "Snapshot"]
 
 
-@dataclass
+# eq=False: identity equality, as for most objects; the generated == would compare the NumPy
+# fields as a tuple and raise ("the truth value of an array ... is ambiguous")
+@dataclass(eq=False)
 class Snapshot:
     """The model's parameters after ``step`` steps (NumPy copies, for plotting)."""
     step: int
@@ -18,7 +20,7 @@ class Snapshot:
     loss: float
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality, as Snapshot's
 class FitHistory:
     """Record of a fit by :func:`gmmlib.fit_gd`, :func:`gmmlib.fit_em` or :func:`gmmlib.fit_mdn`.
 
@@ -35,9 +37,20 @@ class FitHistory:
     converged : bool
         Whether a stopping tolerance was met (always False for a fixed-length fit without ``tol``).
     diverged : bool
-        Whether the loss became non-finite; the model then holds the last finite parameters.
+        Whether the fit stopped on a non-finite value: the loss, its gradient, the parameters
+        or (:func:`~gmmlib.fit_gd`) the prior's log-prior; the model then holds the last
+        finite parameters.
     n_iter : int
-        Steps actually taken.
+        Steps the model holds: those taken, less the one undone when a diverged fit put back
+        the parameters from before it.
+    lower_bound : float
+        :func:`~gmmlib.fit_em`: scikit-learn's ``lower_bound_``, the mean log-likelihood at the
+        kept run's last E-step (before its last M-step). :func:`~gmmlib.fit_gd`:
+        ``-final_loss``, minus the fitted model's full-data mean NLL (after a divergence, minus
+        the last finite step's loss, a minibatch's with minibatches). NaN for
+        :func:`~gmmlib.fit_mdn`.
+    method : str
+        The fit that made it: ``"em"``, ``"gd"`` or ``"mdn"``.
     restarts : list of float
         :func:`~gmmlib.fit_em`: each of the ``n_init`` runs' final ``-lower_bound`` (the mean NLL
         at its last E-step, which the fit compares to keep the best run), in the order run;
@@ -45,6 +58,10 @@ class FitHistory:
     epoch_loss : list of float
         :func:`~gmmlib.fit_gd`: the full-data mean NLL after each epoch, whenever ``epochs``
         is given (always over a stream).
+    elapsed : float or None
+        Seconds the whole call to the fit took, from entry to return: validation,
+        initialisation and every run included (``time`` starts later, with the kept run's
+        first step). None in a history not made by a fit.
     """
     loss: list = field(default_factory=list)
     time: list = field(default_factory=list)
@@ -57,6 +74,7 @@ class FitHistory:
     method: str = ""
     restarts: list = field(default_factory=list)
     epoch_loss: list = field(default_factory=list)
+    elapsed: float | None = None
 
     @property
     def final_loss(self) -> float:
@@ -92,5 +110,14 @@ class FitHistory:
 
     @property
     def wall_time(self) -> float:
-        """Total seconds the fit took."""
+        """Total seconds the fit took, ``elapsed``; for a history not made by a fit (no
+        ``elapsed``), the last recorded ``time``.
+
+        Examples
+        --------
+        >>> FitHistory(time=[0.5, 1.5, 2.5]).wall_time
+        2.5
+        """
+        if self.elapsed is not None:
+            return self.elapsed
         return self.time[-1] if self.time else 0.0

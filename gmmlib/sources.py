@@ -3,10 +3,11 @@
 EM and the scorers read the data in row blocks, so they accept, besides a tensor or an array,
 any *re-iterable* source of batches: a ``torch.utils.data.DataLoader`` (batches may be tensors,
 or tuples whose first element is the data, as a ``TensorDataset`` yields), an
-``IterableDataset``, a list of arrays, or a NumPy ``memmap`` (read ``batch_size`` rows at a
-time). The fits read the data once per pass, so a one-shot iterator (a generator) is refused.
-A plain ``DataLoader`` over a ``TensorDataset`` (its own ``BatchSampler``, default collate, no
-worker processes) is read batch by batch by index, with that batch sampler, not row by row.
+``IterableDataset``, a list of arrays, or a NumPy ``memmap`` (read in blocks of
+``MEMMAP_ROWS`` = 65536 rows). The fits read the data once per pass, so a one-shot iterator
+(a generator) is refused. A plain ``DataLoader`` over a ``TensorDataset`` (its own
+``BatchSampler``, default collate, no worker processes) is read batch by batch by index,
+with that batch sampler, not row by row.
 
 :func:`as_source` validates at the edge: a tensor once, a stream batch by batch on its first
 pass (shape, dtype, NaN/inf, the same checks as ``gmmlib._validation.as_data``), and later
@@ -137,6 +138,20 @@ def _dropped_rows(X) -> tuple[int | None, int | None] | None:
     return (n, n % batches.batch_size) if n % batches.batch_size else None
 
 
+def _replacing_sampler(X):
+    """The sampler of a DataLoader that draws its rows with replacement (``RandomSampler(
+    replacement=True)``, ``WeightedRandomSampler``), whose passes yield different rows; None
+    for any other source. A shuffle without replacement yields the same rows every pass."""
+    if not isinstance(X, torch.utils.data.DataLoader):
+        return None
+    for sampler in (X.sampler, X.batch_sampler):
+        if isinstance(sampler, torch.utils.data.BatchSampler):  # batches of its own sampler's rows
+            sampler = sampler.sampler
+        if getattr(sampler, "replacement", False):  # the attribute both torch samplers have
+            return sampler
+    return None
+
+
 def _gathers(X) -> bool:
     """Whether ``X`` is a plain ``DataLoader`` over a ``TensorDataset`` that batches with its
     own ``BatchSampler`` and default collate in this process: its batches can then be read by
@@ -175,7 +190,8 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
     ValueError
         As ``gmmlib._validation.as_data`` for arrays; for an iterator that can be read
         only once; for a map-style ``Dataset`` that is not wrapped in a ``DataLoader``; for a
-        ``DataLoader`` whose ``drop_last=True`` leaves rows out of every pass.
+        ``DataLoader`` whose ``drop_last=True`` leaves rows out of every pass; for a
+        ``DataLoader`` whose sampler draws rows with replacement.
     """
     if not is_stream(X):
         t = as_data(X, n_features=n_features, dtype=dtype, device=device, min_rows=min_rows,
@@ -196,6 +212,12 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         raise ValueError(f"{name} is a DataLoader with drop_last=True, which {lost}, but the "
                          "fits and scorers read all the data every pass; set drop_last=False (a "
                          "short last batch is fine)")
+    elif (sampler := _replacing_sampler(X)) is not None:
+        raise ValueError(f"{name} is a DataLoader whose sampler ({type(sampler).__name__}) draws "
+                         "rows with replacement, so each pass yields different rows (some twice, "
+                         "some not at all), but the fits and scorers need the same rows every "
+                         "pass; use a sampler without replacement (shuffle=True or "
+                         "RandomSampler(replacement=False) is fine: the same rows in a new order)")
     elif isinstance(X, collections.abc.Iterator):
         raise ValueError(f"{name} is an iterator ({type(X).__name__}), which can be read only "
                          "once, but the fits read the data once per pass: pass a re-iterable "

@@ -51,6 +51,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(*args, timeout: float) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2`` on 127.0.0.1 with ``args`` (a script and its arguments,
+    or ``-m module ...``); fails the test unless every rank exited cleanly."""
+    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "torch.distributed.run",
+                          "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                          str(_free_port()), *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """Both ranks' fitted parameters and losses, and the data and start models."""
@@ -64,11 +75,7 @@ def two_ranks(tmp_path_factory):
         starts[family] = model
     script = tmp / "fit.py"
     script.write_text(SCRIPT)
-    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "torch.distributed.run",
-                          "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                          "--master_port", str(_free_port()), str(script), str(tmp)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    _torchrun(script, tmp, timeout=300)
     ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     return X, starts, ranks
 
@@ -119,11 +126,8 @@ def test_the_command_line_under_torchrun_equals_one_process(tmp_path):
     one half of the same mock data; rank 0's saved model equals the 1-process fit."""
     args = ["--method", "em", "--samples", "2000", "--components", "3", "--seed", "1",
             "--no-progress", "--log_freq", "1000"]
-    two = subprocess.run([sys.executable, "-W", "ignore", "-m", "torch.distributed.run",
-                          "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                          str(_free_port()), "-m", "gmmlib", *args, "--distributed", "--save",
-                          str(tmp_path / "two.pt")], capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    two = _torchrun("-m", "gmmlib", *args, "--distributed", "--save", tmp_path / "two.pt",
+                    timeout=300)
     assert two.stdout.count("final mean NLL") == 1  # rank 0 alone prints
     one = subprocess.run([sys.executable, "-W", "ignore", "-m", "gmmlib", *args, "--save",
                           str(tmp_path / "one.pt")], capture_output=True, text=True, timeout=300)
@@ -166,11 +170,83 @@ def test_bad_data_on_one_rank_stops_every_rank(tmp_path):
     once, instead of waiting in the next all-reduce until gloo's timeout (60 s here)."""
     script = tmp_path / "failing.py"
     script.write_text(FAILING)
-    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "torch.distributed.run",
-                          "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                          str(_free_port()), str(script)], capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = _torchrun(script, timeout=120)
     for fit in ("fit_em", "fit_gd"):
         assert f"rank 1 {fit}: Input X contains NaN in 1 row(s)" in run.stdout
         assert f"rank 0 {fit}: rank(s) [1] of the process group failed" in run.stdout
+
+
+UNEVEN = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist, gmmlib
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=30))  # a regression fails, not hangs
+    rank = dist.get_rank()
+    torch.set_num_threads(1)
+    X = gmmlib.generate_data(1020, 3, 2, 6.0, "full", seed=5).X.double()
+    shard = X[:1000] if rank == 0 else X[1000:]  # around the share ceil(100 / 2) = 50 rows
+    model = gmmlib.GaussianMixture(3, 2, "full", dtype=torch.float64)
+    gmmlib.initialize(model, X, "kmeans++", generator=1)
+    h = gmmlib.fit_gd(model, shard, init=None, iterations=30, init_sample=100, generator=0,
+                      progress=False, distributed=True)
+    torch.save((model.state_dict(), h.loss, h.resets), sys.argv[1] + f"/uneven{rank}.pt")
+    dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
+    dist.destroy_process_group()
+""")
+
+
+def test_gd_over_in_memory_shards_either_side_of_the_sample_share(tmp_path):
+    """init_sample=100 over 2 ranks is 50 rows each: rank 0's 1000-row shard is sampled (a
+    collective), rank 1's 20 rows are their own sample. Only the larger rank entered the
+    collective, and the ranks deadlocked; both now finish, with the 1-process fit of the union."""
+    script = tmp_path / "uneven.py"
+    script.write_text(UNEVEN)
+    _torchrun(script, tmp_path, timeout=150)
+    (p0, loss0, resets0), (p1, loss1, _) = (torch.load(tmp_path / f"uneven{r}.pt", weights_only=False)
+                                            for r in (0, 1))
+    for name in tensors(p0):
+        assert torch.equal(p0[name], p1[name]), name
+    assert loss0 == loss1 and resets0 == []
+    X = gmmlib.generate_data(1020, 3, 2, 6.0, "full", seed=5).X.double()
+    model = gmmlib.GaussianMixture(3, 2, "full", dtype=torch.float64)
+    gmmlib.initialize(model, X, "kmeans++", generator=1)
+    h = gmmlib.fit_gd(model, X, init=None, iterations=30, generator=0, progress=False)
+    state = model.state_dict()
+    for name in tensors(state):
+        torch.testing.assert_close(p0[name], state[name], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(loss0, h.loss, rtol=0, atol=1e-10)
+
+
+RAISING = textwrap.dedent("""
+    import torch, torch.distributed as dist, gmmlib
+    from datetime import timedelta
+    from torch.utils.data import IterableDataset
+    dist.init_process_group("gloo", timeout=timedelta(seconds=30))  # a regression fails, not hangs
+    rank = dist.get_rank()
+    X = torch.randn(200, 2, dtype=torch.float64)
+
+    class Shard(IterableDataset):  # the caller's reader: rank 1's fails as it starts a pass
+        def __iter__(self):
+            if rank == 1:
+                raise RuntimeError("disk read failed")
+            return iter(X.split(50))
+    for fit, kw in ((gmmlib.fit_em, {}), (gmmlib.fit_gd, {"epochs": 2})):
+        model = gmmlib.GaussianMixture(2, 2, "full", dtype=torch.float64)
+        try:
+            fit(model, Shard(), progress=False, distributed=True, **kw)
+        except Exception as exc:
+            print(f"rank {rank} {fit.__name__}: {type(exc).__name__}: {exc}", flush=True)
+    dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
+    dist.destroy_process_group()
+""")
+
+
+def test_any_error_reading_one_ranks_data_stops_every_rank(tmp_path):
+    """Not only a ValueError: a RuntimeError from the caller's dataset on rank 1 is raised there
+    as it is, and rank 0 raises a ValueError naming rank 1, instead of waiting in the next
+    collective (until gloo's timeout, 30 s here)."""
+    script = tmp_path / "raising.py"
+    script.write_text(RAISING)
+    run = _torchrun(script, timeout=150)
+    for fit in ("fit_em", "fit_gd"):
+        assert f"rank 1 {fit}: RuntimeError: disk read failed" in run.stdout
+        assert f"rank 0 {fit}: ValueError: rank(s) [1] of the process group failed" in run.stdout

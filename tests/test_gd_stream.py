@@ -342,3 +342,12 @@ def test_distributed_stream_steps_on_the_union_of_the_ranks_batches(two_ranks):
 def test_ranks_with_different_batch_counts_are_refused_on_every_rank(two_ranks):
     for r in (0, 1):
         assert "[4, 3] steps per epoch" in two_ranks[r]["mismatch"]
+
+
+@pytest.mark.slow
+def test_the_batch_count_remedy_does_not_recommend_a_sampler_that_repeats_rows(two_ranks):
+    """DistributedSampler(drop_last=False) pads the shards by repeating rows (601 rows over 2
+    ranks: 602 indices, row 0 twice), so the fit is no longer the union's: not recommended."""
+    message = two_ranks[0]["mismatch"]
+    assert "drop_last=False" not in message
+    assert "repeating rows" in message and "torch.tensor_split" in message

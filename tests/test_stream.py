@@ -430,3 +430,28 @@ def test_initialize_checks_every_value_before_writing_any():
     with pytest.raises(ValueError, match="singular covariance"):
         gmmlib.initialize(model, X, "kmeans++", generator=0, reg_covar=0.0)
     assert _same_state(_state(model), before)
+
+
+def test_a_loader_that_samples_with_replacement_is_refused():
+    """A sampler with replacement yields other rows every pass (some twice, some never), with
+    the same row count: refused by name with the remedy. Shuffling without replacement, the
+    same rows in a new order every pass, is fine."""
+    X = blobs()  # 700 rows
+    model = gmmlib.GaussianMixture(4, 3, "diagonal", dtype=torch.float64)
+    samplers = [torch.utils.data.RandomSampler(range(700), replacement=True),
+                torch.utils.data.WeightedRandomSampler(torch.ones(700), 700)]
+    for sampler in samplers:
+        loaders = [DataLoader(TensorDataset(X), batch_size=64, sampler=sampler),
+                   DataLoader(TensorDataset(X), batch_size=None,
+                              sampler=torch.utils.data.BatchSampler(sampler, 64, drop_last=False)),
+                   DataLoader(TensorDataset(X),
+                              batch_sampler=torch.utils.data.BatchSampler(sampler, 64, drop_last=False))]
+        for loader in loaders:
+            for call in (lambda: gmmlib.fit_em(model, loader, progress=False),
+                         lambda: gmmlib.fit_gd(model, loader, epochs=1, progress=False),
+                         lambda: model.nll(loader)):
+                with pytest.raises(ValueError, match=f"sampler \\({type(sampler).__name__}\\) draws "
+                                                     "rows with replacement.*without replacement"):
+                    call()
+    shuffled = DataLoader(TensorDataset(X), batch_size=64, shuffle=True)
+    gmmlib.fit_em(model, shuffled, progress=False)
