@@ -157,19 +157,40 @@ class InverseWishartPrior:
     """
 
     def __init__(self, df: float, scale=1.0):
+        self.df, self.scale = df, scale
+
+    @property
+    def df(self) -> float:
+        """``ν``; setting it checks it as the constructor does (against D at the next call)."""
+        return self._df
+
+    @df.setter
+    def df(self, df: float):
         if isinstance(df, bool) or not isinstance(df, numbers.Real) or not math.isfinite(df) or df <= 0:
             raise ValueError(f"df must be a positive finite number (and > D - 1), got {df!r}")
+        self._df = float(df)
+        self._factors = {}  # (D, dtype, device) -> Cholesky factor of Ψ, checked once per key
+
+    @property
+    def scale(self):
+        """``Ψ``: a number, or a float64 copy of the matrix given (changing it changes nothing);
+        setting it checks it as the constructor does."""
+        return self._scale if isinstance(self._scale, float) else self._scale.clone()
+
+    @scale.setter
+    def scale(self, scale):
         if isinstance(scale, numbers.Real) and not isinstance(scale, bool):
-            check_positive(scale, "scale")
-        else:  # a matrix: check it now, not at the first step of a fit
+            scale = check_positive(scale, "scale")
+        else:  # a matrix: check it now, not at the first step of a fit; a copy, not the caller's
             S = as_numbers(scale, "scale", "a positive number or a positive-definite matrix",
                            dtype=torch.float64)
             if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
                 raise ValueError(f"scale must be a positive number or a finite square (D, D) "
                                  f"positive-definite matrix, got shape {tuple(S.shape)}")
             cholesky(S, name="scale")  # raises, naming it, unless positive definite
-        self.df, self.scale = float(df), scale
-        self._factors = {}  # (D, dtype, device) -> Cholesky factor of Ψ, checked once per key
+            scale = S.cpu().clone()
+        self._scale = scale
+        self._factors = {}
 
     @classmethod
     def from_variance(cls, variance: float, n_features: int, *, df: float | None = None) -> "InverseWishartPrior":
@@ -189,10 +210,10 @@ class InverseWishartPrior:
         key = (model.n_features, L.dtype, L.device)
         if key not in self._factors:  # df and Ψ checked against D once, Ψ factored once
             D = model.n_features
-            _check_df(self.df, D)
-            Psi = _scale_matrix(self.scale, D, dtype=L.dtype, device=L.device)
+            _check_df(self._df, D)
+            Psi = _scale_matrix(self._scale, D, dtype=L.dtype, device=L.device)
             self._factors[key] = cholesky(Psi, name="scale")
-        return _iw_log_prob(L, self.df, self._factors[key]).sum()
+        return _iw_log_prob(L, self._df, self._factors[key]).sum()
 
     def map_covariance(self, scatter, n: float) -> torch.Tensor:
         """The MAP covariance ``(n S + Ψ) / (n + ν + D + 1)`` of ``n`` points with scatter ``S``.
@@ -209,12 +230,12 @@ class InverseWishartPrior:
         if isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or n < 0:
             raise ValueError(f"n must be a finite number of points >= 0, got {n!r}")
         D = S.shape[-1]
-        nu = _check_df(self.df, D)
-        Psi = _scale_matrix(self.scale, D, dtype=S.dtype, device=S.device)
+        nu = _check_df(self._df, D)
+        Psi = _scale_matrix(self._scale, D, dtype=S.dtype, device=S.device)
         return (n * S + Psi) / (n + nu + D + 1)
 
     def __repr__(self):
-        return f"InverseWishartPrior(df={self.df:g}, scale={self.scale if isinstance(self.scale, numbers.Real) else '...'})"
+        return f"InverseWishartPrior(df={self.df:g}, scale={self._scale if isinstance(self._scale, float) else '...'})"
 
 
 class RidgePrior:

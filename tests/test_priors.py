@@ -213,3 +213,33 @@ def test_inverse_wishart_log_prob_refuses_what_is_not_a_cholesky_factor():
     L = torch.linalg.cholesky(torch.as_tensor(Sigma))
     assert float(inverse_wishart_log_prob(L, 4.0, 1.0)) == pytest.approx(
         scipy.stats.invwishart(4.0, np.eye(2)).logpdf(Sigma), rel=1e-12)
+
+
+def test_inverse_wishart_prior_follows_a_changed_df_or_scale_and_owns_its_scale():
+    model = random_model("full", K=2, D=2, seed=3)
+    covs = model.covariances.numpy()
+
+    def ref(df, Psi):
+        return sum(scipy.stats.invwishart(df=df, scale=Psi).logpdf(c) for c in covs)
+
+    prior = InverseWishartPrior(3.0, 1.0)
+    assert float(prior(model).detach()) == pytest.approx(ref(3.0, np.eye(2)), rel=1e-10)
+    prior.scale = 5.0  # after the first call, which factored Ψ
+    assert float(prior(model).detach()) == pytest.approx(ref(3.0, 5.0 * np.eye(2)), rel=1e-10)
+    prior.df = 4.5
+    assert float(prior(model).detach()) == pytest.approx(ref(4.5, 5.0 * np.eye(2)), rel=1e-10)
+    prior.df = 1.0  # not > D - 1 for D = 2: refused as at construction, not -inf
+    with pytest.raises(ValueError, match="df must be a number > D - 1 = 1"):
+        prior(model)
+    with pytest.raises(ValueError, match="df must be a positive"):
+        prior.df = -1.0
+    with pytest.raises(ValueError, match="scale must be positive definite"):
+        prior.scale = [[1.0, 2.0], [2.0, 1.0]]
+
+    Psi = np.array([[1.0, 0.2], [0.2, 0.5]])
+    prior = InverseWishartPrior(3.5, Psi)
+    before = float(prior(model).detach())
+    Psi *= 5.0  # the caller's array, not the prior's
+    prior.scale[0, 0] = 100.0  # nor the copy the attribute hands out
+    assert float(prior(model).detach()) == before == pytest.approx(ref(3.5, Psi / 5.0), rel=1e-10)
+    np.testing.assert_allclose(prior.map_covariance(np.eye(2), 0.0).numpy(), Psi / 5.0 / 6.5)
