@@ -19,8 +19,20 @@ def test_covariance_2d_entries_and_positive_definite():
     assert torch.allclose(S, torch.tensor([[4.0, -0.3], [-0.3, 0.25]], dtype=torch.float64))
     assert bool((torch.linalg.eigvalsh(S) > 0).all())
     assert torch.linalg.eigvalsh(covariance_2d(1.0, 1.0, 1.5)).min() < 0  # |rho| > 1: not PD
-    with pytest.raises(ValueError, match="sigma1 and sigma2"):
+    with pytest.raises(ValueError, match="sigma1 must be a positive finite standard deviation, got 0.0"):
         covariance_2d(0.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("args, match", [
+    ((1.0, -1.0, 0.0), "sigma2 must be a positive finite standard deviation, got -1.0"),
+    ((1.0, float("inf"), 0.0), "sigma2 must be a positive finite standard deviation, got inf"),
+    ((float("nan"), 1.0, 0.0), "sigma1 must be a positive finite standard deviation, got nan"),
+    ((1.0, 1.0, float("nan")), "rho must be a finite correlation"),
+])
+def test_covariance_2d_names_the_bad_argument(args, match):
+    """A negative sigma2 was reported as 'sigma1 and sigma2'; an infinite one or a NaN rho passed."""
+    with pytest.raises(ValueError, match=match):
+        covariance_2d(*args)
 
 
 @pytest.mark.parametrize("D", [1, 2, 5])
@@ -178,3 +190,23 @@ def test_agreement_docstring_shows_what_it_prints():
     assert str(Agreement(0.02, 1e-12)) == "max |diff| = 2e-02 (EXCEEDS 1e-12)"
     assert "``max |diff| = 2e-02 (EXCEEDS 1e-12)``" in Agreement.__doc__
     assert "0.02" not in Agreement.__doc__
+
+
+@pytest.mark.parametrize("a, b, match", [
+    (np.array([1.0, 2.0, 3.0]), np.array([[1.0], [2.0], [3.0]]), r"same shape, got \(3,\) and \(3, 1\)"),
+    (torch.zeros(2, 3), torch.zeros(3), r"same shape, got \(2, 3\) and \(3,\)"),
+    (np.array([]), 5.0, r"must not be empty, got shapes \(0,\) and \(\)"),
+    (np.zeros((0, 2)), np.zeros((0, 2)), "must not be empty"),
+])
+def test_max_abs_diff_does_not_broadcast_and_refuses_empty_input(a, b, match):
+    """(3,) against (3, 1) compared every entry with every other (2.0); an empty array agreed with 5."""
+    from gmmlib.book import max_abs_diff
+    with pytest.raises(ValueError, match=match):
+        max_abs_diff(a, b, tol=1e-12)
+
+
+def test_max_abs_diff_compares_every_entry_with_a_single_number():
+    from gmmlib.book import max_abs_diff
+    assert max_abs_diff(torch.tensor([1.0, 1.0 + 1e-9], dtype=torch.float64), 1.0, tol=1e-8).value == pytest.approx(1e-9)
+    assert max_abs_diff(np.array(2.0), [2.0, 2.5], tol=1e-8).value == 0.5
+    assert max_abs_diff(np.array([1.0, 2.0]), torch.tensor([1.0, 2.0]), tol=0).value == 0.0

@@ -176,3 +176,27 @@ def test_frames_and_interactive_use_their_dpi_whatever_savefig_dpi_says():
     (png,) = re.findall(r'frames\[\d+\] = "(data:image/png;base64,[^"]+)"', s)
     assert _png_size(png) == (150, 100)
     assert _png_size(_png(w)) == (150, 100)
+
+
+def test_interactive_takes_numpy_numbers_and_refuses_bools():
+    """(np.int64(1), np.int64(5)) was refused as 'not a (min, max) tuple of numbers'."""
+    import ipywidgets as W
+    w = interactive(lambda ax, k, x: None, k=(np.int64(1), np.int64(5)),
+                    x=(np.float32(0.0), np.float64(1.0), np.float64(0.25)))
+    k, x = w.controls["k"], w.controls["x"]
+    assert isinstance(k, W.IntSlider) and (k.min, k.max, k.value) == (1, 5, 3)
+    assert isinstance(x, W.FloatSlider) and (x.min, x.max, x.step) == (0.0, 1.0, 0.25)
+    with pytest.raises(ValueError, match="control 'k'"):
+        interactive(draw, k=(True, 5))
+
+
+def test_interactive_does_not_modify_the_callers_widget():
+    """A FloatSlider() passed in came back with .description == 'x' written into it."""
+    import ipywidgets as W
+    bare, named = W.FloatSlider(), W.FloatSlider(description="σ")
+    w = interactive(lambda ax, x, y: None, x=bare, y=named)
+    assert bare.description == "" and named.description == "σ"
+    assert w.controls == {"x": bare, "y": named}
+    row = w.children[0]  # the bare one is labelled beside it, the named one shown as it is
+    assert isinstance(row, W.HBox) and row.children[0].value == "x" and row.children[1] is bare
+    assert w.children[1] is named

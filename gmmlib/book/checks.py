@@ -66,9 +66,11 @@ def max_abs_diff(a, b, *, tol: float) -> Agreement:
     Parameters
     ----------
     a, b : tensors, arrays or floats
-        Two computations of the same quantity, real numbers; shapes must broadcast to each
-        other. NaN or infinity where the other side differs counts as an infinite difference;
-        equal infinities (two ``-inf`` log-densities, say) agree.
+        Two computations of the same quantity, real numbers, of the same shape (nothing is
+        broadcast), not empty; one side may be a single number (a float or 0-d array), which
+        every entry of the other is compared with. NaN or infinity where the other side
+        differs counts as an infinite difference; equal infinities (two ``-inf``
+        log-densities, say) agree.
     tol : float
         The largest difference that counts as agreement (>= 0): a Python or NumPy number, or a
         0-d tensor.
@@ -81,7 +83,8 @@ def max_abs_diff(a, b, *, tol: float) -> Agreement:
     Raises
     ------
     ValueError
-        If ``tol`` is not a number >= 0, ``a`` or ``b`` is complex, or their shapes differ.
+        If ``tol`` is not a number >= 0, ``a`` or ``b`` is complex or empty, or their shapes
+        differ (and neither is a single number).
     TypeError
         If ``a`` or ``b`` is not numbers.
 
@@ -92,12 +95,16 @@ def max_abs_diff(a, b, *, tol: float) -> Agreement:
     """
     tol = _tolerance(tol)
     x, y = _array(a, "a"), _array(b, "b")
-    try:
-        x, y = np.broadcast_arrays(x, y)
-    except ValueError:
-        raise ValueError(f"a and b must have the same shape, got {x.shape} and {y.shape}") from None
+    if x.shape != y.shape and x.ndim > 0 and y.ndim > 0:
+        raise ValueError(f"a and b must have the same shape, got {x.shape} and {y.shape}; "
+                         "reshape one to the other's shape (nothing is broadcast), or pass a "
+                         "single number to compare every entry with")
+    if x.size == 0 or y.size == 0:
+        raise ValueError(f"a and b must not be empty, got shapes {x.shape} and {y.shape}; an "
+                         "empty comparison agrees with anything: compare the values themselves")
+    x, y = np.broadcast_arrays(x, y)  # at most a single number against an array
     same = (x == y)  # also true for equal infinities
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.where(same, 0.0, np.abs(x - y))
     diff = np.where(np.isnan(diff), np.inf, diff)
-    return Agreement(float(diff.max()) if diff.size else 0.0, float(tol))
+    return Agreement(float(diff.max()), float(tol))

@@ -29,6 +29,9 @@ def covariance_2d(sigma1: float, sigma2: float, rho: float, *, dtype=torch.float
         Standard deviations along the two axes, > 0.
     rho : float
         Correlation coefficient; the matrix is positive definite exactly when ``-1 < rho < 1``.
+        Any other finite ``rho`` is allowed on purpose: the matrix is then built as written,
+        singular at ``rho = ±1`` and with a negative eigenvalue beyond, so that the first
+        chapter can show what :func:`gmmlib.numerics.cholesky` says about such a "covariance".
     dtype : torch.dtype, default torch.float64
 
     Returns
@@ -38,7 +41,7 @@ def covariance_2d(sigma1: float, sigma2: float, rho: float, *, dtype=torch.float
     Raises
     ------
     ValueError
-        If a standard deviation is not positive.
+        If a standard deviation is not a positive finite number, or ``rho`` is not finite.
 
     Examples
     --------
@@ -46,8 +49,13 @@ def covariance_2d(sigma1: float, sigma2: float, rho: float, *, dtype=torch.float
     tensor([[4., 1.],
             [1., 1.]], dtype=torch.float64)
     """
-    if not (sigma1 > 0 and sigma2 > 0):
-        raise ValueError(f"sigma1 and sigma2 must be positive standard deviations, got {sigma1}, {sigma2}")
+    for name, value in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a positive finite standard deviation, got {value!r}; "
+                             "pass the square root of the variance, not its sign or logarithm")
+    if not math.isfinite(rho):
+        raise ValueError(f"rho must be a finite correlation (in (-1, 1) for a positive-definite "
+                         f"matrix), got {rho!r}")
     c = rho * sigma1 * sigma2
     return torch.tensor([[sigma1 ** 2, c], [c, sigma2 ** 2]], dtype=dtype)
 

@@ -28,6 +28,7 @@ import hashlib
 import io
 import itertools
 import math
+import numbers
 import re
 import tempfile
 from collections.abc import Callable, Iterable
@@ -179,13 +180,15 @@ def _offline(html: str) -> str:
 
 
 def _control(name: str, spec):
-    """An ipywidgets control from a widget, a (min, max[, step]) tuple or a list of options."""
+    """An ipywidgets control from a widget (returned as it is, never modified), a
+    (min, max[, step]) tuple of numbers (NumPy scalars too) or a list of options."""
     import ipywidgets as W
     if isinstance(spec, W.ValueWidget):
-        if not spec.description:
-            spec.description = name
         return spec
-    if isinstance(spec, tuple) and len(spec) in (2, 3) and all(isinstance(v, (int, float)) for v in spec):
+    if isinstance(spec, tuple) and len(spec) in (2, 3) \
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in spec):
+        integer = all(isinstance(v, numbers.Integral) for v in spec)
+        spec = tuple(int(v) if integer else float(v) for v in spec)  # plain numbers for traitlets
         lo, hi = spec[0], spec[1]
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"control {name!r}: min must be below max, both finite, got {spec}; "
@@ -193,7 +196,6 @@ def _control(name: str, spec):
         if len(spec) == 3 and not (math.isfinite(spec[2]) and 0 < spec[2] <= hi - lo):
             raise ValueError(f"control {name!r}: step must be positive and at most max - min, got "
                              f"{spec[2]!r}")
-        integer = all(isinstance(v, int) and not isinstance(v, bool) for v in spec)
         step = spec[2] if len(spec) == 3 else (1 if integer else (hi - lo) / 20)
         cls = W.IntSlider if integer else W.FloatSlider
         value = lo + step * round((hi - lo) / 2 / step)
@@ -228,9 +230,11 @@ def interactive(draw: Callable[..., Any], *, figsize=(5, 4), dpi: float = 80, **
         ``rcParams["savefig.dpi"]`` says.
     **controls
         One per keyword argument of ``draw``: an ipywidgets control (e.g. from
-        :func:`log_slider`), a ``(min, max)`` or ``(min, max, step)`` tuple (an ``IntSlider`` if
-        all are ints, else a ``FloatSlider`` starting mid-range), or a list of options (a
-        ``Dropdown``). Sliders made from tuples redraw when released (``continuous_update=False``).
+        :func:`log_slider`), a ``(min, max)`` or ``(min, max, step)`` tuple of numbers (Python
+        or NumPy; an ``IntSlider`` if all are integers, else a ``FloatSlider`` starting
+        mid-range), or a list of options (a ``Dropdown``). Sliders made from tuples redraw when
+        released (``continuous_update=False``). A control passed in is used as it is, not
+        modified: one without a ``description`` is shown with a ``Label`` of its name beside it.
 
     Returns
     -------
@@ -279,7 +283,8 @@ def interactive(draw: Callable[..., Any], *, figsize=(5, 4), dpi: float = 80, **
 
     for c in ctrls.values():
         c.observe(redraw, names="value")
-    box = _interactive_class()(children=[*ctrls.values(), out])
+    rows = [c if c.description else W.HBox([W.Label(name), c]) for name, c in ctrls.items()]
+    box = _interactive_class()(children=[*rows, out])
     box.controls, box.output, box.figure, box.ax, box.redraw = ctrls, out, fig, ax, redraw
     redraw()
     return box
