@@ -87,8 +87,9 @@ def broadcast_parameters(module: torch.nn.Module, group, src: int = 0) -> None:
 def agree(group, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` on every rank of ``group``, which then agree on whether it failed.
 
-    An error on one rank (its shard holds NaN, has the wrong width, or the caller's dataset
-    raised a ``RuntimeError`` or an ``OSError`` while reading, ...) would leave the other ranks
+    An error on one rank (its shard holds NaN, has the wrong width, the caller's dataset
+    raised a ``RuntimeError`` or an ``OSError`` while reading, the lead rank's initialisation
+    found a singular covariance, ...) would leave the other ranks
     waiting in the fit's next collective until the backend's timeout. Here every rank raises
     instead: the failing rank its own error, the others a ``ValueError`` that names it.
     """
@@ -105,9 +106,30 @@ def agree(group, fn, *args, **kwargs):
         raise failed
     if bool(flags.any()):
         bad = flags.nonzero().squeeze(-1).tolist()
-        raise ValueError(f"rank(s) {bad} of the process group failed to read their data (their "
-                         "error says why); every rank stops")
+        raise ValueError(f"rank(s) {bad} of the process group failed (their error says why: "
+                         "reading their data, or the initialisation); every rank stops")
     return result
+
+
+def same_arguments(group, **arguments) -> None:
+    """Raise ``ValueError`` on every rank of ``group`` unless all passed equal ``arguments``
+    (plain values: numbers, strings, None).
+
+    Ranks that fit different models (another K or family) or for different lengths would send
+    collectives of different sizes or counts, which gloo answers by aborting the process
+    (SIGABRT), and ranks given different learning rates would drift apart silently. One
+    gather of the arguments at the start names the first that differs instead."""
+    if group is None:
+        return
+    import torch.distributed as dist
+    parts = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, arguments, group=group)
+    for name, value in arguments.items():
+        values = [p[name] for p in parts]
+        if any(v != value for v in values):
+            raise ValueError(f"the ranks of the process group were given different {name}: "
+                             f"{values} (in rank order); every rank must fit the same model "
+                             "with the same arguments, only its own shard of the data differing")
 
 
 def gather_rows(x: torch.Tensor, group) -> torch.Tensor:

@@ -104,7 +104,8 @@ from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture, unchanged_on_error
 from ._threads import fit_threads, mixture_work
-from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
+from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows, rank,
+                          resolve_group, same_arguments, world_size)
 from .moments import COVARIANCE, Moments, Workspace, scatter
 from .sources import Source, as_source, survey
 from .numerics import LOG_2PI
@@ -187,10 +188,9 @@ class _EStep:
     form in float64); for float32 data, the same form in float64 (``mid``: the axis-aligned
     families' components up to float64's limit once any passes float32's, the full
     family's whose float32 product is predicted to round beyond its tolerance); and the
-    centred form
-    ``(x - mu_k) P_k`` (``far``: beyond float64's limits). The limits keep every form within
-    the module's accuracy bound, 1e-4 of max(1, |log p|) in float32 and 1e-9 in float64
-    (``tests/test_fast_paths_accuracy.py``), where the model's own
+    centred form ``(x - mu_k) P_k`` (``far``: beyond float64's limits). The limits keep every
+    form within the module's accuracy bound, 1e-4 of max(1, |log p|) in float32 and 1e-9 in
+    float64 (``tests/test_fast_paths_accuracy.py``), where the model's own
     :meth:`GaussianMixture.log_prob` also lies; measured, the fast forms stayed within 1-9x
     its float32 error.
     """
@@ -600,6 +600,10 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
     called = time.perf_counter()  # history.elapsed: the whole call, validation included
     model, max_iter, n_init, tol, reg_covar, log_every, init, init_sample, group = \
         checked(_FIT_EM, locals()).values()
+    same_arguments(group, n_components=model.n_components, n_features=model.n_features,
+                   covariance_type=model.family.name, dtype=str(model.loc.dtype),
+                   min_variance=model.min_variance, max_iter=max_iter, n_init=n_init, tol=tol,
+                   reg_covar=reg_covar, init=init, init_sample=init_sample)
     if init is None and n_init > 1:
         raise ValueError(f"n_init={n_init} runs would all start from the model's current "
                          "parameters (init=None); pass n_init=1 or a random init such as 'kmeans'")
@@ -650,9 +654,9 @@ def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_co
     for run in range(n_init):
         if monitor is not None:
             monitor.start(run)
-        if init is not None:
-            if lead:
-                _initialize(model, sample, init, g, reg_covar)
+        if init is not None:  # on the lead rank; the others hear if it failed (else they
+            # would wait in the broadcast until the backend's timeout)
+            agree(group, _initialize if lead else _nothing, model, sample, init, g, reg_covar)
             broadcast_parameters(model, group)
         if override is not None:
             override(model)
@@ -683,6 +687,10 @@ def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_co
                       f"the mean log-likelihood still changing by more than tol={tol:g}.)",
                       ConvergenceWarning, stacklevel=3)
     return history
+
+
+def _nothing(*args) -> None:
+    """What the ranks other than the lead do while it initialises."""
 
 
 def _prepare(source, model, init_sample: int, g, group):

@@ -24,7 +24,8 @@ import torch
 from ._validation import (check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
                           checked, optional)
 from ._threads import fit_threads, mixture_work
-from .distributed import agree, all_reduce_sum, broadcast_parameters, gather_rows, rank, resolve_group, world_size
+from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows, rank,
+                          resolve_group, same_arguments, world_size)
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
 from .mixture import unchanged_on_error
@@ -456,6 +457,12 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     called = time.perf_counter()  # history.elapsed: the whole call, initialisation included
     model, iterations, mixture_lr, component_lr, log_every, init, tol, batch_size, min_variance, \
         prior, epochs, init_sample, group = checked(_FIT_GD, locals()).values()
+    same_arguments(group, n_components=model.n_components, n_features=model.n_features,
+                   covariance_type=model.family.name, dtype=str(model.loc.dtype),
+                   iterations=iterations, epochs=epochs, tol=tol, batch_size=batch_size,
+                   mixture_lr=mixture_lr, component_lr=component_lr, init=init,
+                   min_variance=min_variance, model_min_variance=model.min_variance,
+                   reset_collapsed=reset_collapsed, guard=guard, init_sample=init_sample)
     _check_length(X, is_stream(X), iterations, epochs, batch_size, tol)
     source = agree(group, as_source, X, n_features=model.n_features, dtype=model.loc.dtype,
                    device=model.loc.device, min_rows=model.n_components if group is None else 1)

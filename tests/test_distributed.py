@@ -250,3 +250,66 @@ def test_any_error_reading_one_ranks_data_stops_every_rank(tmp_path):
     for fit in ("fit_em", "fit_gd"):
         assert f"rank 1 {fit}: RuntimeError: disk read failed" in run.stdout
         assert f"rank 0 {fit}: ValueError: rank(s) [1] of the process group failed" in run.stdout
+
+
+INIT_FAILS = textwrap.dedent("""
+    import torch, torch.distributed as dist, gmmlib
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=30))  # a regression fails, not hangs
+    rank = dist.get_rank()
+    X = torch.ones(100, 2, dtype=torch.float64)  # every point the same: a singular start
+    model = gmmlib.GaussianMixture(2, 2, "full", dtype=torch.float64, min_variance=0.0)
+    try:
+        gmmlib.fit_em(model, X, reg_covar=0.0, progress=False, distributed=True)
+    except Exception as exc:
+        print(f"rank {rank}: {type(exc).__name__}: {exc}", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+""")
+
+
+def test_an_initialisation_that_fails_on_the_lead_rank_stops_every_rank(tmp_path):
+    """fit_em initialises on rank 0 alone and broadcasts the result: when that raised, rank 1
+    waited in the broadcast until gloo's timeout (30 s here). Now rank 0 raises its own error
+    and rank 1 one naming rank 0."""
+    script = tmp_path / "init_fails.py"
+    script.write_text(INIT_FAILS)
+    run = _torchrun(script, timeout=150)
+    assert "rank 0: ValueError: initialisation gave a component a singular covariance" in run.stdout
+    assert "rank 1: ValueError: rank(s) [0] of the process group failed" in run.stdout
+
+
+MISMATCH = textwrap.dedent("""
+    import torch, torch.distributed as dist, gmmlib
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=30))
+    rank = dist.get_rank()
+    X = gmmlib.generate_data(200, 2, 3, seed=rank).X.double()
+    cases = [(gmmlib.fit_em, {"max_iter": 3 + rank, "tol": 0.0}, 3),  # lengths differ
+             (gmmlib.fit_em, {}, 3 + rank),  # models differ
+             (gmmlib.fit_gd, {"iterations": 5, "component_lr": 0.05 * (1 + rank)}, 3)]
+    for fit, kw, K in cases:
+        model = gmmlib.GaussianMixture(K, 2, "full", dtype=torch.float64)
+        try:
+            fit(model, X, progress=False, distributed=True, **kw)
+            print(f"rank {rank} {fit.__name__}: fitted", flush=True)
+        except Exception as exc:
+            print(f"rank {rank} {fit.__name__}: {type(exc).__name__}: {exc}", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+""")
+
+
+def test_ranks_given_different_arguments_are_told_which(tmp_path):
+    """Another K or max_iter on one rank sent collectives of different sizes or counts, and gloo
+    aborted both processes (SIGABRT); a different learning rate let the ranks' models drift
+    apart silently. Every rank now raises a ValueError naming the argument."""
+    script = tmp_path / "mismatch.py"
+    script.write_text(MISMATCH)
+    run = _torchrun(script, timeout=150)
+    for r in (0, 1):
+        for name, values in (("max_iter", "[3, 4]"), ("n_components", "[3, 4]"),
+                             ("component_lr", "[0.05, 0.1]")):
+            fit = "fit_gd" if name == "component_lr" else "fit_em"
+            assert (f"rank {r} {fit}: ValueError: the ranks of the process group were given "
+                    f"different {name}: {values}") in run.stdout, run.stdout
