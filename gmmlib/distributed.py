@@ -132,6 +132,25 @@ def same_arguments(group, **arguments) -> None:
                              "with the same arguments, only its own shard of the data differing")
 
 
+def sample_over_ranks(sample: torch.Tensor, n_rows: int, size: int, seed: int,
+                      local: torch.Generator, group) -> torch.Tensor:
+    """A uniform sample of ``min(size, N)`` rows of the union of the ranks' shards (N rows in
+    all), the same on every rank, from each rank's uniform sample ``sample`` of
+    ``min(size, n_rows)`` of its own ``n_rows`` rows.
+
+    How many rows each rank gives is one multivariate hypergeometric draw over the ranks' row
+    counts, from ``seed`` (the same on every rank); each rank then keeps that many of its
+    sample, chosen with its own generator ``local``. A uniform subset of a uniform subset is
+    uniform, so every set of rows of the union is equally likely, whatever the shard sizes
+    (an even split would over-sample a small shard)."""
+    import numpy as np
+    counts = gather_rows(torch.tensor([[int(n_rows)]]), group)[:, 0].tolist()  # rows per rank
+    take = np.random.default_rng(seed).multivariate_hypergeometric(counts, min(size, sum(counts)))
+    mine = int(take[rank(group)])  # <= this rank's sample: at most its rows, at most size
+    keep = torch.randperm(sample.shape[0], generator=local, device=local.device)[:mine]
+    return gather_rows(sample[keep.sort().values.to(sample.device)], group)
+
+
 def gather_rows(x: torch.Tensor, group) -> torch.Tensor:
     """The rows ``x`` (n_r, D) of every rank, concatenated in rank order, on every rank."""
     if group is None:

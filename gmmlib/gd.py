@@ -25,7 +25,7 @@ from ._validation import (check_nonnegative, check_nonnegative_int, check_positi
                           checked, optional)
 from ._threads import fit_threads, mixture_work
 from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows, rank,
-                          resolve_group, same_arguments, world_size)
+                          resolve_group, same_arguments, sample_over_ranks, world_size)
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
 from .mixture import unchanged_on_error
@@ -190,19 +190,17 @@ class _Counting:
 def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g: torch.Generator, group) -> _Data:
     """One pass over a stream (none over a tensor): its rows, batches and a uniform sample of
     ``init_sample`` rows over all ranks (an in-memory X of a single process is its own sample)."""
-    world = world_size(group)
     # a rank's own generator, so that its shuffles leave g, which the ranks share, in step
     shuffle = g if group is None else \
         torch.Generator(device=g.device).manual_seed((g.initial_seed() + 1 + rank(group)) % 2 ** 64)
-    share = -(-init_sample // world)  # ceil: each rank's part of the sample
     if source.in_memory:
         n, sample = source.n_rows, source.tensor
-        if group is not None:  # on every rank, a collective: a shard of n <= share rows is its own sample
-            sample = agree(group, survey, source, share, shuffle)[1]
+        if group is not None:  # on every rank, a collective: a shard of n <= init_sample rows is its own sample
+            sample = agree(group, survey, source, init_sample, shuffle)[1]
         per_epoch = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
     else:
         counting = _Counting(source)
-        sample = agree(group, survey, counting, share, shuffle)[1]
+        sample = agree(group, survey, counting, init_sample, shuffle)[1]
         n, per_epoch = source.n_rows, counting.batches
     N = n
     if group is not None:
@@ -217,7 +215,7 @@ def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g:
                              "drop_last=True, unless the rows divide evenly over the ranks, and the "
                              "fit is then no longer that of the union), or set the length with "
                              "iterations over in-memory shards")
-        sample = gather_rows(sample, group)
+        sample = sample_over_ranks(sample, n, init_sample, g.initial_seed(), shuffle, group)
     if N < K:
         raise ValueError(f"X has {N} sample(s) but a mixture of {K} components needs at least {K} "
                          f"(n_samples={N} should be >= n_components={K}); pass more data or use "
@@ -407,9 +405,9 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
         ``history.epoch_loss``.
     init_sample : int
         Rows to initialise from, and to reset collapsed components to, when ``X`` is a stream
-        (or a large shard of a distributed fit): a uniform sample of ``init_sample`` rows (all
-        of them when there are fewer) drawn on the first pass. An in-memory ``X`` of a single
-        process is used whole. Default 100000.
+        or a distributed fit's shards: a uniform sample of ``init_sample`` rows (all of them
+        when there are fewer) drawn on the first pass, over all the ranks' rows, the same on
+        every rank. An in-memory ``X`` of a single process is used whole. Default 100000.
     distributed : bool or ProcessGroup
         True (the default ``torch.distributed`` group) or a ``ProcessGroup``: this process holds
         one shard of the data (a tensor or a stream), and every rank must call ``fit_gd`` with
