@@ -89,9 +89,9 @@ def agree(group, fn, *args, **kwargs):
 
     An error on one rank (its shard holds NaN, has the wrong width, the caller's dataset
     raised a ``RuntimeError`` or an ``OSError`` while reading, the lead rank's initialisation
-    found a singular covariance, ...) would leave the other ranks
-    waiting in the fit's next collective until the backend's timeout. Here every rank raises
-    instead: the failing rank its own error, the others a ``ValueError`` that names it.
+    found a singular covariance, ...) would leave the other ranks waiting in the fit's next
+    collective until the backend's timeout. Here every rank raises instead: the failing rank
+    its own error, the others a ``ValueError`` that names it.
     """
     if group is None:
         return fn(*args, **kwargs)
@@ -132,11 +132,21 @@ def same_arguments(group, **arguments) -> None:
                              "with the same arguments, only its own shard of the data differing")
 
 
-def sample_over_ranks(sample: torch.Tensor, n_rows: int, size: int, seed: int,
+def rank_generator(g: torch.Generator | None, group) -> torch.Generator | None:
+    """A generator of this rank's own, seeded from ``g``'s seed and the rank, for draws that
+    must differ between ranks (a shuffle, a sample of the rank's shard) and must leave ``g``,
+    which the ranks share, in step; ``g`` itself without a group (or when it is None)."""
+    if g is None or group is None:
+        return g
+    seed = (g.initial_seed() + 1 + rank(group)) % 2 ** 64
+    return torch.Generator(device=g.device).manual_seed(seed)
+
+
+def sample_over_ranks(sample: torch.Tensor, counts: list, size: int, seed: int,
                       local: torch.Generator, group) -> torch.Tensor:
-    """A uniform sample of ``min(size, N)`` rows of the union of the ranks' shards (N rows in
-    all), the same on every rank, from each rank's uniform sample ``sample`` of
-    ``min(size, n_rows)`` of its own ``n_rows`` rows.
+    """A uniform sample of ``min(size, N)`` rows of the union of the ranks' shards, the same on
+    every rank, from each rank's uniform sample ``sample`` of ``min(size, n_rows)`` of its own
+    rows; ``counts`` are the ranks' row counts ``n_rows``, in rank order (N in all).
 
     How many rows each rank gives is one multivariate hypergeometric draw over the ranks' row
     counts, from ``seed`` (the same on every rank); each rank then keeps that many of its
@@ -144,7 +154,6 @@ def sample_over_ranks(sample: torch.Tensor, n_rows: int, size: int, seed: int,
     uniform, so every set of rows of the union is equally likely, whatever the shard sizes
     (an even split would over-sample a small shard)."""
     import numpy as np
-    counts = gather_rows(torch.tensor([[int(n_rows)]]), group)[:, 0].tolist()  # rows per rank
     take = np.random.default_rng(seed).multivariate_hypergeometric(counts, min(size, sum(counts)))
     mine = int(take[rank(group)])  # <= this rank's sample: at most its rows, at most size
     keep = torch.randperm(sample.shape[0], generator=local, device=local.device)[:mine]

@@ -104,8 +104,9 @@ from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture, unchanged_on_error
 from ._threads import fit_threads, mixture_work
-from .distributed import (agree, all_reduce_sum, broadcast_parameters, rank, resolve_group,
-                          same_arguments, sample_over_ranks, world_size)
+from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows, rank,
+                          rank_generator, resolve_group, same_arguments, sample_over_ranks,
+                          world_size)
 from .moments import COVARIANCE, Moments, Workspace, scatter
 from .sources import Source, as_source, survey
 from .numerics import LOG_2PI
@@ -716,12 +717,10 @@ def _prepare(source, model, init_sample: int, g, group):
         return sample, _shift(X), X.shape[0]
     # several processes: each rank samples its own shard with its own generator (a shared one
     # would pick the same positions on every rank), then sample_over_ranks draws from those
-    local = g if g is None or group is None else torch.Generator(device=g.device).manual_seed(
-        (g.initial_seed() + 1 + rank(group)) % 2 ** 64)
+    local = rank_generator(g, group)
     total, sample = agree(group, survey, source, init_sample, local)
-    counts = all_reduce_sum(torch.tensor([float(source.n_rows)], dtype=torch.float64,
-                                         device=total.device), group)
-    N = int(counts.item())
+    counts = gather_rows(torch.tensor([[source.n_rows]]), group)[:, 0].tolist()  # rows per rank
+    N = sum(counts)
     all_reduce_sum(total, group)
     if N < K:
         raise ValueError(f"{source.name} has {N} sample(s) but a mixture of {K} components needs at "
@@ -729,8 +728,8 @@ def _prepare(source, model, init_sample: int, g, group):
                          "data or use fewer components")
     if sample is not None:
         if group is not None:
-            sample = sample_over_ranks(sample, source.n_rows, init_sample, g.initial_seed(),
-                                       local, group)
+            sample = sample_over_ranks(sample, counts, init_sample, g.initial_seed(), local,
+                                       group)
         if sample.shape[0] < K:
             raise ValueError(f"init_sample={init_sample} rows cannot initialise {K} components; "
                              f"pass init_sample >= {K}")

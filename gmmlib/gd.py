@@ -24,8 +24,9 @@ import torch
 from ._validation import (check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
                           checked, optional)
 from ._threads import fit_threads, mixture_work
-from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows, rank,
-                          resolve_group, same_arguments, sample_over_ranks, world_size)
+from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows,
+                          rank_generator, resolve_group, same_arguments, sample_over_ranks,
+                          world_size)
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
 from .mixture import unchanged_on_error
@@ -190,12 +191,11 @@ class _Counting:
 def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g: torch.Generator, group) -> _Data:
     """One pass over a stream (none over a tensor): its rows, batches and a uniform sample of
     ``init_sample`` rows over all ranks (an in-memory X of a single process is its own sample)."""
-    # a rank's own generator, so that its shuffles leave g, which the ranks share, in step
-    shuffle = g if group is None else \
-        torch.Generator(device=g.device).manual_seed((g.initial_seed() + 1 + rank(group)) % 2 ** 64)
+    shuffle = rank_generator(g, group)  # its shuffles leave g, which the ranks share, in step
     if source.in_memory:
         n, sample = source.n_rows, source.tensor
-        if group is not None:  # on every rank, a collective: a shard of n <= init_sample rows is its own sample
+        if group is not None:  # on every rank (a collective): a shard of n <= init_sample
+            # rows is its own sample
             sample = agree(group, survey, source, init_sample, shuffle)[1]
         per_epoch = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
     else:
@@ -215,7 +215,8 @@ def _first_pass(source: Source, K: int, batch_size, epochs, init_sample: int, g:
                              "drop_last=True, unless the rows divide evenly over the ranks, and the "
                              "fit is then no longer that of the union), or set the length with "
                              "iterations over in-memory shards")
-        sample = sample_over_ranks(sample, n, init_sample, g.initial_seed(), shuffle, group)
+        sample = sample_over_ranks(sample, table[:, 0].tolist(), init_sample, g.initial_seed(),
+                                   shuffle, group)
     if N < K:
         raise ValueError(f"X has {N} sample(s) but a mixture of {K} components needs at least {K} "
                          f"(n_samples={N} should be >= n_components={K}); pass more data or use "

@@ -62,6 +62,13 @@ def _torchrun(*args, timeout: float) -> subprocess.CompletedProcess:
     return run
 
 
+def _run_script(folder, text: str, *args, timeout: float) -> subprocess.CompletedProcess:
+    """Write ``text`` to a script in ``folder`` and :func:`_torchrun` it with ``args``."""
+    script = folder / "script.py"
+    script.write_text(text)
+    return _torchrun(script, *args, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """Both ranks' fitted parameters and losses, and the data and start models."""
@@ -73,9 +80,7 @@ def two_ranks(tmp_path_factory):
         gmmlib.initialize(model, X, "random_from_data", generator=1)
         torch.save(model.state_dict(), tmp / f"start_{family}.pt")
         starts[family] = model
-    script = tmp / "fit.py"
-    script.write_text(SCRIPT)
-    _torchrun(script, tmp, timeout=300)
+    _run_script(tmp, SCRIPT, tmp, timeout=300)
     ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     return X, starts, ranks
 
@@ -168,9 +173,7 @@ FAILING = textwrap.dedent("""
 def test_bad_data_on_one_rank_stops_every_rank(tmp_path):
     """A NaN in rank 1's shard: rank 1 raises its own error and rank 0 one naming rank 1, at
     once, instead of waiting in the next all-reduce until gloo's timeout (60 s here)."""
-    script = tmp_path / "failing.py"
-    script.write_text(FAILING)
-    run = _torchrun(script, timeout=120)
+    run = _run_script(tmp_path, FAILING, timeout=120)
     for fit in ("fit_em", "fit_gd"):
         assert f"rank 1 {fit}: Input X contains NaN in 1 row(s)" in run.stdout
         assert f"rank 0 {fit}: rank(s) [1] of the process group failed" in run.stdout
@@ -198,9 +201,7 @@ def test_gd_over_in_memory_shards_either_side_of_the_sample_share(tmp_path):
     """init_sample=100 over 2 ranks is 50 rows each: rank 0's 1000-row shard is sampled (a
     collective), rank 1's 20 rows are their own sample. Only the larger rank entered the
     collective, and the ranks deadlocked; both now finish, with the 1-process fit of the union."""
-    script = tmp_path / "uneven.py"
-    script.write_text(UNEVEN)
-    _torchrun(script, tmp_path, timeout=150)
+    _run_script(tmp_path, UNEVEN, tmp_path, timeout=150)
     (p0, loss0, resets0), (p1, loss1, _) = (torch.load(tmp_path / f"uneven{r}.pt", weights_only=False)
                                             for r in (0, 1))
     for name in tensors(p0):
@@ -244,9 +245,7 @@ def test_any_error_reading_one_ranks_data_stops_every_rank(tmp_path):
     """Not only a ValueError: a RuntimeError from the caller's dataset on rank 1 is raised there
     as it is, and rank 0 raises a ValueError naming rank 1, instead of waiting in the next
     collective (until gloo's timeout, 30 s here)."""
-    script = tmp_path / "raising.py"
-    script.write_text(RAISING)
-    run = _torchrun(script, timeout=150)
+    run = _run_script(tmp_path, RAISING, timeout=150)
     for fit in ("fit_em", "fit_gd"):
         assert f"rank 1 {fit}: RuntimeError: disk read failed" in run.stdout
         assert f"rank 0 {fit}: ValueError: rank(s) [1] of the process group failed" in run.stdout
@@ -272,9 +271,7 @@ def test_an_initialisation_that_fails_on_the_lead_rank_stops_every_rank(tmp_path
     """fit_em initialises on rank 0 alone and broadcasts the result: when that raised, rank 1
     waited in the broadcast until gloo's timeout (30 s here). Now rank 0 raises its own error
     and rank 1 one naming rank 0."""
-    script = tmp_path / "init_fails.py"
-    script.write_text(INIT_FAILS)
-    run = _torchrun(script, timeout=150)
+    run = _run_script(tmp_path, INIT_FAILS, timeout=150)
     assert "rank 0: ValueError: initialisation gave a component a singular covariance" in run.stdout
     assert "rank 1: ValueError: rank(s) [0] of the process group failed" in run.stdout
 
@@ -304,9 +301,7 @@ def test_ranks_given_different_arguments_are_told_which(tmp_path):
     """Another K or max_iter on one rank sent collectives of different sizes or counts, and gloo
     aborted both processes (SIGABRT); a different learning rate let the ranks' models drift
     apart silently. Every rank now raises a ValueError naming the argument."""
-    script = tmp_path / "mismatch.py"
-    script.write_text(MISMATCH)
-    run = _torchrun(script, timeout=150)
+    run = _run_script(tmp_path, MISMATCH, timeout=150)
     for r in (0, 1):
         for name, values in (("max_iter", "[3, 4]"), ("n_components", "[3, 4]"),
                              ("component_lr", "[0.05, 0.1]")):
@@ -345,9 +340,7 @@ def test_the_start_sample_over_ranks_is_uniform_over_all_their_rows(tmp_path):
     one generator, equal shards gave rows at the same positions on both ranks. A uniform
     sample takes a hypergeometric number from each shard: from the small one 100 * 20 / 1020
     = 1.96 on average (standard deviation 1.32, so 0.09 over 200 seeds)."""
-    script = tmp_path / "sample.py"
-    script.write_text(SAMPLE)
-    _torchrun(script, tmp_path, timeout=150)
+    _run_script(tmp_path, SAMPLE, tmp_path, timeout=150)
     ranks = [torch.load(tmp_path / f"sample{r}.pt", weights_only=False) for r in (0, 1)]
     small, same_positions = [], 0
     for (sizes, seed, a), (_, _, b) in zip(*ranks):
