@@ -222,7 +222,8 @@ def check_probability_vector(weights: torch.Tensor, name: str = "weights") -> to
     if weights.ndim != 1:
         raise ValueError(f"{name} must be 1-D of shape (n_components,), got {tuple(weights.shape)}")
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError(f"{name} must be finite and non-negative, got {weights.tolist()}")
+        raise ValueError(f"{name} must be finite and non-negative (they should be in the range "
+                         f"[0, 1], in scikit-learn's words), got {weights.tolist()}")
     total = float(weights.sum())
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"{name} must sum to 1 (they should be normalized), they sum to "

@@ -142,9 +142,10 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         constant: a 0-d array. ``precisions_cholesky_`` is upper triangular, ``Σ⁻¹ = P Pᵀ``.
     converged_ : bool
     n_iter_ : int
-    lower_bound_ : float
-        Mean log-likelihood before the last M-step of the best run (scikit-learn's meaning).
-    lower_bounds_ : list of float
+    lower_bound_ : numpy.float64 or numpy.float32
+        Mean log-likelihood before the last M-step of the best run (scikit-learn's meaning),
+        a NumPy scalar of the fit's dtype; ``-inf`` when ``max_iter=0``.
+    lower_bounds_ : list of numpy.float64 or numpy.float32
         The lower bound at each iteration of the best run.
     n_features_in_ : int
     model_ : gmmlib.GaussianMixture
@@ -159,7 +160,10 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
       ``torch.Generator`` and runs its own k-means (best of four k-means++ seedings). With
       ``"k-means++"`` and ``"random_from_data"`` each point is assigned to the nearest chosen
       centre to start the covariances, where scikit-learn gives each component its one chosen
-      point and a covariance of ``reg_covar``, a start that fits the outliers first.
+      point and a covariance of ``reg_covar``, a start that fits the outliers first. Likewise
+      with ``"kmeans"``, a cluster of fewer than two points starts with the data's covariance
+      (scikit-learn: ``reg_covar``, a component collapsed onto its point), so with about as
+      many components as points the fits, and the BIC and AIC that pick K, differ.
     * **Accuracy.** scikit-learn's E-step expands squared distances (``x² p - 2 x mu p + mu² p``)
       in raw coordinates, which loses every digit for a narrow component far from the
       origin (measured: a score 4e4 nats wrong for a component collapsed onto an outlier).
@@ -372,9 +376,11 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         self.model_, self.history_ = model, history
         self.converged_ = history.converged
         self.n_iter_ = history.n_iter
-        # scikit-learn's: the best run's bound, -inf when no iteration ran (max_iter=0)
-        self.lower_bound_ = history.lower_bound if self.max_iter > 0 else -math.inf
-        self.lower_bounds_ = [-v for v in history.loss[:history.n_iter]]
+        # scikit-learn's: the best run's bound, -inf when no iteration ran (max_iter=0); NumPy
+        # scalars of the fit's dtype, as its means of float32 or float64 log-densities are
+        scalar = np.dtype(str(model.loc.dtype).removeprefix("torch.")).type
+        self.lower_bound_ = scalar(history.lower_bound) if self.max_iter > 0 else -math.inf
+        self.lower_bounds_ = [scalar(-v) for v in history.loss[:history.n_iter]]
         self._set_fitted_attributes()
         for w in caught:  # re-raised from here, once the fit's attributes are all set (a
             warnings.warn(w.message, w.category, stacklevel=2)  # filter may make it an error)
@@ -412,11 +418,21 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             diagonal = torch.diagonal(P, dim1=-2, dim2=-1) if family.kind == "tril" else P
             if not (bool(torch.isfinite(P).all()) and bool((diagonal > 0).all())):
                 raise ValueError("precisions_cholesky_ must be finite with a positive diagonal "
-                                 "(P upper triangular, the precision P Pᵀ)")
-            # Σ = L Lᵀ with L = P⁻ᵀ: the family's precision_factor (L -> P = L⁻ᵀ) is its own
-            # inverse map, one triangular solve (no precision formed and inverted: that squares
-            # its condition number)
-            L = family.precision_factor(P.mT).mT if family.kind == "tril" else family.precision_factor(P)
+                                 "(P triangular, the precision P Pᵀ)")
+            if family.kind == "tril":
+                # scikit-learn scores with any triangular P (log|P| from its diagonal, |(x - mu)
+                # P|²): its own upper one, or a lower one such as np.linalg.cholesky(precisions_).
+                # Σ = L Lᵀ with L = P⁻ᵀ, one triangular solve (no precision formed and inverted:
+                # that squares its condition number)
+                upper = bool((P.tril(-1) == 0).all())
+                if not upper and not bool((P.triu(1) == 0).all()):
+                    raise ValueError("precisions_cholesky_ must be triangular (upper, as fit "
+                                     "leaves it, or lower), with the precision P Pᵀ; got a "
+                                     "matrix with entries on both sides of the diagonal")
+                eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device).expand_as(P)
+                L = torch.linalg.solve_triangular(P, eye, upper=upper).mT
+            else:
+                L = family.precision_factor(P)
             cov = family.square(L)
         # in float64, whatever the attributes' dtype: float32 ones are exact in it
         return GaussianMixture.from_parameters(weights, means, cov, family.name, **like)

@@ -196,11 +196,17 @@ class Family:
     def covariances_from_precisions(self, precisions: torch.Tensor) -> torch.Tensor:
         """Covariances from ``precisions_init`` in scikit-learn's shape (the same shape), or a
         ``ValueError`` naming it."""
+        # scikit-learn's words first ("'full precision' should be ..."), where its users search
+        said = f"'{self.sklearn_name or self.name} precision'"
         if self.kind == "tril":  # finite, symmetric (the factorisation reads one triangle
             # only: an asymmetric matrix became another one) and positive definite, by name
-            return torch.cholesky_inverse(cholesky(precisions, name="precisions_init"))
+            try:
+                return torch.cholesky_inverse(cholesky(precisions, name="precisions_init"))
+            except ValueError as e:
+                raise ValueError(f"{said} should be symmetric, positive-definite: {e}") from None
         if not bool((precisions > 0).all()):
-            raise ValueError("precisions_init must be strictly positive")
+            raise ValueError(f"{said} should be positive: precisions_init must be strictly "
+                             "positive (finite, above 0)")
         return 1.0 / precisions
 
     def random_covariances(self, rng, K: int, D: int, *, scale: float = 1.0,

@@ -379,6 +379,62 @@ def test_scorers_and_sample_read_the_fitted_attributes_as_they_are_now(covarianc
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_a_lower_triangular_precisions_cholesky_scores_as_in_sklearn(covariance_type):
+    """scikit-learn scores with any triangular P with P Pᵀ the precision (log|P| from its
+    diagonal), so np.linalg.cholesky(precisions_), a lower one, is a natural way to rebuild a
+    saved model. gmmlib read only P's upper triangle: such a P was taken for its diagonal and
+    scored 0.23 nats a point off, silently. A P with entries on both sides is refused (it
+    has no log-determinant on its diagonal, and scikit-learn's score for it is wrong)."""
+    X = three_blobs(300) @ np.array([[1.0, 0.6], [0.0, 0.8]])  # correlated features
+    sk, ours = _twins(covariance_type, X, max_iter=20)
+    lower = np.linalg.cholesky(sk.precisions_)
+    assert np.abs(np.tril(lower, -1)).max() > 0.1  # truly lower triangular, not diagonal
+    rebuilt = GaussianMixtureEM(3, covariance_type=covariance_type)
+    for est in (sk, ours, rebuilt):
+        est.weights_, est.means_, est.precisions_cholesky_ = sk.weights_, sk.means_, lower
+    for est in (ours, rebuilt):  # to 1e-7: scikit-learn expands the squares in these raw
+        # units (1e2 and 1e-2, means 5e3 out), which rounds ~5e-8; the bug was 0.2 nats off
+        np.testing.assert_allclose(est.score_samples(X), sk.score_samples(X), rtol=1e-7)
+        np.testing.assert_allclose(est.predict_proba(X), sk.predict_proba(X), atol=1e-7)
+    ours.precisions_cholesky_ = lower + np.swapaxes(lower, -1, -2)
+    with pytest.raises(ValueError, match="precisions_cholesky_ must be triangular"):
+        ours.score(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lower_bounds_are_numpy_scalars_of_the_fits_dtype_as_in_sklearn(dtype):
+    """scikit-learn's lower_bound_ and lower_bounds_ are NumPy scalars of the data's dtype
+    (means of its log-densities); gmmlib's were Python floats."""
+    X = three_blobs(200).astype(dtype)
+    sk, ours = _twins("full", X, max_iter=3)
+    assert type(ours.lower_bound_) is type(sk.lower_bound_) is np.dtype(dtype).type
+    assert [type(v) for v in ours.lower_bounds_] == [type(v) for v in sk.lower_bounds_]
+    assert len(ours.lower_bounds_) == len(sk.lower_bounds_) == ours.n_iter_ > 0
+
+
+@pytest.mark.parametrize("covariance_type, bad, phrase", [
+    ("full", "precisions", r"'full precision' should be symmetric, positive-definite"),
+    ("tied", "precisions", r"'tied precision' should be symmetric, positive-definite"),
+    ("diag", "precisions", r"'diag precision' should be positive"),
+    ("spherical", "precisions", r"'spherical precision' should be positive"),
+    ("full", "weights", r"should be in the range \[0, 1\]")])
+def test_bad_start_parameters_are_refused_in_sklearns_words(covariance_type, bad, phrase):
+    """A bad weights_init or precisions_init carries scikit-learn's phrase, which its users
+    search for, besides gmmlib's remedy; both libraries refuse the same input."""
+    X = three_blobs(60)
+    sk, _ = _twins(covariance_type, X, max_iter=2)
+    start = {"weights_init": sk.weights_, "means_init": sk.means_, "precisions_init": sk.precisions_}
+    if bad == "weights":
+        start["weights_init"] = np.array([-0.5, 1.0, 0.5])
+    else:
+        start["precisions_init"] = -sk.precisions_
+    for cls in (SkGMM, GaussianMixtureEM):
+        with pytest.raises(ValueError, match=phrase):
+            cls(3, covariance_type=covariance_type, **start).fit(X)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_fitted_estimator_holds_one_copy_of_its_parameters():
     """Telling changed attributes from the fitted ones must not keep a second copy of each:
     it made a fitted full estimator, and its pickle, half as large again (K D² floats twice
