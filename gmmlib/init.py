@@ -11,6 +11,8 @@ assigned to the wrong centre, and EM's fit from there was 1.9 nats a point worse
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ._validation import (as_data, check_nonnegative, check_nonnegative_int,  # noqa: F401
@@ -88,12 +90,19 @@ def _lloyd(X64: torch.Tensor, Xc: torch.Tensor, mean: torch.Tensor, C: torch.Ten
 def _kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_iter: int = 30,
             n_init: int = 4) -> torch.Tensor:
     X64, (Xc, mean) = X.to(torch.float64), _centred64(X)
-    best, best_inertia = None, float("inf")
+    best, best_inertia, best_labels = None, float("inf"), None
     for _ in range(n_init):
         C = _lloyd(X64, Xc, mean, _kmeans_plusplus(X, n_components, generator), n_iter)
-        inertia = float(_nearest(Xc, C, mean)[1].sum())
-        if inertia < best_inertia:
-            best, best_inertia = C, inertia
+        labels, d2 = _nearest(Xc, C, mean)
+        inertia = float(d2.sum())
+        if best is None or inertia < best_inertia:
+            best, best_inertia, best_labels = C, inertia, labels
+    distinct = int(best_labels.unique().numel())
+    if distinct < n_components:  # scikit-learn's KMeans warning, word for word
+        from .exceptions import ConvergenceWarning  # imports scikit-learn: only when needed
+        warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
+                      f"({n_components}). Possibly due to duplicate points in X.",
+                      ConvergenceWarning, stacklevel=2)
     return best.to(X.dtype)
 
 

@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import gmmlib
 from gmmlib import GaussianMixtureEM
+from gmmlib.init import kmeans
 
 FAMILIES = ["full", "tied", "diag", "spherical"]
 
@@ -568,3 +569,20 @@ def test_a_precision_asymmetric_by_rounding_is_accepted_as_by_sklearn():
     for precisions in (P[None], P[None].astype(np.float64)):
         for cls in (SkGMM, GaussianMixtureEM):
             cls(1, precisions_init=precisions, max_iter=5).fit(X)
+
+
+def test_fewer_distinct_points_than_components_warn_as_sklearns_kmeans_does():
+    """scikit-learn's KMeans start warns when its clusters are fewer than K (duplicate points),
+    and so its GaussianMixture does; gmmlib's k-means was silent. Same words, same category;
+    no warning once there are K distinct points."""
+    X = np.vstack([np.ones((10, 2)), np.zeros((10, 2))])
+    phrase = r"Number of distinct clusters \(2\) found smaller than n_clusters \(3\)"
+    for cls in (SkGMM, GaussianMixtureEM):
+        with pytest.warns(SkConvergenceWarning, match=phrase):
+            cls(3, random_state=0).fit(X)
+    with pytest.warns(SkConvergenceWarning, match=phrase):
+        kmeans(torch.as_tensor(X), 3, generator=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GaussianMixtureEM(2, random_state=0).fit(X)
+        kmeans(torch.as_tensor(X), 2, generator=0)
