@@ -3,7 +3,10 @@
 Every rank holds its own shard of the data. EM all-reduces its per-pass sums
 (:class:`~gmmlib.moments.Moments`, one flat float64 tensor per pass), gradient descent its
 gradients and losses, so every rank takes the same step and ends with the same parameters,
-those of the single-process fit of the union of the shards. The initialisation is computed once,
+those of the single-process fit of the union of the shards. Each of those all-reduces also
+carries whether the rank's work before it (reading its data) failed, so that a failure on one
+rank stops every rank there (:func:`attempt`, :func:`all_reduce_sum_together`) instead of
+leaving the others waiting until the backend's timeout. The initialisation is computed once,
 on rank 0, from the ranks' gathered samples, and broadcast. The process group is the caller's
 (``torch.distributed.init_process_group``, as ``torchrun`` sets up): gloo on CPUs, nccl on GPUs.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["resolve_group", "all_reduce_sum", "broadcast_parameters", "gather_rows", "rank",
-           "world_size", "agree"]
+           "world_size", "agree", "attempt", "all_reduce_sum_together"]
 
 
 def resolve_group(distributed, name: str = "distributed"):
@@ -84,6 +87,61 @@ def broadcast_parameters(module: torch.nn.Module, group, src: int = 0) -> None:
             t.data.copy_(d)
 
 
+def attempt(group, fn, *args, **kwargs):
+    """This rank's own work between two collectives: ``(fn(*args, **kwargs), None)``, or
+    ``(None, error)`` when it raised, so that the rank still joins the next collective, which
+    tells every rank of the failure (:func:`all_reduce_sum_together`). Without a group the error
+    is raised at once, as it is."""
+    if group is None:
+        return fn(*args, **kwargs), None
+    try:
+        return fn(*args, **kwargs), None
+    except Exception as exc:  # any: the other ranks must hear of it whatever it is
+        return None, exc
+
+
+def all_reduce_sum_together(t: torch.Tensor, failed, group, what: str) -> torch.Tensor:
+    """``t`` summed over the ranks of ``group``, in ONE all-reduce that also carries whether
+    each rank's work before it failed (``failed``: its error, from :func:`attempt`, or None).
+
+    A pass over the data can fail on one rank only (its stream yielded other rows than on its
+    first pass, its dataset raised a ``RuntimeError`` or an ``OSError`` on a later epoch, ...):
+    that rank raised while the others waited in the pass's all-reduce until the backend's
+    timeout. Here the failing rank joins the all-reduce (``t`` then holds whatever it summed
+    so far: no rank uses it) and every rank raises: the failing rank its own error, the others
+    a ``ValueError`` naming it and what it said; ``what`` says where ("during an EM pass").
+    Returns the sums as a new tensor (without a group: ``t``, or ``failed`` is raised).
+    """
+    if group is None:
+        if failed is not None:
+            raise failed
+        return t
+    n = world_size(group)
+    flags = torch.zeros(n, dtype=t.dtype)
+    flags[rank(group)] = float(failed is not None)
+    flat = all_reduce_sum(torch.cat([t.reshape(-1), flags.to(t.device)]), group)
+    _raise_together(flat[-n:], failed, group, what)
+    return flat[:-n].view(t.shape)
+
+
+def _raise_together(flags: torch.Tensor, failed, group, what: str) -> None:
+    """Raise on every rank when any of the summed ``flags`` (one per rank) is set: ``failed``
+    on the rank it is this rank's error, else a ``ValueError`` naming the failed ranks and
+    their errors (gathered now: one more collective, only when a rank failed)."""
+    if not bool(flags.any()):
+        return
+    import torch.distributed as dist
+    bad = flags.nonzero().squeeze(-1).tolist()
+    said = [None] * world_size(group)
+    dist.all_gather_object(said, None if failed is None else f"{type(failed).__name__}: {failed}",
+                           group=group)
+    if failed is not None:
+        raise failed
+    errors = "; ".join(f"rank {r}: {said[r]}" for r in bad)
+    raise ValueError(f"rank(s) {bad} of the process group failed {what} ({errors}); every rank "
+                     "stops: see the failing rank's own error and traceback")
+
+
 def agree(group, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` on every rank of ``group``, which then agree on whether it failed.
 
@@ -91,23 +149,13 @@ def agree(group, fn, *args, **kwargs):
     raised a ``RuntimeError`` or an ``OSError`` while reading, the lead rank's initialisation
     found a singular covariance, ...) would leave the other ranks waiting in the fit's next
     collective until the backend's timeout. Here every rank raises instead: the failing rank
-    its own error, the others a ``ValueError`` that names it.
+    its own error, the others a ``ValueError`` that names it (see
+    :func:`all_reduce_sum_together`, whose one all-reduce here carries only the failures).
     """
-    if group is None:
-        return fn(*args, **kwargs)
-    try:
-        result, failed = fn(*args, **kwargs), None
-    except Exception as exc:  # any: the other ranks must hear of it whatever it is
-        result, failed = None, exc
-    flags = torch.zeros(world_size(group), dtype=torch.float64)
-    flags[rank(group)] = float(failed is not None)
-    all_reduce_sum(flags, group)
-    if failed is not None:
-        raise failed
-    if bool(flags.any()):
-        bad = flags.nonzero().squeeze(-1).tolist()
-        raise ValueError(f"rank(s) {bad} of the process group failed (their error says why: "
-                         "reading their data, or the initialisation); every rank stops")
+    result, failed = attempt(group, fn, *args, **kwargs)
+    if group is not None:
+        all_reduce_sum_together(torch.zeros(0, dtype=torch.float64), failed, group,
+                                "at the start of the fit")
     return result
 
 

@@ -104,9 +104,9 @@ from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture, unchanged_on_error
 from ._threads import fit_threads, mixture_work
-from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows, rank,
-                          rank_generator, resolve_group, same_arguments, sample_over_ranks,
-                          world_size)
+from .distributed import (agree, all_reduce_sum, all_reduce_sum_together, attempt,
+                          broadcast_parameters, gather_rows, rank, rank_generator, resolve_group,
+                          same_arguments, sample_over_ranks, world_size)
 from .moments import COVARIANCE, Moments, Workspace, scatter
 from .sources import Source, as_source, survey
 from .numerics import LOG_2PI
@@ -438,14 +438,20 @@ def _statistics(family, state: _State, ws: Workspace, group=None) -> Moments:
     block; see :mod:`gmmlib.moments`)."""
     centred = family.kind == "tril" and family.per_component and not ws.triangle
     centre = (state.means - ws.shift).to(ws.dtype) if centred else None
-    m = Moments.of(ws, family, centre)
-    _e_step(family, state, ws, moments=m)
-    return _reduce(m, group)
+    return _summed(Moments.of(ws, family, centre), family, state, ws, group)
 
 
-def _reduce(m: Moments, group) -> Moments:
+# what a rank's error says where it happened, on the other ranks
+_DURING = "during an EM pass"
+
+
+def _summed(m: Moments, family, state: _State, ws: Workspace, group) -> Moments:
+    """``m`` filled by one E-step pass under ``state``, summed over the ranks of ``group`` (one
+    all-reduce). A pass that fails on one rank (its stream changed, its dataset raised) raises
+    on every rank, at that all-reduce (:func:`~gmmlib.distributed.all_reduce_sum_together`)."""
+    failed = attempt(group, _e_step, family, state, ws, moments=m)[1]
     if group is not None:
-        m.load(all_reduce_sum(m.vector(), group))
+        m.load(all_reduce_sum_together(m.vector(), failed, group, _DURING))
     return m
 
 
@@ -467,8 +473,7 @@ def _m_step(family, state: _State, m: Moments, ws: Workspace, reg_covar: float,
     if family.learned:
         def repass(components, centres):
             again = Moments.of(ws, family, centres, components=components)
-            _e_step(family, state, ws, moments=again)
-            return _reduce(again, group)
+            return _summed(again, family, state, ws, group)
         cov = COVARIANCE[family.name](scatter(m, means, repass), nk, reg_covar).to(dt)
         if not bool(torch.isfinite(cov).all()):
             raise ValueError(_FAIL + _float32_hint(dt))
@@ -566,7 +571,9 @@ def fit_em(model: GaussianMixture, X, *, max_iter: int = 100, tol: float = 1e-3,
         ends with the parameters of the single-process fit of the union of the shards (to
         rounding). The start is computed once, on rank 0, and broadcast. Needs
         ``torch.distributed.init_process_group`` (``torchrun`` sets it up): gloo on CPUs,
-        nccl on GPUs.
+        nccl on GPUs. An error on one process (its stream changed between passes, its dataset
+        raised) is raised there and, as a ``ValueError`` naming it, on every other process, at
+        the pass's all-reduce (see :mod:`gmmlib.distributed`).
 
     Returns
     -------
@@ -674,8 +681,10 @@ def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_co
 
     # the loss of the fitted model, from what the model now holds
     final = _read_state(model)
-    loss = _e_step(family, final, ws)
-    history.loss.append(float(-all_reduce_sum(loss, group)) / N)
+    loss, failed = attempt(group, _e_step, family, final, ws)
+    if failed is not None:  # this rank's pass failed: it still joins the all-reduce, which raises
+        loss = torch.zeros((), dtype=torch.float64, device=ws.device)
+    history.loss.append(float(-all_reduce_sum_together(loss, failed, group, _DURING)) / N)
     history.time.append(history.time[-1] if history.time else 0.0)
     if history.snapshots:
         history.snapshots[-1].loss = history.loss[-1]

@@ -24,9 +24,9 @@ import torch
 from ._validation import (check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
                           checked, optional)
 from ._threads import fit_threads, mixture_work
-from .distributed import (agree, all_reduce_sum, broadcast_parameters, gather_rows,
-                          rank_generator, resolve_group, same_arguments, sample_over_ranks,
-                          world_size)
+from .distributed import (agree, all_reduce_sum_together, attempt, broadcast_parameters,
+                          gather_rows, rank_generator, resolve_group, same_arguments,
+                          sample_over_ranks, world_size)
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
 from .mixture import unchanged_on_error
@@ -304,26 +304,55 @@ def _objective(model, x: torch.Tensor, prior, N: int, rows=None, world: int = 1)
     return loss, loss - log_prior.reshape(()) / (N * world)
 
 
-def _step_rows(x: torch.Tensor, known, group):
+# what a rank's error says where it happened, on the other ranks
+_STEP, _PASS = "during a gradient step", "during a full-data loss pass"
+
+
+def _step_rows(x: torch.Tensor | None, known, group, failed=None):
     """The rows of this step over all ranks: ``known`` (all N, full batch) or summed now; None
-    for a single process, whose NLL is a plain mean."""
+    for a single process, whose NLL is a plain mean. ``x`` is None, and ``failed`` this rank's
+    error, when reading the step's batch failed: summing the rows then raises on every rank
+    (with a full batch, which reads nothing, :func:`_reduce` does)."""
     if group is None:
         return None
     if known is not None:
         return known
-    return float(all_reduce_sum(torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device), group))
+    rows = torch.tensor(0.0 if x is None else float(x.shape[0]), dtype=torch.float64,
+                        device="cpu" if x is None else x.device)
+    return float(all_reduce_sum_together(rows, failed, group, _STEP))
 
 
-def _reduce(params, loss, objective, group) -> tuple[float, float, bool]:
+def _backward(model, x, prior, N: int, rows, world: int, group, failed=None):
+    """The step's loss and objective (:func:`_objective`, detached) after its backward pass,
+    and this rank's error (None if none). When the rank failed earlier in the step
+    (``failed``), or fails here, the loss and objective are zeros and the gradients None, for
+    :func:`_reduce` to raise on every rank."""
+    if failed is None:
+        def work():
+            loss, objective = _objective(model, x, prior, N, rows, world)
+            objective.backward()
+            return loss.detach(), objective.detach()
+        done, failed = attempt(group, work)
+        if failed is None:
+            return (*done, None)
+    zero = torch.zeros((), dtype=model.loc.dtype, device=model.loc.device)
+    return zero, zero, failed
+
+
+def _reduce(params, loss, objective, group, failed=None) -> tuple[float, float, bool]:
     """The step's loss and objective, and whether every gradient is finite, after summing the
     gradients, the loss and the objective over the ranks (one all-reduce): every rank then holds
-    the same gradients and takes the same step."""
+    the same gradients and takes the same step. The same all-reduce carries whether the step
+    ``failed`` on any rank, and then every rank raises."""
     if group is None:
         return (float(loss.detach()), float(objective.detach()),
                 all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params))
-    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]
-                                    + [loss.detach().reshape(1), objective.detach().reshape(1)]), group)
+    grads = [torch.zeros_like(p) if p.grad is None or failed is not None else p.grad
+             for p in params]
+    flat = all_reduce_sum_together(torch.cat([g.reshape(-1) for g in grads]
+                                             + [loss.detach().reshape(1),
+                                                objective.detach().reshape(1)]),
+                                   failed, group, _STEP)
     for p, g in zip(params, flat[:-2].split([p.numel() for p in params])):
         p.grad = g.view_as(p)
     return float(flat[-2]), float(flat[-1]), bool(torch.isfinite(flat[:-2]).all())
@@ -334,10 +363,18 @@ def _full_nll(model, data: _Data, group) -> float:
     """The mean NLL of all the data (over all ranks), read in batches."""
     if data.source.in_memory and group is None:
         return float(-model._log_prob(data.source.tensor).mean())
+    total, failed = attempt(group, _summed_log_prob, model, data.source)
+    if failed is not None:  # this rank's pass failed: it still joins the all-reduce, which raises
+        total = torch.zeros((), dtype=torch.float64, device=model.loc.device)
+    return -float(all_reduce_sum_together(total, failed, group, _PASS)) / data.n_rows
+
+
+def _summed_log_prob(model, source: Source) -> torch.Tensor:
+    """The float64 sum of ``log p(x)`` over this rank's rows, read in batches."""
     total = torch.zeros((), dtype=torch.float64, device=model.loc.device)
-    for x in data.source:
+    for x in source:
         total += model._log_prob(x).sum(dtype=torch.float64)
-    return -float(all_reduce_sum(total, group)) / data.n_rows
+    return total
 
 
 def _stop(history: FitHistory, params, last_good, message: str) -> None:
@@ -415,7 +452,9 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
         the same model and arguments. The gradients, losses and sizes are summed over the ranks,
         so every rank takes the single-process fit's steps on the union of the shards and ends
         with the same parameters. The initialisation and the resets use the ranks' gathered
-        samples. With ``epochs``, every rank must have as many batches per epoch.
+        samples. With ``epochs``, every rank must have as many batches per epoch. An error on
+        one rank (reading a batch, a pass that changed) is raised there and, as a ``ValueError``
+        naming it, on every other rank, at the step's or the pass's all-reduce.
     log_every : int
         Record a parameter :class:`Snapshot` every ``log_every`` steps (0: none).
     progress : bool, optional
@@ -494,12 +533,17 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
     rows = -(-N // (world * max(data.per_epoch, 1)))  # per step and rank, for the thread policy
     with fit_threads(mixture_work(model.family.kind, rows, model.n_components, model.n_features)):
         start = time.perf_counter()
-        for step, (x, epoch_end) in enumerate(_batches(data, steps, epochs, batch_size)):
+        batches = _batches(data, steps, epochs, batch_size)
+        for step in range(steps):
             measured = False
             opt.zero_grad()
-            loss, objective = _objective(model, x, prior, N, _step_rows(x, N if full_batch else None, group), world)
-            objective.backward()
-            value, objective_value, grads_finite = _reduce(opt.params, loss, objective, group)
+            # this rank's part of the step: an error in it (reading the batch, ...) is raised on
+            # every rank by the step's next all-reduce, which carries it (distributed.attempt)
+            got, failed = attempt(group, next, batches)
+            x, epoch_end = (None, False) if failed is not None else got
+            rows = _step_rows(x, N if full_batch else None, group, failed)
+            loss, objective, failed = _backward(model, x, prior, N, rows, world, group, failed)
+            value, objective_value, grads_finite = _reduce(opt.params, loss, objective, group, failed)
             if not math.isfinite(value):
                 # last_good: the parameters before the previous update (none at step 0)
                 history.n_iter = max(step - 1, 0)

@@ -354,3 +354,112 @@ def test_the_start_sample_over_ranks_is_uniform_over_all_their_rows(tmp_path):
             same_positions += set(from_0.tolist()) == set(from_1.tolist())
     assert abs(sum(small) / len(small) - 100 * 20 / 1020) < 0.4, sum(small) / len(small)
     assert same_positions == 0
+
+
+# A pass that fails on one rank after the start of the fit (its stream changed, its dataset
+# raised): that rank raised while the others waited in the pass's all-reduce until gloo's
+# timeout. Each case below times itself; 30 s is gloo's timeout in these scripts.
+LATER_PASS = textwrap.dedent("""
+    import sys, time, torch, torch.distributed as dist, gmmlib
+    from datetime import timedelta
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+    dist.init_process_group("gloo", timeout=timedelta(seconds=30))  # a regression fails, not hangs
+    rank = dist.get_rank()
+    torch.set_num_threads(1)
+    X = gmmlib.generate_data(400, 2, 2, seed=3).X.double()[rank::2]  # 200 rows a rank
+    log = open(f"{sys.argv[2]}/rank{rank}.txt", "w")  # not stdout: the ranks' lines interleave
+
+    class Shrinking(IterableDataset):  # rank 1's stream loses a batch from its 2nd pass on
+        passes = 0
+        def __iter__(self):
+            self.passes += 1
+            parts = X.split(50)
+            return iter(parts[:-1] if rank == 1 and self.passes >= 2 else parts)
+
+    class Failing(Dataset):  # rank 1's rows fail to read on pass `fail` (reads are counted)
+        def __init__(self, fail):
+            self.fail, self.reads = fail, 0
+        def __len__(self):
+            return len(X)
+        def __getitem__(self, i):
+            self.reads += 1
+            if rank == 1 and self.reads == (self.fail - 1) * len(X) + 77:  # mid-pass
+                raise {"em": RuntimeError, "gd": OSError}[sys.argv[1]]("disk read failed")
+            return X[i]
+
+    if sys.argv[1] == "em":
+        cases = [("shrinking", Shrinking(), {})]
+        # pass 1 surveys the data, 2 and 3 are E-steps, 4 the final loss
+        cases += [(f"pass {p}", DataLoader(Failing(p), batch_size=40), {}) for p in (3, 4)]
+        fit, kw = gmmlib.fit_em, {"max_iter": 2, "tol": 0.0}
+    else:
+        # pass 1 surveys the data, then each epoch (5 steps) and its full loss, a pass each
+        cases = [(f"pass {p}", DataLoader(Failing(p), batch_size=40), {}) for p in (4, 5)]
+        fit, kw = gmmlib.fit_gd, {"epochs": 3}
+    for name, data, extra in cases:
+        model = gmmlib.GaussianMixture(2, 2, "full", dtype=torch.float64)
+        start = time.perf_counter()
+        try:
+            fit(model, data, generator=0, progress=False, distributed=True, **kw, **extra)
+            print(f"rank {rank} {name}: fitted", file=log, flush=True)
+        except Exception as exc:
+            print(f"rank {rank} {name}: {type(exc).__name__}: {exc}", file=log, flush=True)
+        print(f"rank {rank} {name} took {time.perf_counter() - start:.1f} s", file=log, flush=True)
+    dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
+    dist.destroy_process_group()
+""")
+
+
+def _later_pass(folder, kind: str) -> str:
+    """What both ranks of LATER_PASS said, over ``kind`` ("em" or "gd")."""
+    _run_script(folder, LATER_PASS, kind, folder, timeout=200)
+    return "".join((folder / f"rank{r}.txt").read_text() for r in (0, 1))
+
+
+def _prompt(said: str, name: str) -> None:
+    """Both ranks left case ``name`` well before gloo's timeout (30 s)."""
+    for r in (0, 1):
+        took = [line for line in said.splitlines() if line.startswith(f"rank {r} {name} took")]
+        assert took and float(took[0].split()[-2]) < 20, said
+
+
+@pytest.fixture(scope="module")
+def later_pass_em(tmp_path_factory):
+    """The EM cases of LATER_PASS, run once for the tests below."""
+    return _later_pass(tmp_path_factory.mktemp("later"), "em")
+
+
+def test_em_over_a_stream_that_changes_on_one_rank_stops_every_rank(later_pass_em):
+    """Rank 1's stream yields fewer rows from its 2nd pass (the first E-step) on: rank 1 raises
+    the stream's ValueError, rank 0 one naming rank 1 and what it said, at once (rank 0 waited
+    in the pass's all-reduce until gloo's timeout)."""
+    said = later_pass_em
+    assert ("rank 1 shrinking: ValueError: X yielded 150 rows on this pass but 200 on the "
+            "first") in said, said
+    assert ("rank 0 shrinking: ValueError: rank(s) [1] of the process group failed during an EM "
+            "pass (rank 1: ValueError: X yielded 150 rows on this pass but 200") in said
+    _prompt(said, "shrinking")
+
+
+def test_em_over_a_dataset_that_raises_on_one_rank_later_stops_every_rank(later_pass_em):
+    """Rank 1's dataset raises a RuntimeError mid-way through a later pass: an E-step (pass 3)
+    or the final loss's pass (pass 4). Rank 1 raises it as it is, rank 0 a ValueError naming
+    rank 1, at once."""
+    said = later_pass_em
+    for name in ("pass 3", "pass 4"):
+        assert f"rank 1 {name}: RuntimeError: disk read failed" in said, said
+        assert (f"rank 0 {name}: ValueError: rank(s) [1] of the process group failed during "
+                "an EM pass (rank 1: RuntimeError: disk read failed)") in said, said
+        _prompt(said, name)
+
+
+def test_gd_over_a_loader_that_raises_on_one_rank_mid_epoch_stops_every_rank(tmp_path):
+    """Rank 1's DataLoader raises an OSError mid-way through epoch 2 (pass 4: between two
+    steps' gradient all-reduces) or through the pass that measures epoch 2's full loss (pass
+    5). Rank 1 raises it as it is, rank 0 a ValueError naming rank 1, at once."""
+    said = _later_pass(tmp_path, "gd")
+    for name, during in (("pass 4", "a gradient step"), ("pass 5", "a full-data loss pass")):
+        assert f"rank 1 {name}: OSError: disk read failed" in said, said
+        assert (f"rank 0 {name}: ValueError: rank(s) [1] of the process group failed during "
+                f"{during} (rank 1: OSError: disk read failed)") in said, said
+        _prompt(said, name)
