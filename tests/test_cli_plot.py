@@ -37,7 +37,7 @@ def test_cli_with_the_seed_flags_writes_a_png(tmp_path):
     (["--log_freq", "0"], "--log_freq must be a positive integer"),
     (["--dims", "0"], "n_features must be a positive integer"),
     (["--batch_size", "0"], "batch_size must be a positive integer"),
-    (["--radius", "1e308"], "radius must be at most 1e100"),
+    (["--radius", "1e308"], "--radius must be at most 1e8"),
     (["--dims", "1", "--plot", "x.png"], "--plot and --visualize draw two features"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(args, match):
@@ -293,6 +293,167 @@ def test_plot_path_without_extension_reports_the_png_it_writes(tmp_path, capsys)
                      str(tmp_path / "fit")]) == 0
     assert f"wrote {tmp_path / 'fit.png'}" in capsys.readouterr().out
     assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "fit").exists()
+
+
+SMALL = ["--samples", "60", "--components", "2", "--iterations", "5", "--no-progress"]
+HAS_PROC = os.path.isdir("/proc/self")  # Linux: a directory where no file can be created
+
+
+def _refused_before_fitting(capsys, args, flag):
+    """cli.main(args) exits 2 with one line starting ``error: {flag}``, having printed (so
+    fitted) nothing."""
+    assert cli.main([*SMALL, *args]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()
+    assert out.out == "", out.out  # nothing fitted, nothing printed
+    assert len(err) == 1 and err[0].startswith(f"error: {flag}"), out.err
+    return err[0]
+
+
+@pytest.mark.parametrize("save,match", [
+    ("{tmp}/new.pt/", "ends with a path separator"),  # torch.save: "invalid file name"
+    pytest.param("/proc/m.pt", "no file can be created in /proc",  # torch.save: "open file failed"
+                 marks=pytest.mark.skipif(not HAS_PROC, reason="needs Linux's /proc")),
+])
+def test_save_paths_torch_save_cannot_open_are_refused_before_the_fit(save, match, tmp_path, capsys):
+    """Both passed the old up-front check (the parent exists) and ended, after the whole fit,
+    in torch.save's RuntimeError traceback, exit 1."""
+    save = save.format(tmp=tmp_path)
+    line = _refused_before_fitting(capsys, ["--save", save], f"--save {save}")
+    assert match in line and list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_torch_save_is_one_line_naming_save(tmp_path, capsys, monkeypatch):
+    """What no up-front check foresees (a full disk, ...): torch.save's RuntimeError was a
+    traceback; now `error: --save PATH: ...`, exit 2."""
+    def fail(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:747] . open file failed\nmore")
+    monkeypatch.setattr(torch, "save", fail)
+    save = tmp_path / "m.pt"
+    assert cli.main([*SMALL, "--save", str(save)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --save {save}: torch.save could not write it")
+    assert "open file failed" in err[0]
+
+
+@pytest.mark.skipif(__import__("shutil").which(plt.rcParams["pgf.texsystem"]) is not None,
+                    reason="LaTeX is installed: .pgf can be written here")
+def test_pgf_without_latex_is_refused_before_the_fit_and_save(tmp_path, capsys):
+    """--plot fit.pgf: matplotlib's RuntimeError ('xelatex' not found) came after the fit, as a
+    traceback, and after --save had written its file."""
+    save, pgf = tmp_path / "m.pt", tmp_path / "fit.pgf"
+    line = _refused_before_fitting(capsys, ["--save", str(save), "--plot", str(pgf)], f"--plot {pgf}")
+    assert "LaTeX" in line and ".pdf or .svg" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_figure_is_one_line_naming_plot_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """Any error while matplotlib encodes the picture is `error: --plot PATH: ...`, exit 2; the
+    picture is encoded before --save writes, so neither file is left."""
+    from matplotlib.figure import Figure
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("'xelatex' not found; install it")
+    monkeypatch.setattr(Figure, "savefig", fail)
+    save, png = tmp_path / "m.pt", tmp_path / "fit.png"
+    assert cli.main([*SMALL, "--save", str(save), "--plot", str(png)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --plot {png}: matplotlib could not draw it")
+    assert "xelatex" in err[0] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs Linux's /proc")
+def test_plot_to_a_directory_that_takes_no_files_is_refused_before_the_fit_and_save(tmp_path, capsys):
+    """--plot /proc/fit.png said `error: [Errno 2] No such file or directory` without naming
+    --plot, after the fit, with --save's file already written."""
+    save = tmp_path / "m.pt"
+    line = _refused_before_fitting(capsys, ["--save", str(save), "--plot", "/proc/fit.png"],
+                                   "--plot /proc/fit.png")
+    assert "writable directory" in line and not save.exists()
+
+
+@pytest.mark.parametrize("plot", ["same.png", "same"])  # "same" is written as same.png
+def test_save_and_plot_to_the_same_file_are_refused(plot, tmp_path, capsys):
+    """The figure silently overwrote the model (exit 0)."""
+    save = tmp_path / "same.png"
+    line = _refused_before_fitting(capsys, ["--save", str(save), "--plot", str(tmp_path / plot)],
+                                   "--save and --plot both name")
+    assert "two different paths" in line and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--save", "--plot"])
+def test_empty_save_and_plot_paths_are_refused(flag, capsys):
+    """--save '' and --plot '' were ignored: exit 0, nothing written."""
+    line = _refused_before_fitting(capsys, [flag, ""], f"{flag} '': an empty path")
+    assert "leave " + flag + " out" in line
+
+
+def test_cuda_without_a_gpu_names_device(capsys, monkeypatch):
+    """Every --device error starts with --device; this one began `error: device device(type=...`."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    line = _refused_before_fitting(capsys, ["--device", "cuda"], "--device 'cuda' needs CUDA")
+    assert "use --device cpu" in line
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--method", "em", "--mixture_lr", "-1", "--component_lr", "nan"],
+     "--mixture_lr and --component_lr are for --method gd"),
+    (["--method", "em", "--component_lr", "0.1"], "--component_lr is for --method gd"),
+    (["--component_lr", "nan"], "--component_lr must be a positive finite number, got nan"),
+    (["--mixture_lr", "inf"], "--mixture_lr must be a positive finite number, got inf"),
+])
+def test_learning_rates_are_refused_with_em_and_checked_with_gd(args, flag, capsys):
+    """EM silently took any learning rate, even -1 and nan, while it refused --batch_size; gd's
+    own check did not name the flag (`component_lr must be ...`)."""
+    _refused_before_fitting(capsys, args, flag)
+
+
+def test_family_takes_scikit_learns_names(capsys):
+    """--family diag / spherical: argparse's invalid choice, though the library takes them."""
+    for alias, name in gmmlib.families.ALIASES.items():
+        assert cli.main([*SMALL, "--family", name]) == 0
+        expected = capsys.readouterr().out.splitlines()[-1].split("(")[0]
+        assert cli.main([*SMALL, "--family", alias]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].split("(")[0] == expected
+    assert cli.build_parser().parse_args(["--family", "diag"]).family == "diagonal"
+    usage = cli.build_parser().format_help()  # the choices stay gmmlib's, the aliases in the help
+    assert "{full,tied,diagonal,isotropic,shared_isotropic,constant}" in usage
+    assert "diag for diagonal" in " ".join(usage.split())
+
+
+def test_distributed_with_fewer_samples_than_ranks_names_samples(capsys, monkeypatch):
+    """torchrun --nproc_per_node 2 ... --samples 1: rank 1's share was empty and the error said
+    `X is empty: found array with 0 sample(s)`. _join is stubbed as rank 1 of 2 (no process group
+    is started, so none is torn down)."""
+    monkeypatch.setattr(cli, "_join", lambda device: (1, 2))
+    assert cli.main(["--distributed", "--samples", "1", "--components", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --samples 1 is fewer than the 2 ranks: every rank keeps a share of the "
+                   "rows; pass --samples 2 or more, or start fewer processes"]
+
+
+def test_radius_is_capped_where_the_noise_stays_resolvable(capsys):
+    """--radius 1e20 printed an NLL of 5e11 (the unit-variance noise lost next to the means);
+    the cap, 1e8, still fits to the generating mixture's NLL."""
+    line = _refused_before_fitting(capsys, ["--radius", "1e20", "--method", "em"], "--radius must be at most 1e8")
+    assert "got 1e+20" in line
+    _refused_before_fitting(capsys, ["--radius", "0"], "--radius must be a positive finite number")
+    assert cli.main(["--samples", "200", "--components", "2", "--method", "em", "--radius", "1e8",
+                     "--no-progress"]) == 0
+    final = capsys.readouterr().out.splitlines()[-1]
+    fitted, true = float(final.split("final mean NLL ")[1].split()[0]), float(final.split(": ")[-1])
+    assert abs(fitted - true) < 0.2
+
+
+def test_em_logs_iterations_and_counts_are_pluralised(capsys):
+    """EM printed `step N` lines above `after N iterations`, and `after 1 iterations`."""
+    assert cli.main([*SMALL[:4], "--iterations", "1", "--no-progress", "--method", "em",
+                     "--log_freq", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("iteration      1  mean NLL") and " after 1 iteration (" in out[-1]
+    assert cli.main([*SMALL[:4], "--iterations", "1", "--no-progress", "--log_freq", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("step      1  mean NLL") and " after 1 step (" in out[-1]
 
 
 def _two_blobs():
