@@ -87,8 +87,12 @@ class Source:
                 if x.ndim != 2 or x.shape[1] != self.n_features:  # cheap: the data may change
                     x = as_data(x, n_features=self.n_features, name=f"{self.name} batch {i}")
                 # detached: a batch computed by the caller's network (or a leaf that requires
-                # grad) must not take part in fit_gd's backward pass (as_data detaches too)
-                x = x.detach().to(device=self.device, dtype=self.dtype, non_blocking=True)
+                # grad) must not take part in fit_gd's backward pass (as_data detaches too).
+                # Asynchronous only onto a GPU, where the stream orders the copy before the
+                # kernels that read it: a copy from a GPU into host memory may return before
+                # the data are there, and the CPU would read whatever was in the memory
+                onto_gpu = torch.device(self.device).type == "cuda" and x.device.type == "cpu"
+                x = x.detach().to(device=self.device, dtype=self.dtype, non_blocking=onto_gpu)
             else:
                 x = as_data(x, n_features=self.n_features, dtype=self.dtype, device=self.device,
                             min_rows=0, name=f"{self.name} batch {i}")

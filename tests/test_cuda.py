@@ -49,6 +49,22 @@ def test_em_streams_a_pinned_cpu_loader_to_the_gpu():
     close(gpu.log_prob(loader), cpu.log_prob(X))
 
 
+def test_a_cpu_fit_reads_a_stream_of_gpu_batches_whole():
+    """A CPU model fitted over batches that live on the GPU: each batch is copied to host
+    memory, synchronously (an asynchronous copy into host memory may return before the data
+    are there, and the fit would read what the memory held before). Large batches, so that a
+    copy still in flight would be caught."""
+    X = gmmlib.generate_data(200_000, 4, 3, seed=1).X.double()
+    batches = list(X.cuda().split(50_000))
+    a, _ = pair("full")
+    b = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
+    b.load_state_dict(a.state_dict())
+    gmmlib.fit_em(a, X, init=None, tol=0.0, max_iter=5, progress=False)
+    gmmlib.fit_em(b, batches, init=None, tol=0.0, max_iter=5, progress=False)
+    close(b.means, a.means)
+    close(b.covariances, a.covariances)
+
+
 def test_em_with_kmeans_start_on_cuda():
     X = data().cuda()
     model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64).to("cuda")
