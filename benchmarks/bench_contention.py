@@ -9,14 +9,18 @@ count (``--threads`` to change it), so the policy picks the count it uses (colum
 scikit-learn runs on 1 BLAS thread, its fastest at every load measured (its default 2 threads
 were 1.0-24x slower), so gmmlib is compared with scikit-learn at its best. Both fit the same
 data from the same start, as in ``bench_em.py``, one fit each in turn so that both see the same
-load: seconds per EM iteration, best of several fits. All loads are measured ``--rounds`` times;
-cells give the range over rounds, and the ratio scikit-learn / gmmlib (above 1: gmmlib is
-faster) is taken within a round. *slowdown*: each library's best time under load over its best
-with no busy process. gmmlib's can include losing a second core it used on the quiet machine,
-so it is also given on one thread (*1 thread*: fits with torch on 1 thread, timed in the same
-turns; its slowdown is against its own time with no busy process), which is scikit-learn's
-setting. *no policy*: gmmlib on the entry thread count, as before the policy (first round,
-fits of 2 iterations, one or 0.5 s).
+load: seconds per EM iteration. scikit-learn fits ``--iters`` iterations or more and gmmlib as
+many as make its fit about as long, scikit-learn's at least a quarter second (measured once,
+quiet, on one thread each): this host's speed drifts by a quarter from one half second to the
+next, and a fit of a few milliseconds, or several times shorter than the other's, can fall whole
+in one time slice or one fast stretch. All loads are measured ``--rounds`` times; cells give the
+range over rounds of each round's median, and the ratio scikit-learn / gmmlib (above 1: gmmlib
+is faster) is taken within a round. *slowdown*: the median of each library's fits under load
+(all rounds) over its median with no busy process. gmmlib's can include losing a second core it
+used on the quiet machine, so it is also given on one thread (*1 thread*: fits with torch on 1
+thread, timed in the same turns; its slowdown is against its own time with no busy process),
+which is scikit-learn's setting. *no policy*: gmmlib on the entry thread count, as before the
+policy (first round, fits of 2 iterations, one or 0.5 s).
 
     python benchmarks/bench_contention.py            # -> benchmarks/results/contention.md
     python benchmarks/bench_contention.py --quick    # one small size, one round, prints only
@@ -24,6 +28,7 @@ fits of 2 iterations, one or 0.5 s).
 Measured, not asserted: the table is the result.
 """
 import argparse
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -47,16 +52,20 @@ from gmmlib.em import fit_em  # noqa: E402
 RESULTS = Path(__file__).parent / "results" / "contention.md"
 
 
-def _burn(stop):
-    """Keep one core busy until ``stop`` is set."""
+def _burn(stop, parent, ready):
+    """Keep one core busy until ``stop`` is set, or the benchmark that started it is gone (a
+    killed benchmark never sets ``stop``: its burners would spin on, orphaned, for good)."""
+    ready.set()
     x = 1.0
-    while not stop.is_set():
+    while not stop.is_set() and os.getppid() == parent:
         for _ in range(100_000):
             x = x * 1.0000001 % 7.0
 
 
 class Busy:
-    """``n`` busy background processes while the block runs."""
+    """``n`` busy background processes while the block runs, entered once all of them spin: a
+    spawned process first imports this module (torch, scikit-learn, gmmlib: seconds of other
+    work), which a fixed wait let overlap the first fits timed under load."""
 
     def __init__(self, n: int):
         self.n = n
@@ -64,10 +73,14 @@ class Busy:
     def __enter__(self):
         ctx = mp.get_context("spawn")
         self.stop = ctx.Event()
-        self.procs = [ctx.Process(target=_burn, args=(self.stop,), daemon=True) for _ in range(self.n)]
+        ready = [ctx.Event() for _ in range(self.n)]
+        self.procs = [ctx.Process(target=_burn, args=(self.stop, os.getpid(), r), daemon=True)
+                      for r in ready]
         for p in self.procs:
             p.start()
-        time.sleep(0.5 if self.n else 0.0)  # let them reach full speed
+        for r in ready:
+            if not r.wait(timeout=120):
+                raise RuntimeError("a busy process did not start within 120 s")
         return self
 
     def __exit__(self, *exc):
@@ -90,10 +103,11 @@ def _sklearn_fit(model0, X, iters):
     return fit
 
 
-def time_cell(model0, X, iters, repeat, budget=1.0, most=30):
+def time_cell(model0, X, iters, g_iters, repeat, budget=1.0, most=30):
     """gmmlib inside ``fit_threads``, scikit-learn and gmmlib on 1 thread, one fit each in turn
-    so that all see the same load: the best seconds per iteration of each, the thread counts
-    the policy chose and the other runnable tasks it saw."""
+    so that all see the same load: every fit's seconds per iteration (three lists), the thread
+    counts the policy chose and the other runnable tasks it saw. scikit-learn fits ``iters``
+    iterations, gmmlib ``g_iters`` (:func:`matched_iterations`: fits of about equal length)."""
     Xt = torch.as_tensor(X)
     N, D = Xt.shape
     K = model0.n_components
@@ -103,19 +117,19 @@ def time_cell(model0, X, iters, repeat, budget=1.0, most=30):
     def ours():
         with fit_threads(N * K * D * D) as n:  # full covariances: the E- and M-step's N*K*D*D
             chosen.add(n)
-            fit_em(model, Xt, init=None, max_iter=iters, tol=0.0, progress=False)
+            fit_em(model, Xt, init=None, max_iter=g_iters, tol=0.0, progress=False)
 
     def one_thread():
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            fit_em(model, Xt, init=None, max_iter=iters, tol=0.0, progress=False)
+            fit_em(model, Xt, init=None, max_iter=g_iters, tol=0.0, progress=False)
         finally:
             torch.set_num_threads(before)
 
-    best, spent, runs = [float("inf")] * 3, 0.0, 0
+    times, spent, runs = ([], [], []), 0.0, 0
     while runs < repeat or (spent < budget and runs < most):
-        for i, fit in enumerate((ours, sk_fit, one_thread)):
+        for i, (fit, n_iter) in enumerate(((ours, g_iters), (sk_fit, iters), (one_thread, g_iters))):
             if i != 1:
                 model.load_state_dict(model0.state_dict())
             if i == 0:
@@ -123,9 +137,39 @@ def time_cell(model0, X, iters, repeat, budget=1.0, most=30):
             t = time.perf_counter()
             fit()
             took = time.perf_counter() - t
-            best[i], spent = min(best[i], took), spent + took
+            times[i].append(took / n_iter)
+            spent += took
         runs += 1
-    return best[0] / iters, best[1] / iters, best[2] / iters, chosen, seen
+    return (*times, chosen, seen)
+
+
+def matched_iterations(model0, X, iters, min_fit=0.25, most=400):
+    """``(scikit-learn's, gmmlib's)`` iterations per fit: scikit-learn's at least ``iters`` and
+    enough for a fit of ``min_fit`` seconds, gmmlib's as many as make its fit about as long
+    (quiet, one thread each, the second of two fits each). A fit of a few milliseconds falls
+    whole in one time slice of a shared core, or in a fast or a slow stretch of this host;
+    fits of a quarter second, of equal length, average over many."""
+    Xt = torch.as_tensor(X)
+    model = gmmlib.GaussianMixture(model0.n_components, Xt.shape[1], "full", dtype=Xt.dtype)
+
+    def ours():
+        model.load_state_dict(model0.state_dict())
+        fit_em(model, Xt, init=None, max_iter=iters, tol=0.0, progress=False)
+
+    def second(fit):
+        fit()
+        t = time.perf_counter()
+        fit()
+        return time.perf_counter() - t
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sk_fit, ours_fit = second(_sklearn_fit(model0, X, iters)), second(ours)
+    finally:
+        torch.set_num_threads(before)
+    sk_iters = min(most, max(iters, math.ceil(iters * min_fit / sk_fit)))
+    return sk_iters, int(min(most, max(sk_iters, round(sk_iters * sk_fit / ours_fit))))
 
 
 def _span(values, fmt="{:.4g}"):
@@ -153,13 +197,14 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
 
-    data = {}
+    data, sk_iters, g_iters = {}, {}, {}
     for N, D, K in sizes:
         X = make_data(N, D, K)
         data[N, D, K] = X, start(X, K, "full")
-    # (size, load) -> lists over rounds
-    ours, theirs, ratio, chosen, busy, fixed, others = {}, {}, {}, {}, {}, {}, []
-    single = {}
+        sk_iters[N, D, K], g_iters[N, D, K] = matched_iterations(data[N, D, K][1], X, args.iters)
+    # (size, load) -> per-round medians (s/iter), per-round ratios, every fit's s/iter
+    ours, theirs, single, ratio, chosen, busy, fixed, others = {}, {}, {}, {}, {}, {}, {}, []
+    every = {}  # (size, load, side) -> s/iter of every fit over all rounds
     load_start, t0 = os.getloadavg(), time.perf_counter()
     for r in range(rounds):
         others.append(_running_elsewhere())  # what else ran, before this round's busy processes
@@ -167,10 +212,13 @@ def main(argv=None):
             with Busy(load):
                 for size, (X, model0) in data.items():
                     key = size, load
-                    o, t, o1, n, seen = time_cell(model0, X, args.iters, args.repeat)
-                    single.setdefault(key, []).append(o1)
-                    ours.setdefault(key, []).append(o)
-                    theirs.setdefault(key, []).append(t)
+                    fits = time_cell(model0, X, sk_iters[size], g_iters[size], args.repeat)
+                    n, seen = fits[3:]
+                    for side, store, times in zip(("ours", "theirs", "single"),
+                                                  (ours, theirs, single), fits[:3]):
+                        store.setdefault(key, []).append(float(np.median(times)))
+                        every.setdefault((*key, side), []).extend(times)
+                    o, t = ours[key][-1], theirs[key][-1]
                     ratio.setdefault(key, []).append(t / o)
                     chosen.setdefault(key, set()).update(n)
                     busy.setdefault(key, set()).update(seen)
@@ -182,7 +230,8 @@ def main(argv=None):
 
     header = ("| busy processes | N, D, K | other runnable tasks seen | threads | gmmlib s/iter "
               "| scikit-learn s/iter | scikit-learn / gmmlib | gmmlib slowdown | scikit-learn slowdown "
-              "| gmmlib 1 thread s/iter | gmmlib 1 thread slowdown | gmmlib, no policy s/iter |")
+              "| gmmlib 1 thread s/iter | gmmlib 1 thread slowdown | gmmlib, no policy s/iter "
+              "| iterations per fit, scikit-learn / gmmlib |")
     rows = []
     for size in data:
         for load in args.loads:
@@ -192,22 +241,28 @@ def main(argv=None):
                    "/".join(map(str, sorted(chosen[key]))), _span(ours[key]), _span(theirs[key]),
                    _span(ratio[key], "{:.2f}x")]
             if quiet in ours:
-                row += [f"{min(ours[key]) / min(ours[quiet]):.2f}x",
-                        f"{min(theirs[key]) / min(theirs[quiet]):.2f}x", _span(single[key]),
-                        f"{min(single[key]) / min(single[quiet]):.2f}x"]
+                def slowdown(side):  # median of every fit under this load over the quiet one's
+                    return np.median(every[(*key, side)]) / np.median(every[(*quiet, side)])
+                row += [f"{slowdown('ours'):.2f}x", f"{slowdown('theirs'):.2f}x",
+                        _span(single[key]), f"{slowdown('single'):.2f}x"]
             else:
                 row += ["—", "—", _span(single[key]), "—"]
             row.append(f"{fixed[key]:.4g}" if key in fixed else "—")
+            row.append(f"{sk_iters[size]} / {g_iters[size]}")
             rows.append("| " + " | ".join(row) + " |")
     text = (
         "# EM under contention: gmmlib with its thread policy against scikit-learn\n\n"
-        f"Full covariances, float64, {args.iters} EM iterations per timed fit (tol=0), best of at "
-        f"least {args.repeat} fits per cell; {rounds} rounds over all loads, ranges over rounds. "
+        f"Full covariances, float64, tol=0. scikit-learn fits at least {args.iters} EM "
+        "iterations, enough for a quarter second, and gmmlib as many as make its one-thread fit "
+        "about as long on the quiet machine (last column), so both average over the same "
+        "stretches of a shared machine. At least "
+        f"{args.repeat} fits per cell; {rounds} rounds over all loads; s/iter cells give the "
+        "range over rounds of each round's median. "
         f"gmmlib: `fit_em` inside `fit_threads(N*K*D*D)` from {args.threads} torch threads (the "
         "column *threads* is what the policy chose, having seen the *other runnable tasks*); "
         "scikit-learn: 1 BLAS thread, its fastest; the two fit in turn. Busy processes are "
-        "pure-Python loops, one core each. *slowdown*: best time under load over best time with "
-        "none. *1 thread*: gmmlib with torch on 1 thread, in the same turns. *no policy*: gmmlib on the entry thread count, first round only, fits of "
+        "pure-Python loops, one core each. *slowdown*: the median s/iter of every fit under load "
+        "(all rounds) over the median with none. *1 thread*: gmmlib with torch on 1 thread, in the same turns. *no policy*: gmmlib on the entry thread count, first round only, fits of "
         f"{min(args.iters, 2)} iterations. "
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
         f"torch {torch.__version__}, scikit-learn {__import__('sklearn').__version__}. "
