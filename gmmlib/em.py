@@ -323,15 +323,21 @@ class _EStep:
         diff = x.T.unsqueeze(0) - self.far_mu  # (K", D, n)
         return self.family.log_density(diff, self.far_factor) + self.far_log_weights.unsqueeze(-1)
 
-    def weighted_log_prob(self, ws: Workspace, block) -> torch.Tensor:
+    def weighted_log_prob(self, ws: Workspace, block, reuse: bool = False) -> torch.Tensor:
         """``log w_k + log N(x_n | mu_k, Σ_k)`` for the rows of a :class:`Block`, (K, n): this
         layout keeps every product's output and the log-sum-exp's reductions over K running
         along contiguous rows (the (n, K) layout's per-row reductions over a few components ran
-        2.5-7x slower, measured), and hands the sums their (K, n) responsibilities as they are."""
-        if self.wide:  # every component in float64: the log-densities stay in float64
-            return self.mid_weights @ block.columns()  # (K, n)
+        2.5-7x slower, measured), and hands the sums their (K, n) responsibilities as they are.
+        ``reuse``: the caller is done with the result before the next block, so it may live in
+        a buffer of the workspace (see :func:`_e_step`)."""
         xt = block.xt  # (D, n), shifted
         n = xt.shape[1]
+        dest = None
+        if reuse and (self.wide or (self.near is None and self.expanded and not self.shared)):
+            dt = torch.float64 if self.wide else xt.dtype
+            dest = ws.buffer("log densities", (self.K * ws.chunk,), dt)[:self.K * n].view(self.K, n)
+        if self.wide:  # every component in float64: the log-densities stay in float64
+            return torch.mm(self.mid_weights, block.columns(), out=dest)  # (K, n)
         D = self.D
         K = self.K if self.near is None else len(self.near)  # the near components
         if K == 0:
@@ -347,11 +353,12 @@ class _EStep:
             y = torch.mm(self.PcatT, xt, out=buf).view(K, D, n).sub_(self.muP.unsqueeze(-1))
             out = y.square_().sum(1).mul_(-0.5).add_(self.near_offset)  # (K, n)
         else:  # the expanded form, with the -1/2 and the constant terms in its weights
-            out = torch.addmm(self.const, self.muprec, xt)  # (K, n)
+            out = torch.addmm(self.const, self.muprec, xt, out=dest)  # (K, n)
             if self.pooled:
                 out.addr_(self.half_prec[:, 0], block.square_norms().to(out.dtype))
             else:
-                out.addmm_(self.half_prec, xt.square())
+                square = ws.buffer("squares", (D * ws.chunk,))[:D * n].view(D, n)
+                out.addmm_(self.half_prec, torch.square(xt, out=square))
         if self.near is not None:  # every component's row, the near ones' filled in
             near, out = out, torch.empty(self.K, n, dtype=xt.dtype, device=xt.device)
             if near is not None:
@@ -395,8 +402,15 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
     low, floor = math.log(tiny * e.K), 2 * tiny * e.K
     pending, held = [], 0  # blocks whose sums are still to be added, and their size
     defer = _DEFER if family.kind == "tril" else 0
+    # a block's log-densities (then responsibilities) are done with before the next block when
+    # its sums are added at once and nothing is kept for the caller: they then live in one
+    # buffer. A new (K, n) array a block (840 kB at (1e5, 64, 16)) costs its page faults in a
+    # process whose allocator hands large blocks out fresh from the OS: a diagonal float32
+    # iteration there took 61-82 ms instead of 31-35 (glibc with MALLOC_MMAP_THRESHOLD_ set,
+    # and the peers' benchmark process, measured)
+    reuse = defer == 0 and out is None
     for block in ws.blocks():
-        w = e.weighted_log_prob(ws, block)  # (K, n)
+        w = e.weighted_log_prob(ws, block, reuse)  # (K, n)
         # log-sum-exp by hand: exp(w - max) once, for the sum and the responsibilities. exp is
         # fed no term below log(K tiny), tiny the smallest normal number: torch's vectorised
         # exp takes a slow path for results below tiny, and for -inf (measured 5-10x slower

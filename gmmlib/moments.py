@@ -214,11 +214,12 @@ class Workspace:
         return self.source.n_rows
 
     def buffer(self, name: str, shape, dtype=None) -> torch.Tensor:
-        """A scratch array kept between blocks and passes (new when the shape changes)."""
+        """A scratch array kept between blocks and passes (new when the shape or the dtype
+        changes: the E-step's log-densities are float64 in some passes of a float32 fit)."""
         b = self._buffers.get(name)
-        if b is None or b.shape != tuple(shape):
-            b = self._buffers[name] = torch.empty(shape, dtype=dtype or self.dtype,
-                                                  device=self.device)
+        dtype = dtype or self.dtype
+        if b is None or b.shape != tuple(shape) or b.dtype != dtype:
+            b = self._buffers[name] = torch.empty(shape, dtype=dtype, device=self.device)
         return b
 
     def blocks(self):

@@ -835,3 +835,16 @@ def test_wall_time_is_the_whole_call_every_run_included():
     # only the call's own overhead is outside (a descheduling between the two clocks can
     # add a few ms on a busy machine); before, the gap was the initialisation and runs
     assert 0 <= measured - h.wall_time <= 0.01 + 0.05 * measured
+
+
+def test_workspace_buffers_follow_the_dtype_asked_for():
+    """A float32 fit's E-step keeps its log-densities in float32 in one pass and float64 in the
+    next (once a component is far): a scratch buffer kept by name and shape came back in the
+    first pass's dtype, and the second pass's product refused it."""
+    from gmmlib.families import get_family
+    from gmmlib.moments import Workspace
+    ws = Workspace(torch.zeros(10, 2), 2, torch.zeros(2), get_family("diagonal"))
+    assert ws.buffer("scratch", (4, 3), torch.float32).dtype == torch.float32
+    again = ws.buffer("scratch", (4, 3), torch.float64)
+    assert again.dtype == torch.float64 and again.shape == (4, 3)
+    assert ws.buffer("scratch", (4, 3), torch.float64) is again  # kept while nothing changes
