@@ -151,8 +151,13 @@ def test_the_command_line_says_how_to_launch_a_distributed_fit():
     assert run.returncode == 2 and "launch it with torchrun" in run.stderr
 
 
+# EXIT_NOTE: after fits where one rank's collective-guarded work raised, torch 2.13 with gloo
+# aborted that rank at interpreter exit in about 1 run in 6-8, AFTER destroy_process_group
+# returned and every line was printed ("terminate called without an active exception": a
+# native thread destroyed joinable during teardown). What the tests check is done by then, so
+# those scripts leave with os._exit(0) and skip the teardown that aborts.
 FAILING = textwrap.dedent("""
-    import sys, math, torch, torch.distributed as dist, gmmlib
+    import os, sys, math, torch, torch.distributed as dist, gmmlib
     from datetime import timedelta
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     rank = dist.get_rank()
@@ -167,6 +172,8 @@ FAILING = textwrap.dedent("""
             print(f"rank {rank} {fit.__name__}: {exc}", flush=True)
     dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
     dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # see EXIT_NOTE
 """)
 
 
@@ -360,7 +367,7 @@ def test_the_start_sample_over_ranks_is_uniform_over_all_their_rows(tmp_path):
 # raised): that rank raised while the others waited in the pass's all-reduce until gloo's
 # timeout. Each case below times itself; 30 s is gloo's timeout in these scripts.
 LATER_PASS = textwrap.dedent("""
-    import sys, time, torch, torch.distributed as dist, gmmlib
+    import os, sys, time, torch, torch.distributed as dist, gmmlib
     from datetime import timedelta
     from torch.utils.data import DataLoader, Dataset, IterableDataset
     dist.init_process_group("gloo", timeout=timedelta(seconds=30))  # a regression fails, not hangs
@@ -407,6 +414,8 @@ LATER_PASS = textwrap.dedent("""
         print(f"rank {rank} {name} took {time.perf_counter() - start:.1f} s", file=log, flush=True)
     dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
     dist.destroy_process_group()
+    log.close()
+    os._exit(0)  # see EXIT_NOTE
 """)
 
 
