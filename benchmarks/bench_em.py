@@ -8,7 +8,7 @@ tol=0, so neither stops early. Seconds per iteration = wall time of the whole fi
 best of at least ``--repeat`` fits (more for fits under 0.5 s); both sides pay their own
 input checks, set-up and final E-step. GFLOP/s counts the
 dominant products of one iteration (see ``flops``) against a matmul peak measured in the same
-run. A CUDA column appears when a GPU is present.
+run. The GPU's table is ``bench_cuda.py``'s.
 
     python benchmarks/bench_em.py            # the full table -> benchmarks/results/em.md
     python benchmarks/bench_em.py --quick    # two sizes, full and diag, float64; prints only
@@ -71,15 +71,7 @@ def matmul_peak(dtype, device="cpu", n=2048, repeat=3) -> float:
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b
-    best = float("inf")
-    for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+    best = min(timed(lambda: a @ b, device=device) for _ in range(repeat))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -99,20 +91,30 @@ def start(X, K, family):
     return model
 
 
+def _sync(device) -> None:
+    """Wait for the GPU's queued work (a timer read before it would time the launches)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fit, setup=lambda: None, device="cpu") -> float:
+    """Wall time of one ``fit()``, ``setup()`` untimed before it, the device's queue drained
+    on both sides."""
+    setup()
+    _sync(device)
+    t = time.perf_counter()
+    fit()
+    _sync(device)
+    return time.perf_counter() - t
+
+
 def best_of(fit, repeat, setup=lambda: None, device="cpu", budget=0.5, most=15):
     """Best wall time of ``fit()`` (``setup()`` untimed before each): at least ``repeat`` runs,
     more for short fits, until ``budget`` seconds were spent or ``most`` runs (a fit of a few
     milliseconds is otherwise at the mercy of one descheduling)."""
     best, spent, runs = float("inf"), 0.0, 0
     while runs < repeat or (spent < budget and runs < most):
-        setup()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fit()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        took = time.perf_counter() - t
+        took = timed(fit, setup, device)
         best, spent, runs = min(best, took), spent + took, runs + 1
     return best
 
@@ -224,7 +226,7 @@ def pomegranate_means(fitted):
     return torch.stack([d.means.detach() for d in fitted.distributions])  # (K, D)
 
 
-def torchgmm_fit(model0, X, iters):
+def torchgmm_fit(model0, X, iters, device="cpu"):
     """``(setup, fit)``: torchgmm's EM (its ``GaussianMixtureLightningModule`` under the PyTorch
     Lightning trainer its estimator configures), for ``iters`` epochs = EM iterations.
 
@@ -235,7 +237,8 @@ def torchgmm_fit(model0, X, iters):
     (``component_probs``, ``means``, ``precisions_cholesky``, scikit-learn's convention) are
     copied from ``model0``, then the estimator's own ``trainer(...).fit(module, loader)`` with
     the full data as one batch. ``convergence_tolerance=0`` adds no early stopping, so every
-    epoch runs. CPU, no logger, no checkpoints, no progress bar. ``fit.model`` is the model.
+    epoch runs. On ``device`` (the data too: on a GPU the trainer's accelerator is "gpu"), no
+    logger, no checkpoints, no progress bar. ``fit.model`` is the model.
     """
     import tempfile
     from torchgmm.base.data import DataLoader, collate_tensor, dataset_from_tensors
@@ -245,19 +248,20 @@ def torchgmm_fit(model0, X, iters):
     kind = PEERS["torchgmm"][model0.family.name]
     K, D = model0.n_components, model0.n_features
     _, chol = model0.sklearn_precisions()
-    Xt = torch.as_tensor(X)
-    model = GaussianMixtureModel(GaussianMixtureModelConfig(K, D, kind)).to(Xt.dtype)
+    Xt = torch.as_tensor(X, device=device)
+    model = GaussianMixtureModel(GaussianMixtureModelConfig(K, D, kind)).to(Xt.dtype).to(device)
+    gpu = torch.device(device).type == "cuda"
     estimator = TgGMM(K, covariance_type=kind, convergence_tolerance=0.0, trainer_params=dict(
-        max_epochs=iters, accelerator="cpu", devices=1, enable_progress_bar=False,
+        max_epochs=iters, accelerator="gpu" if gpu else "cpu", devices=1, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, logger=False,
         default_root_dir=tempfile.gettempdir()))
     threads = torch.get_num_threads()
 
     def setup():
         with torch.no_grad():
-            model.component_probs.copy_(model0.weights)
-            model.means.copy_(model0.means)
-            model.precisions_cholesky.copy_(chol)
+            model.component_probs.copy_(model0.weights.to(device))
+            model.means.copy_(model0.means.to(device))
+            model.precisions_cholesky.copy_(chol.to(device))
 
     def fit():
         loader = DataLoader(dataset_from_tensors(Xt), batch_size=len(Xt), collate_fn=collate_tensor)
@@ -272,7 +276,7 @@ def torchgmm_fit(model0, X, iters):
     return setup, fit
 
 
-def interleaved(fits, repeat, budget=0.5, most=15):
+def interleaved(fits, repeat, budget=0.5, most=15, device="cpu"):
     """Best wall time of each ``(setup, fit)`` in ``fits`` (a dict), timed in rounds that run
     every fit once in turn, so that a burst of load from other processes falls on every side
     alike: at least ``repeat`` rounds, more while the rounds took under ``budget`` seconds per fit
@@ -281,16 +285,13 @@ def interleaved(fits, repeat, budget=0.5, most=15):
     spent, rounds = 0.0, 0
     while rounds < repeat or (spent < budget * len(fits) and rounds < most):
         for name, (setup, fit) in fits.items():
-            setup()
-            t = time.perf_counter()
-            fit()
-            took = time.perf_counter() - t
+            took = timed(fit, setup, device)
             best[name], spent = min(best[name], took), spent + took
         rounds += 1
     return best
 
 
-def time_with_peers(model0, X, iters, repeat, peers):
+def time_with_peers(model0, X, iters, repeat, peers, device="cpu", sklearn=True):
     """Seconds per iteration of gmmlib, scikit-learn and each importable peer that has this
     family, all from ``model0`` (already in X's dtype), timed interleaved. torchgmm's is the
     marginal cost of an iteration, ``(t(iters) - t(1)) / (iters - 1)``, which leaves out the
@@ -299,18 +300,20 @@ def time_with_peers(model0, X, iters, repeat, peers):
     fixed costs (input checks, set-up, the final pass) count. Returns ``(per_it, agree,
     fixed)``: seconds per iteration by side; per peer, the largest difference between its
     final means and gmmlib's after the same iterations (same start, same algorithm: they agree
-    to float32 rounding); and that fixed torchgmm cost in seconds (None without torchgmm)."""
+    to float32 rounding); and that fixed torchgmm cost in seconds (None without torchgmm).
+    gmmlib and torchgmm run on ``device`` (scikit-learn, unless ``sklearn`` is False, and
+    pomegranate on the CPU)."""
     fam = model0.family.name
-    fits = {"gmmlib": gmmlib_fit(model0, X, iters)}
-    if fam in SKLEARN:
+    fits = {"gmmlib": gmmlib_fit(model0, X, iters, device)}
+    if sklearn and fam in SKLEARN:
         fits["sklearn"] = sklearn_fit(model0, X, iters)
     if "pomegranate" in peers and fam in PEERS["pomegranate"]:
         fits["pomegranate"] = pomegranate_fit(model0, X, iters)
     if "torchgmm" in peers and fam in PEERS["torchgmm"]:
-        fits["gmmlib 1"] = gmmlib_fit(model0, X, 1)
-        fits["torchgmm 1"] = torchgmm_fit(model0, X, 1)
-        fits["torchgmm"] = torchgmm_fit(model0, X, iters)
-    best = interleaved(fits, repeat)
+        fits["gmmlib 1"] = gmmlib_fit(model0, X, 1, device)
+        fits["torchgmm 1"] = torchgmm_fit(model0, X, 1, device)
+        fits["torchgmm"] = torchgmm_fit(model0, X, iters, device)
+    best = interleaved(fits, repeat, device=device)
     per_it = {name: t / iters for name, t in best.items() if not name.endswith(" 1")}
     fixed = None
     if "torchgmm" in best:
@@ -318,12 +321,12 @@ def time_with_peers(model0, X, iters, repeat, peers):
             per_it[f"{name} marginal"] = (best[name] - best[f"{name} 1"]) / max(iters - 1, 1)
         per_it["torchgmm"] = per_it.pop("torchgmm marginal")
         fixed = best["torchgmm 1"] - per_it["torchgmm"]
-    ours = fits["gmmlib"][1].model.means.detach()
+    ours = fits["gmmlib"][1].model.means.detach().cpu()
     agree = {}
     if "pomegranate" in fits:
         agree["pomegranate"] = (pomegranate_means(fits["pomegranate"][1].model()) - ours).abs().max().item()
     if "torchgmm" in fits:
-        agree["torchgmm"] = (fits["torchgmm"][1].model.means - ours).abs().max().item()
+        agree["torchgmm"] = (fits["torchgmm"][1].model.means.cpu() - ours).abs().max().item()
     return per_it, agree, fixed
 
 
@@ -351,7 +354,6 @@ def main(argv=None):
     dtypes = args.dtypes or (["float32"] if args.peers else ["float64"] if args.quick else list(DTYPES))
     default_out = RESULTS_PEERS if args.peers else RESULTS
     out = Path(args.out) if args.out else (None if args.quick or args.sizes else default_out)
-    cuda = torch.cuda.is_available() and not args.peers
     peers, missing = load_peers() if args.peers else ({}, {})
     for name, why in missing.items():
         print(f"{name} is not importable, its column is left out ({why}); `make bench-peers` "
@@ -365,8 +367,6 @@ def main(argv=None):
 
     header = ["N", "D", "K", "covariance", "dtype", "gmmlib s/it", "sklearn s/it", "speed-up",
               "gmmlib GFLOP/s", "% of matmul peak"]
-    if cuda:
-        header += ["CUDA s/it", "CUDA speed-up"]
     for name in peers:
         header += (["gmmlib marginal s/it", f"{name} marginal s/it", f"vs {name} (marginal)"]
                    if name == "torchgmm" else [f"{name} s/it", f"vs {name}"])
@@ -396,9 +396,6 @@ def main(argv=None):
                            f"{theirs:.4f}" if theirs else "—",
                            f"**{theirs / ours:.1f}x**" if theirs else "—",
                            f"{gf:.1f}", f"{100 * gf / peaks[dname]:.0f}%"]
-                    if cuda:
-                        c = time_gmmlib(m0, X, args.iters, args.repeat + 1, device="cuda")
-                        row += [f"{c:.5f}", f"{theirs / c:.0f}x" if theirs else "—"]
                     for name in peers:
                         t = per_it.get(name)
                         if name == "torchgmm":  # marginal against marginal
@@ -428,8 +425,7 @@ def main(argv=None):
              f"{args.threads} threads · {args.iters} iterations per fit (tol=0), {timing} · torch "
              f"{torch.__version__} · scikit-learn {__import__('sklearn').__version__} · numpy "
              f"{np.__version__}{versions} · Python {platform.python_version()} · "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-             + (f" · CUDA: {torch.cuda.get_device_name()}" if cuda else ""), "",
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "",
              "Measured matmul peak (2048², same threads): "
              + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
              + f". Load average {_loads(load0)} at the start, {_loads(load1)} at the end "

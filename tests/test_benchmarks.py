@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,3 +53,26 @@ def test_bench_contention_writes_a_table(tmp_path):
     assert all(float(row[9].strip()) > 0 for row in rows)  # gmmlib on 1 thread, s/iter
     assert rows[0][10].strip() == "1.00x"  # its slowdown: against itself with no load
     assert float(rows[1][10].strip().rstrip("x")) > 0  # its slowdown under 1 busy process
+
+
+def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
+    """bench_cuda.py's own code (the rows, PyCave's case, the stream) with the device side on
+    the CPU: the GPU run is a scarce lease, so a broken script must show up here first. Both
+    sides on one device do the same arithmetic, so their means agree closely."""
+    out = tmp_path / "cuda.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py"), "--device", "cpu",
+                        "--sizes", "2e3,2,3", "--types", "full", "diagonal", "--dtypes", "float64",
+                        "--iters", "2", "--repeat", "1", "--threads", "1", "--pycave-rows", "2000",
+                        "--pycave-iters", "2", "--stream-rows", "20000", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 2e3")]
+    assert [row[3].strip() for row in rows] == ["full", "diagonal"]
+    assert all(float(row[-1]) < 1e-10 for row in rows)  # Δmeans device vs CPU
+    assert "PyCave's case, [2e3, 64] -> 64 diagonal" in text and "Streamed: [2e4, 8]" in text
+    assert "Partial" not in text
+    if not torch.cuda.is_available():  # asked for the GPU where there is none: says so
+        no_gpu = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py")],
+                                capture_output=True, text=True, timeout=120)
+        assert no_gpu.returncode == 1 and "--device cpu" in no_gpu.stderr

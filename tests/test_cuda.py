@@ -1,12 +1,17 @@
 """Every fit path on a GPU: the model and data on CUDA give the CPU's numbers (float64, to
 rounding). Skipped, with the reason, where no GPU is present; nothing else needs one."""
+import os
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import gmmlib
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+# GMMLIB_TEST_DEVICE=cpu runs these tests' own code on the CPU (both sides then the same
+# device: it checks the tests, not the GPU), before device time is spent on them
+DEV = os.environ.get("GMMLIB_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(),
                                 reason="no CUDA device: the GPU paths are checked where one is lent")
 
 FAMILIES = list(gmmlib.FAMILIES)
@@ -19,7 +24,7 @@ def data(N=2000, D=3, K=4):
 def pair(family, K=4, D=3):
     cpu = gmmlib.GaussianMixture(K, D, family, dtype=torch.float64)
     gmmlib.initialize(cpu, data(), "random_from_data", generator=0)
-    gpu = gmmlib.GaussianMixture(K, D, family, dtype=torch.float64).to("cuda")
+    gpu = gmmlib.GaussianMixture(K, D, family, dtype=torch.float64).to(DEV)
     gpu.load_state_dict(cpu.state_dict())
     return cpu, gpu
 
@@ -33,10 +38,81 @@ def test_em_on_cuda_equals_cpu(family):
     X = data()
     cpu, gpu = pair(family)
     h_cpu = gmmlib.fit_em(cpu, X, init=None, tol=1e-8, max_iter=30, progress=False)
-    h_gpu = gmmlib.fit_em(gpu, X.cuda(), init=None, tol=1e-8, max_iter=30, progress=False)
-    assert gpu.loc.device.type == "cuda" and h_gpu.n_iter == h_cpu.n_iter
+    h_gpu = gmmlib.fit_em(gpu, X.to(DEV), init=None, tol=1e-8, max_iter=30, progress=False)
+    assert gpu.loc.device.type == torch.device(DEV).type and h_gpu.n_iter == h_cpu.n_iter
     close(gpu.means, cpu.means)
     close(gpu.covariances, cpu.covariances)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float32_em_on_cuda_equals_cpu(family):
+    """float32 takes other paths (the float64 form of the axis-aligned E-step, float64
+    log-densities in some passes): the GPU's fit is the CPU's to float32 rounding."""
+    X = gmmlib.generate_data(20_000, 4, 3, seed=2).X.float()
+    cpu = gmmlib.GaussianMixture(4, 3, family, dtype=torch.float32)
+    gmmlib.initialize(cpu, X, "kmeans++", generator=0)
+    gpu = gmmlib.GaussianMixture(4, 3, family, dtype=torch.float32).to(DEV)
+    gpu.load_state_dict(cpu.state_dict())
+    h_cpu = gmmlib.fit_em(cpu, X, init=None, tol=0.0, max_iter=10, progress=False)
+    h_gpu = gmmlib.fit_em(gpu, X.to(DEV), init=None, tol=0.0, max_iter=10, progress=False)
+    assert gpu.means.dtype == torch.float32 and gpu.means.device.type == torch.device(DEV).type
+    close(gpu.means, cpu.means, 1e-3)
+    close(gpu.covariances, cpu.covariances, 1e-3)
+    assert abs(h_gpu.final_loss - h_cpu.final_loss) < 1e-4
+
+
+@pytest.mark.parametrize("family", ["full", "diagonal", "tied"])
+def test_em_over_several_gpu_blocks_equals_cpu(family):
+    """More rows than one GPU block (2^24 values' worth), the last block ragged: the buffers
+    the E-step reuses between blocks are sized for a whole block and sliced for the last."""
+    X = gmmlib.generate_data(3_000_001, 4, 3, seed=3).X.double()
+    cpu, gpu = pair(family)
+    gmmlib.fit_em(cpu, X, init=None, tol=0.0, max_iter=3, progress=False)
+    gmmlib.fit_em(gpu, X.to(DEV), init=None, tol=0.0, max_iter=3, progress=False)
+    close(gpu.means, cpu.means)
+    close(gpu.covariances, cpu.covariances)
+    close(gpu.log_prob(X[:1000].to(DEV)), cpu.log_prob(X[:1000]))
+
+
+def test_gd_over_a_pinned_loader_on_cuda_equals_cpu():
+    """Minibatch Adam over a loader (epochs), batches copied to the GPU as they come."""
+    X = data()
+    cpu, gpu = pair("diagonal")
+    loader = DataLoader(TensorDataset(X), batch_size=500, pin_memory=True)
+    h_cpu = gmmlib.fit_gd(cpu, DataLoader(TensorDataset(X), batch_size=500), init=None,
+                          epochs=5, progress=False)
+    h_gpu = gmmlib.fit_gd(gpu, loader, init=None, epochs=5, progress=False)
+    close(gpu.means, cpu.means, 1e-7)
+    assert abs(h_gpu.final_loss - h_cpu.final_loss) < 1e-7
+
+
+def test_gd_with_a_prior_on_cuda_equals_cpu():
+    X = data()
+    cpu, gpu = pair("full")
+    prior = gmmlib.InverseWishartPrior(df=5.0, scale=0.5)
+    gmmlib.fit_gd(cpu, X, init=None, iterations=30, prior=prior, progress=False)
+    gmmlib.fit_gd(gpu, X.to(DEV), init=None, iterations=30, prior=prior, progress=False)
+    close(gpu.covariances, cpu.covariances, 1e-7)
+
+
+def test_scorers_over_a_loader_on_cuda():
+    X = data()
+    cpu, gpu = pair("full")
+    loader = DataLoader(TensorDataset(X), batch_size=300, pin_memory=True)
+    close(gpu.log_prob(loader), cpu.log_prob(X))
+    assert torch.equal(gpu.predict(loader).cpu(), cpu.predict(X))
+    close(gpu.predict_proba(loader), cpu.predict_proba(X))
+
+
+def test_select_model_on_cuda():
+    X = data()
+    sel = gmmlib.select_model(X.to(DEV), n_components=[2, 4], covariance_types=["full"],
+                              dtype=torch.float64)
+    ref = gmmlib.select_model(X, n_components=[2, 4], covariance_types=["full"],
+                              dtype=torch.float64)
+    assert sel.best.model.means.device.type == torch.device(DEV).type
+    assert sel.best.n_components == ref.best.n_components == 4
+    close(sel.best.model.means, ref.best.model.means, 1e-7)
 
 
 def test_em_streams_a_pinned_cpu_loader_to_the_gpu():
@@ -55,7 +131,7 @@ def test_a_cpu_fit_reads_a_stream_of_gpu_batches_whole():
     are there, and the fit would read what the memory held before). Large batches, so that a
     copy still in flight would be caught."""
     X = gmmlib.generate_data(200_000, 4, 3, seed=1).X.double()
-    batches = list(X.cuda().split(50_000))
+    batches = list(X.to(DEV).split(50_000))
     a, _ = pair("full")
     b = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
     b.load_state_dict(a.state_dict())
@@ -66,8 +142,8 @@ def test_a_cpu_fit_reads_a_stream_of_gpu_batches_whole():
 
 
 def test_em_with_kmeans_start_on_cuda():
-    X = data().cuda()
-    model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64).to("cuda")
+    X = data().to(DEV)
+    model = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64).to(DEV)
     history = gmmlib.fit_em(model, X, generator=0, progress=False)
     assert history.converged and torch.isfinite(model.means).all()
 
@@ -76,29 +152,30 @@ def test_gd_on_cuda_equals_cpu():
     X = data()
     cpu, gpu = pair("full")
     gmmlib.fit_gd(cpu, X, init=None, iterations=50, progress=False)
-    gmmlib.fit_gd(gpu, X.cuda(), init=None, iterations=50, progress=False)
+    gmmlib.fit_gd(gpu, X.to(DEV), init=None, iterations=50, progress=False)
     close(gpu.means, cpu.means, 1e-7)
 
 
 def test_scorers_estimator_and_sampling_on_cuda():
     X = data()
     cpu, gpu = pair("diagonal")
-    close(gpu.log_prob(X.cuda()), cpu.log_prob(X))
-    close(gpu.predict_proba(X.cuda()), cpu.predict_proba(X))
-    assert gpu.sample(10, generator=0).device.type == "cuda"
-    est = gmmlib.GaussianMixtureEM(4, device="cuda", random_state=0).fit(X.numpy())
+    close(gpu.log_prob(X.to(DEV)), cpu.log_prob(X))
+    close(gpu.predict_proba(X.to(DEV)), cpu.predict_proba(X))
+    assert gpu.sample(10, generator=0).device.type == torch.device(DEV).type
+    est = gmmlib.GaussianMixtureEM(4, device=DEV, random_state=0).fit(X.numpy())
     assert est.score(X.numpy()) > -10
 
 
 def test_mdn_on_cuda():
     t, x = gmmlib.data.inverse_problem(500, seed=0, dtype=torch.float32)
     net = torch.nn.Sequential(torch.nn.Linear(1, 20), torch.nn.Tanh(),
-                              gmmlib.MDNHead(20, 1, 3)).to("cuda")
-    history = gmmlib.fit_mdn(net, t.cuda(), x.cuda(), steps=50, progress=False)
+                              gmmlib.MDNHead(20, 3, 1)).to(DEV)
+    history = gmmlib.fit_mdn(net, t.to(DEV), x.to(DEV), steps=50, progress=False)
     assert history.final_loss < history.loss[0]
 
 
-def test_distributed_em_over_nccl_equals_one_process(tmp_path):
+@pytest.mark.parametrize("method", ["em", "gd"])
+def test_distributed_fit_over_nccl_equals_one_process(tmp_path, method):
     """The command line under torchrun with --device cuda joins an NCCL group (one rank per
     GPU present, at most 2) and saves the same model as the plain 1-process fit."""
     import socket
@@ -107,9 +184,9 @@ def test_distributed_em_over_nccl_equals_one_process(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ranks = min(2, torch.cuda.device_count())
-    args = ["-m", "gmmlib", "--method", "em", "--samples", "4000", "--components", "3",
-            "--device", "cuda", "--no-progress"]
+    ranks = min(2, torch.cuda.device_count()) if DEV == "cuda" else 2
+    args = ["-m", "gmmlib", "--method", method, "--samples", "4000", "--components", "3",
+            "--device", DEV, "--no-progress"]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                           str(ranks), "--master_addr", "127.0.0.1", "--master_port", str(port),
                           *args, "--distributed", "--save", str(tmp_path / "d.pt")],

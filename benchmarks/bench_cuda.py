@@ -1,0 +1,222 @@
+"""EM on a GPU: gmmlib.fit_em with model and data on CUDA, against gmmlib and scikit-learn on
+the same machine's CPUs and torchgmm on the same GPU, seconds per iteration, one run.
+
+Every side starts from the same parameters (gmmlib's k-means++ start, as in ``bench_em.py``) and
+runs ``--iters`` iterations with tol=0. The GPU sides are timed with the device's queue drained
+before and after each fit. Columns:
+
+* ``GPU s/it``: ``fit_em`` on the GPU, the data already there, best of several fits (each
+  pays its input checks, set-up and final pass, as the CPU columns do);
+* ``CPU s/it`` and ``sklearn s/it``: gmmlib and scikit-learn on the machine's CPUs, ``--threads``
+  threads, and the GPU's speed-up over each;
+* ``torchgmm`` (float32, where it imports): its Lightning module on the same GPU with the data
+  there, the marginal cost of an iteration against gmmlib's marginal cost on the GPU, timed in
+  interleaved rounds (``bench_em.time_with_peers``'s method: neither side's fixed cost counts);
+* ``Δ``: the largest difference between the GPU fit's final means and the CPU fit's (same start,
+  same iterations: the same arithmetic up to rounding), and torchgmm's from gmmlib's.
+
+Two extra rows: PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
+a GTX 1080 Ti, its README), timed whole, with torchgmm's 100 epochs beside it; and a stream, 1e7
+rows held in pinned host memory and read by a ``DataLoader`` in batches of 2^20 rows onto the GPU
+every iteration, against the same rows held on the GPU.
+
+    python benchmarks/bench_cuda.py --out benchmarks/results/cuda.md   # where a GPU is
+    python benchmarks/bench_cuda.py --device cpu --sizes 2000,2,3 --types full   # the code path, no GPU
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+
+import gmmlib
+from _report import publish
+from bench_em import (SKLEARN, _cast, _loads, _size, best_of, flops, gmmlib_fit, load_peers,
+                      make_data, matmul_peak, start, time_gmmlib, time_sklearn, time_with_peers,
+                      timed, torchgmm_fit)
+from gmmlib.em import fit_em
+
+SIZES = [(100_000, 16, 16), (100_000, 64, 16), (1_000_000, 2, 8), (1_000_000, 16, 16)]
+TYPES = ["full", "diagonal"]
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PYCAVE = (1_000_000, 64, 64, "diagonal", 100, 7.7)  # N, D, K, family, iterations, seconds
+STREAM = (10_000_000, 8, 8, "full", 1 << 20)  # N, D, K, family, batch rows
+RESULTS = Path(__file__).parent / "results" / "cuda.md"
+
+
+def _n(N: int) -> str:
+    """1000000 -> '1e6'."""
+    return f"{N:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
+def _means_diff(a, b) -> float:
+    return (a.means.detach().cpu().double() - b.means.detach().cpu().double()).abs().max().item()
+
+
+def row(N, D, K, fam, dname, args, dev, peers):
+    """One table row: every side of (N, D, K, family, dtype)."""
+    X64 = make_data(N, D, K)
+    model0 = start(X64, K, fam)
+    X = X64.astype(np.float32) if dname == "float32" else X64
+    m0 = model0 if dname == "float64" else _cast(model0, torch.float32)
+    g_setup, g_fit = gmmlib_fit(m0, X, args.iters, dev)
+    gpu = best_of(g_fit, args.repeat, g_setup, dev) / args.iters
+    c_setup, c_fit = gmmlib_fit(m0, X, args.iters)
+    cpu = best_of(c_fit, 1, c_setup) / args.iters
+    sk = time_sklearn(model0, X, args.iters, 1) if fam in SKLEARN else None
+    gf = flops(fam, N, D, K) / gpu / 1e9
+    out = [_n(N), D, K, fam, dname, f"{gpu:.5f}",
+           f"{gf:.1f} ({100 * gf / args.peaks[dname]:.0f}%)", f"{cpu:.4f}", f"**{cpu / gpu:.0f}x**",
+           f"{sk:.4f}" if sk else "—", f"**{sk / gpu:.0f}x**" if sk else "—"]
+    if peers:
+        if dname == "float32" and "torchgmm" in peers:
+            per_it, agree, _ = time_with_peers(m0, X, args.iters, args.repeat, {"torchgmm": 1},
+                                               device=dev, sklearn=False)
+            t, mine = per_it["torchgmm"], per_it["gmmlib marginal"]
+            out += [f"{mine:.5f}", f"{t:.5f}",
+                    f"**{t / mine:.1f}x**" if mine > 0 else "— (noise)", f"{agree['torchgmm']:.0e}"]
+        else:
+            out += ["—"] * 4
+    out.append(f"{_means_diff(g_fit.model, c_fit.model):.0e}")
+    return out
+
+
+def pycave(args, dev, peers):
+    """PyCave's case timed whole: ``iters`` EM iterations, float32, data on the GPU."""
+    N, D, K, fam, iters, theirs = PYCAVE
+    N, iters = args.pycave_rows or N, args.pycave_iters or iters
+    X = make_data(N, D, K).astype(np.float32)
+    m0 = _cast(start(X.astype(np.float64), K, fam), torch.float32)
+    setup, fit = gmmlib_fit(m0, X, iters, dev)
+    ours = min(timed(fit, setup, dev) for _ in range(args.repeat))
+    line = (f"PyCave's case, [{_n(N)}, {D}] -> {K} {fam}, float32, {iters} EM iterations, data on "
+            f"the device: gmmlib {ours:.2f} s whole (input checks, set-up, final pass included)")
+    if "torchgmm" in peers:
+        t_setup, t_fit = torchgmm_fit(m0, X, iters, dev)
+        t = min(timed(t_fit, t_setup, dev) for _ in range(args.repeat))
+        line += (f"; torchgmm {t:.2f} s on the same device (its Lightning trainer's start "
+                 f"included), {t / ours:.1f}x gmmlib's time; final means {_means_diff(fit.model, t_fit.model):.0e} apart")
+    return line + f"; PyCave's README: {theirs} s on a GTX 1080 Ti."
+
+
+def stream(args, dev):
+    """The same fit from rows on the GPU and from pinned host memory through a DataLoader."""
+    N, D, K, fam, batch = STREAM
+    if args.stream_rows:
+        N = args.stream_rows
+    X = torch.as_tensor(make_data(N, D, K).astype(np.float32))
+    m0 = _cast(start(X[:20_000].double().numpy(), K, fam), torch.float32)
+    setup, fit = gmmlib_fit(m0, X, args.iters, dev)
+    held = best_of(fit, args.repeat, setup, dev) / args.iters
+    pinned = torch.cuda.is_available() and torch.device(dev).type == "cuda"
+    # whole batches at a time (a batch sampler, batch_size=None): the default loader would
+    # fetch and stack 2^20 rows one by one, timing Python instead of the fit
+    loader = DataLoader(TensorDataset(X), batch_size=None, pin_memory=pinned,
+                        sampler=BatchSampler(SequentialSampler(range(N)), batch, drop_last=False))
+    model = gmmlib.GaussianMixture(K, D, fam, dtype=torch.float32, device=dev)
+
+    def fit_stream():
+        fit_em(model, loader, init=None, max_iter=args.iters, tol=0.0, progress=False)
+    streamed = best_of(fit_stream, args.repeat, lambda: model.load_state_dict(m0.state_dict()),
+                       dev) / args.iters
+    gb = X.numel() * 4 / 1e9
+    return (f"Streamed: [{_n(N)}, {D}] -> {K} {fam}, float32, from {'pinned ' if pinned else ''}"
+            f"host memory in batches of {batch} rows, {streamed:.4f} s/it ({gb:.3f} GB read each "
+            f"pass, {gb / streamed:.1f} GB/s) against {held:.4f} s/it with the rows held on the "
+            f"device; final means {_means_diff(model, fit.model):.0e} apart.")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda", help="the accelerator's side (cpu: the code path "
+                    "without a GPU)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU sides' threads")
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--sizes", nargs="+", default=None, metavar="N,D,K", type=_size)
+    ap.add_argument("--types", nargs="+", default=TYPES, choices=list(SKLEARN))
+    ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    ap.add_argument("--no-extras", action="store_true", help="leave out the PyCave and stream rows")
+    ap.add_argument("--pycave-rows", type=int, default=None, help="rows of PyCave's case "
+                    f"(default {PYCAVE[0]:.0e}; another number is no longer its case)")
+    ap.add_argument("--pycave-iters", type=int, default=None, help=f"its iterations (default {PYCAVE[4]})")
+    ap.add_argument("--stream-rows", type=int, default=None, help=f"rows of the stream row "
+                    f"(default {STREAM[0]:.0e})")
+    ap.add_argument("--out", default=None, help="Markdown file for the table (printed only "
+                    "without it)")
+    args = ap.parse_args(argv)
+    dev = args.device
+    if torch.device(dev).type == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_cuda.py: no CUDA device here; --device cpu runs the code path on the CPU")
+    peers, missing = load_peers()
+    peers.pop("pomegranate", None)  # its GPU path is not what this table compares
+    for name, why in missing.items():
+        if name != "pomegranate":
+            print(f"{name} is not importable, its column is left out ({why})", file=sys.stderr)
+    warnings.filterwarnings("ignore", category=gmmlib.ConvergenceWarning)
+    warnings.filterwarnings("ignore", message=".*did not converge.*")
+    torch.set_num_threads(args.threads)
+    args.peaks = {n: matmul_peak(DTYPES[n], dev, n=8192 if dev != "cpu" else 1024)
+                  for n in args.dtypes}
+    load0, t0 = os.getloadavg(), time.perf_counter()
+    header = ["N", "D", "K", "covariance", "dtype", "GPU s/it", "GPU GFLOP/s (% of matmul peak)",
+              "CPU s/it", "GPU vs CPU", "sklearn s/it", "GPU vs sklearn"]
+    if peers:
+        header += ["gmmlib GPU marginal s/it", "torchgmm GPU marginal s/it", "vs torchgmm",
+                   "Δmeans torchgmm"]
+    header += ["Δmeans GPU vs CPU"]
+    name = torch.cuda.get_device_name() if torch.device(dev).type == "cuda" else "none (CPU)"
+    peak_text = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in args.peaks.items())
+    print(f"{name}; matmul peak {peak_text}", flush=True)
+    rows, extras = [], []
+
+    def table(done: bool) -> str:
+        lines = [f"# EM on a GPU: gmmlib.fit_em on {name}, against the CPUs and torchgmm", "",
+                 f"GPU: {name} · CPU sides: {args.threads} threads of {os.cpu_count()} "
+                 f"({platform.processor() or platform.machine()}) · {args.iters} iterations per "
+                 f"fit (tol=0), GPU sides best of {args.repeat} or more, CPU sides best of 1 or "
+                 f"more (up to 0.5 s) · torch {torch.__version__} · scikit-learn "
+                 f"{__import__('sklearn').__version__} · numpy {np.__version__}"
+                 + "".join(f" · {n} {v}" for n, v in peers.items())
+                 + f" · Python {platform.python_version()}", "",
+                 "Measured matmul peak on the GPU side (8192², default precision, so float32 is "
+                 f"IEEE, not TF32): {peak_text}. Load average {_loads(load0)} at the start, "
+                 f"{_loads(os.getloadavg())} at the end. "
+                 + (f"Run took {time.perf_counter() - t0:.0f} s." if done else
+                    f"**Partial: written while the run went on, {time.perf_counter() - t0:.0f} s "
+                    "in; it stopped before the rest.**"), "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+        lines += [""] + [f"- {e}" for e in extras]
+        lines += ["", "Regenerate with `python benchmarks/bench_cuda.py --out "
+                  "benchmarks/results/cuda.md` on a machine with a GPU (torchgmm's column where "
+                  "it imports; `bash benchmarks/gpu_check.sh` runs the CUDA tests first)."]
+        return "\n".join(lines) + "\n"
+
+    def measured(line) -> None:  # a timeout or a crash later still leaves what was measured
+        print(" | ".join(map(str, line)) if isinstance(line, list) else line, flush=True)
+        if args.out:
+            Path(args.out).write_text(table(done=False))
+
+    with threadpool_limits(limits=args.threads):
+        for N, D, K in args.sizes or SIZES:
+            for fam in args.types:
+                for dname in args.dtypes:
+                    rows.append(row(N, D, K, fam, dname, args, dev, peers))
+                    measured(rows[-1])
+        if not args.no_extras:
+            for extra in (lambda: pycave(args, dev, peers), lambda: stream(args, dev)):
+                extras.append(extra())
+                measured(extras[-1])
+    publish(table(done=True), Path(args.out) if args.out else None)
+
+
+if __name__ == "__main__":
+    main()
