@@ -41,6 +41,15 @@ _SCORED = ("weights_", "means_", "precisions_cholesky_")
 _SAMPLED = ("weights_", "means_", "covariances_")
 
 
+def _weight_total(weights: np.ndarray) -> float:
+    """The sum of ``weights_`` as set, checked to be finite, non-negative and not all zero."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights_ must be a 1-D array of finite, non-negative weights, not all "
+                         f"zero (they should be in the range [0, 1]), got {w.tolist()}")
+    return float(w.sum())
+
+
 def _digest(value) -> tuple:
     """What tells an attribute's value from another: dtype, shape and a SHA-256 of the bytes.
     Kept in place of a copy of each exported array, which made a fitted estimator, and its
@@ -175,7 +184,10 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
       where they are, without a copy to NumPy. Fitted attributes are NumPy arrays, as there,
       and as there the scorers read ``weights_``, ``means_`` and ``precisions_cholesky_``,
       and :meth:`sample` ``covariances_``, as they are at the call (``model_`` is the fit's
-      mixture, used while those attributes are unchanged). Scores are in NumPy's promotion of
+      mixture, used while those attributes are unchanged); ``weights_`` that no longer sum to
+      1 count as they are, as there (each log-density moves by the log of their sum), but
+      negative ones are refused rather than scored NaN, and :meth:`sample` wants them to sum
+      to 1 and ``n_samples`` whole (2.0, not 2.5). Scores are in NumPy's promotion of
       the fit's dtype and the data's (a float32 fit scores float64 data in float64).
     * **Extra families and parameters**: ``shared_isotropic`` and ``constant``,
       ``constant_variance``, ``min_variance``, ``dtype``, ``device``.
@@ -411,6 +423,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
                                      for a in attributes):
             return model
         weights, means, cov = (np.asarray(getattr(self, a)) for a in attributes)
+        if attributes is _SCORED:  # scored with weights_ as given: see _log_weight_total
+            weights = weights / _weight_total(weights)
         like = {"dtype": torch.float64, "device": model.loc.device if model is not None else "cpu"}
         family = model.family if model is not None else get_family(self.covariance_type)
         if attributes is _SCORED:  # covariances from precisions_cholesky_ P: Σ⁻¹ = P Pᵀ
@@ -449,9 +463,21 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             model = copy.deepcopy(model).to(X.dtype)
         return evaluate(model, X, resp=resp)
 
+    def _log_weight_total(self) -> float:
+        """``log sum(weights_)`` when ``weights_`` were set to weights that do not sum to 1, else 0.
+
+        scikit-learn scores with ``log weights_`` as they are, normalised or not: every
+        log-density then moves by this constant, and the responsibilities do not change. The
+        scorers here build their mixture from the normalised weights and add it back."""
+        total = _weight_total(np.asarray(self.weights_))
+        return math.log(total) if abs(total - 1.0) > 1e-6 else 0.0
+
     def score_samples(self, X) -> np.ndarray:
-        """log p(x_n) of each sample, (n_samples,)."""
-        return self._evaluate(X)[0].cpu().numpy()
+        """log p(x_n) of each sample, (n_samples,), with ``log weights_`` as they are (as in
+        scikit-learn: weights set by hand that do not sum to 1 shift every value alike)."""
+        out = self._evaluate(X)[0].cpu().numpy()
+        offset = self._log_weight_total()
+        return out + out.dtype.type(offset) if offset else out
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood of ``X`` (scikit-learn's sign: higher is better)."""
@@ -481,9 +507,12 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         """Draw ``n_samples`` points; returns ``(X, y)``: (n, D) ndarray and (n,) labels,
         grouped by component as scikit-learn returns them."""
         check_is_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
+        # a whole number of any numeric type (2.0 too, as scikit-learn takes it); 2.5 is
+        # refused rather than cut to 2 as scikit-learn's multinomial draw does
+        if (isinstance(n_samples, bool) or not isinstance(n_samples, Real)
+                or not float(n_samples).is_integer() or n_samples < 1):
             raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires "
-                             "at least one sample.")
+                             "at least one sample, a whole number.")
         seed = self._seed()
         g = seed if isinstance(seed, torch.Generator) else make_generator(seed, device="cpu")
         Xs, labels = self._model(_SAMPLED).sample(int(n_samples), generator=g, return_labels=True)

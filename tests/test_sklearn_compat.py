@@ -380,6 +380,39 @@ def test_scorers_and_sample_read_the_fitted_attributes_as_they_are_now(covarianc
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("scale", [2.0, 0.25])
+def test_weights_set_to_another_sum_score_as_in_sklearn(scale):
+    """scikit-learn scores with log(weights_) as they are: weights set by hand that do not sum
+    to 1 shift every log-density by log of their sum, and leave the responsibilities. gmmlib
+    raised "weights must sum to 1" from its scorers."""
+    X = three_blobs(300)
+    sk, ours = _twins("full", X, max_iter=20)
+    for est in (sk, ours):
+        est.weights_ = est.weights_ * scale * np.array([1.0, 1.5, 0.5])
+    np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-9)
+    np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-9)
+    np.testing.assert_allclose([ours.score(X), ours.bic(X), ours.aic(X)],
+                               [sk.score(X), sk.bic(X), sk.aic(X)], rtol=1e-9)
+    assert np.array_equal(ours.predict(X), sk.predict(X))
+    ours.weights_ = np.array([0.5, -0.2, 0.7])  # scikit-learn: NaN scores
+    with pytest.raises(ValueError, match="weights_ must be .* non-negative"):
+        ours.score(X)
+
+
+def test_sample_takes_a_whole_number_of_any_type_as_in_sklearn():
+    """sample(2.0) works in scikit-learn; gmmlib refused every float. 2.5, which scikit-learn
+    silently cuts to 2, is refused with the reason."""
+    X = three_blobs(300)
+    ours = GaussianMixtureEM(3, random_state=0).fit(X)
+    sk = SkGMM(3, random_state=0).fit(X)
+    for n in (2.0, np.int64(3), np.float32(4.0)):
+        assert ours.sample(n)[0].shape == sk.sample(n)[0].shape == (int(n), 2)
+    for bad in (2.5, 0, -1.0, float("nan"), "3", True):
+        with pytest.raises(ValueError, match="Invalid value for 'n_samples'"):
+            ours.sample(bad)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_a_lower_triangular_precisions_cholesky_scores_as_in_sklearn(covariance_type):
     """scikit-learn scores with any triangular P with P Pᵀ the precision (log|P| from its
