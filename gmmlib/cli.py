@@ -220,11 +220,26 @@ def _check_args(args) -> str | None:
     _check_output("--plot", plot_path, "fit.png")  # PATH.png, when PATH has no extension
     if (args.plot or args.visualize) and args.dims < 2:
         raise ValueError(f"--plot and --visualize draw two features; --dims {args.dims} has fewer")
+    if args.visualize:
+        _check_window()
     if args.save and plot_path and (os.path.realpath(args.save) == os.path.realpath(plot_path) or (
             os.path.exists(args.save) and os.path.exists(plot_path) and os.path.samefile(args.save, plot_path))):
         raise ValueError(f"--save and --plot both name {plot_path}: the picture would overwrite the "
                          "model; pass two different paths")
     return plot_path
+
+
+def _check_window() -> None:
+    """A ValueError naming --visualize when matplotlib's backend draws no window (Agg and the
+    file backends: what it picks where there is no display), rather than fitting and then
+    showing nothing, exit status 0."""
+    import matplotlib
+    from matplotlib.backends import BackendFilter, backend_registry
+    backend = matplotlib.get_backend()
+    if backend.lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
+        raise ValueError(f"--visualize opens a window, but matplotlib's backend is {backend!r}, "
+                         "which draws none (no display here?); write the figure with --plot "
+                         "fit.png, or set MPLBACKEND to an interactive backend such as TkAgg")
 
 
 def _check_output(flag: str, path: str | None, example: str) -> None:

@@ -388,6 +388,17 @@ def test_empty_save_and_plot_paths_are_refused(flag, capsys):
     assert "leave " + flag + " out" in line
 
 
+def test_visualize_without_a_window_is_refused_before_fitting(capsys, monkeypatch):
+    """--visualize where matplotlib draws no window (Agg, as it picks with no display) fitted,
+    showed nothing and exited 0. An interactive backend passes the check."""
+    import matplotlib
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "agg")
+    line = _refused_before_fitting(capsys, ["--visualize"], "--visualize opens a window")
+    assert "--plot fit.png" in line and "'agg'" in line
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "TkAgg")
+    cli._check_window()  # no error
+
+
 def test_cuda_without_a_gpu_names_device(capsys, monkeypatch):
     """Every --device error starts with --device; this one began `error: device device(type=...`."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
