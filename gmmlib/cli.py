@@ -335,8 +335,10 @@ def _join(device: torch.device) -> tuple[int, int]:
     import os
 
     import torch.distributed as dist
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ValueError("--distributed runs one process per rank: launch it with torchrun, e.g. "
+    missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise ValueError(f"--distributed runs one process per rank, described by the environment "
+                         f"({', '.join(missing)} not set): launch it with torchrun, e.g. "
                          "torchrun --nproc_per_node 2 -m gmmlib --distributed ...")
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -354,10 +356,12 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        for w in caught:  # one line each, not Python's file-and-line format
-            print(f"warning: {w.message}", file=sys.stderr)
+        import torch.distributed as dist
+        # every rank saw the same fit: rank 0 alone reports its warnings, as it alone prints
+        if not (args.distributed and dist.is_initialized() and dist.get_rank() != 0):
+            for w in caught:  # one line each, not Python's file-and-line format
+                print(f"warning: {w.message}", file=sys.stderr)
         if args.distributed:
-            import torch.distributed as dist
             if dist.is_initialized():
                 dist.barrier()  # tear down together: a rank leaving early can abort the other
                 dist.destroy_process_group()

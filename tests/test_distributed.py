@@ -144,11 +144,27 @@ def test_the_command_line_under_torchrun_equals_one_process(tmp_path):
 
 
 def test_the_command_line_says_how_to_launch_a_distributed_fit():
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    run = subprocess.run([sys.executable, "-m", "gmmlib", "--distributed", "--no-progress"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2 and "launch it with torchrun" in run.stderr
+    # RANK and WORLD_SIZE set by hand, the rendezvous' address not: torch's own message was
+    # printed ("Error initializing torch.distributed using env:// rendezvous ...")
     run = subprocess.run([sys.executable, "-m", "gmmlib", "--distributed", "--no-progress"],
                          capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in __import__("os").environ.items()
-                              if k not in ("RANK", "WORLD_SIZE")})
-    assert run.returncode == 2 and "launch it with torchrun" in run.stderr
+                         env={**env, "RANK": "0", "WORLD_SIZE": "1"})
+    assert run.returncode == 2 and "MASTER_ADDR, MASTER_PORT not set" in run.stderr
+    assert "launch it with torchrun" in run.stderr
+
+
+def test_under_torchrun_one_rank_reports_the_warnings():
+    """Every rank printed every warning of the (shared) fit: here, EM stopped at
+    --iterations 1 before converging, once per rank."""
+    two = _torchrun("-m", "gmmlib", "--method", "em", "--samples", "5000", "--components", "8",
+                    "--iterations", "1", "--no-progress", "--distributed", timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stderr.count("warning: ") == 1 and "did not converge" in two.stderr
 
 
 # EXIT_NOTE: after fits where one rank's collective-guarded work raised, torch 2.13 with gloo
