@@ -418,12 +418,19 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
         # which changes no digit, and their responsibilities (at most K tiny) are set to
         # exactly 0, so no subnormal number slows the products that follow.
         top = w.amax(0, keepdim=True)  # (1, n)
+        # a point no component can have drawn (every log-density -inf, e.g. far out from narrow
+        # components) has log p = -inf, as in scikit-learn, not the NaN of -inf - (-inf); its
+        # responsibilities are NaN there too (a fit then stops on the -inf log-likelihood)
+        dead = top == -math.inf
+        top.masked_fill_(dead, 0.0)
         p = w.sub_(top).clamp_min_(low).exp_()  # (K, n), max 1 per point
         s = ones @ p  # (1, n), >= 1
-        lse = s.log().add_(top)  # (1, n)
+        lse = s.log().add_(top).masked_fill_(dead, -math.inf)  # (1, n)
         total += lse.sum(dtype=torch.float64)
         if moments is not None or resp:
             torch.threshold_(p.div_(s), floor, 0.0)  # (K, n) responsibilities
+            if resp:
+                p.masked_fill_(dead, math.nan)
         if moments is not None:
             pending.append((block, p))
             held += p.numel()

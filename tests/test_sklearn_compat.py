@@ -635,3 +635,26 @@ def test_scoring_a_few_rows_gives_the_numbers_of_scoring_them_among_many():
     np.testing.assert_allclose(ours.predict_proba(few), ours.predict_proba(X)[:5], atol=1e-10)
     np.testing.assert_allclose(ours.score_samples(few), sk.score_samples(few), rtol=1e-7)
     assert np.array_equal(ours.predict(few), sk.predict(few))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("dtype, scale, far", [(np.float64, 1e-6, 1e149), (np.float32, 1e-5, 1e15)])
+def test_a_point_no_component_reaches_scores_minus_inf_as_in_sklearn(covariance_type, dtype,
+                                                                      scale, far):
+    """A row so far out from narrow components that every log-density is -inf: scikit-learn
+    and the model's own log_prob give -inf, the E-step's scorers gave NaN (-inf - (-inf) in
+    the log-sum-exp). Its responsibilities are NaN in both, the other rows' unchanged."""
+    rng = np.random.default_rng(0)
+    X = (np.concatenate([rng.normal(size=(100, 5)) + c for c in rng.normal(size=(3, 5)) * 4])
+         * scale).astype(dtype)
+    ours = GaussianMixtureEM(3, covariance_type=covariance_type, random_state=0, reg_covar=0).fit(X)
+    sk = SkGMM(3, covariance_type=covariance_type)
+    sk.weights_, sk.means_, sk.precisions_cholesky_ = ours.weights_, ours.means_, ours.precisions_cholesky_
+    rows = np.vstack([np.full((1, 5), far, dtype=dtype), X[:9]])
+    got, want = ours.score_samples(rows), sk.score_samples(rows)
+    assert got[0] == want[0] == -np.inf
+    assert ours.model_.log_prob(torch.from_numpy(rows[:1]))[0].item() == -np.inf
+    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-4 if dtype == np.float32 else 1e-9)
+    proba = ours.predict_proba(rows)
+    assert np.isnan(proba[0]).all() and np.isfinite(proba[1:]).all()
