@@ -204,10 +204,12 @@ class Family:
                 return torch.cholesky_inverse(cholesky(precisions, name="precisions_init"))
             except ValueError as e:
                 raise ValueError(f"{said} should be symmetric, positive-definite: {e}") from None
-        if not bool((precisions > 0).all()):
+        cov = 1.0 / precisions
+        # inf passed "> 0" and became a variance of 0; a subnormal one a variance of inf
+        if not bool(((precisions > 0) & torch.isfinite(precisions) & torch.isfinite(cov)).all()):
             raise ValueError(f"{said} should be positive: precisions_init must be strictly "
-                             "positive (finite, above 0)")
-        return 1.0 / precisions
+                             "positive and finite, with a finite inverse (the variance)")
+        return cov
 
     def random_covariances(self, rng, K: int, D: int, *, scale: float = 1.0,
                            constant_variance: float = 1.0):

@@ -468,6 +468,24 @@ def test_bad_start_parameters_are_refused_in_sklearns_words(covariance_type, bad
             cls(3, covariance_type=covariance_type, **start).fit(X)
 
 
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+@pytest.mark.parametrize("value", [np.inf, 1e-320])
+def test_infinite_or_subnormal_precisions_init_is_named(covariance_type, value):
+    """An infinite precision passed the "> 0" check and came back as "covariances ... must be
+    positive variances" (1/inf = 0), a subnormal one as an infinite variance; neither named
+    precisions_init. scikit-learn refuses the infinite one too (its message is about
+    infinity) and fits from the subnormal one with an infinite variance."""
+    X = three_blobs(60)
+    P = np.ones((3, 2)) if covariance_type == "diag" else np.ones(3)
+    P[1] = value
+    with pytest.raises(ValueError, match=f"'{covariance_type} precision' should be positive: "
+                                         "precisions_init must be strictly positive and finite"):
+        GaussianMixtureEM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
+    if value == np.inf:
+        with pytest.raises(ValueError, match="infinity"):
+            SkGMM(3, covariance_type=covariance_type, precisions_init=P, random_state=0).fit(X)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_fitted_estimator_holds_one_copy_of_its_parameters():
     """Telling changed attributes from the fitted ones must not keep a second copy of each:
