@@ -190,8 +190,16 @@ def _check_args(args) -> str | None:
     for flag, value in (("--iterations", args.iterations), ("--log_freq", args.log_freq)):
         if value < 1:
             raise ValueError(f"{flag} must be a positive integer, got {value}")
-    if args.seed is not None and args.seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
+    for flag, value in (("--samples", args.samples), ("--components", args.components),
+                        ("--dims", args.dims)):
+        if value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
+    if args.samples < args.components:
+        raise ValueError(f"--samples {args.samples} is fewer than --components {args.components}: "
+                         "a mixture needs at least one point per component; raise --samples or "
+                         "lower --components")
+    if args.seed is not None and not 0 <= args.seed < 2 ** 64:
+        raise ValueError(f"--seed must be an integer in [0, 2**64), got {args.seed}")
     if not (math.isfinite(args.radius) and args.radius > 0):
         raise ValueError(f"--radius must be a positive finite number, got {args.radius:g}")
     if args.radius > MAX_RADIUS:
@@ -215,9 +223,10 @@ def _check_args(args) -> str | None:
         if args.batch_size is not None and args.batch_size < 1:
             raise ValueError(f"--batch_size must be a positive integer, got {args.batch_size}")
     _check_output("--save", args.save, "model.pt")
-    _check_output("--plot", args.plot, "fit.png")
+    _check_name("--plot", args.plot, "fit.png")
     plot_path = _plot_path(args.plot)
-    _check_output("--plot", plot_path, "fit.png")  # PATH.png, when PATH has no extension
+    # the file written: PATH.png when PATH has no extension (PATH may then be a directory)
+    _check_output("--plot", plot_path, "fit.png")
     if (args.plot or args.visualize) and args.dims < 2:
         raise ValueError(f"--plot and --visualize draw two features; --dims {args.dims} has fewer")
     if args.visualize:
@@ -248,6 +257,18 @@ def _check_output(flag: str, path: str | None, example: str) -> None:
     files (tried: ``os.access`` says yes to root even in /proc)."""
     if path is None:
         return
+    _check_name(flag, path, example)
+    try:
+        _check_place(flag, path, example)
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ValueError(f"{flag} {path}: not a usable file path ({exc.strerror or exc}); pass a "
+                         f"file path such as {example}") from None
+
+
+def _check_name(flag: str, path: str | None, example: str) -> None:
+    """A ValueError naming ``flag`` when ``path`` is empty or ends with a separator."""
+    if path is None:
+        return
     if not path.strip():
         raise ValueError(f"{flag} {path!r}: an empty path; pass a file path such as {example}, or "
                          f"leave {flag} out")
@@ -255,6 +276,10 @@ def _check_output(flag: str, path: str | None, example: str) -> None:
     if path.endswith(separators):  # torch.save: "invalid file name", after the whole fit
         raise ValueError(f"{flag} {path}: ends with a path separator, so names a directory; pass "
                          f"a file path, such as {path.rstrip(''.join(separators)) or example}")
+
+
+def _check_place(flag: str, path: str, example: str) -> None:
+    """The file-system half of :func:`_check_output`."""
     if Path(path).is_dir():
         raise ValueError(f"{flag} {path}: names a directory; pass a file path, such as "
                          f"{os.path.join(path, example)}")

@@ -31,11 +31,11 @@ def test_cli_with_the_seed_flags_writes_a_png(tmp_path):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--samples", "2"], "n_samples=2 should be >= n_components=5"),
+    (["--samples", "2"], "--samples 2 is fewer than --components 5"),
     (["--mixture_lr", "0"], "mixture_lr must be a positive"),
     (["--iterations", "-5"], "iterations must be a positive integer"),
     (["--log_freq", "0"], "--log_freq must be a positive integer"),
-    (["--dims", "0"], "n_features must be a positive integer"),
+    (["--dims", "0"], "--dims must be a positive integer"),
     (["--batch_size", "0"], "batch_size must be a positive integer"),
     (["--radius", "1e308"], "--radius must be at most 1e8"),
     (["--dims", "1", "--plot", "x.png"], "--plot and --visualize draw two features"),
@@ -386,6 +386,32 @@ def test_empty_save_and_plot_paths_are_refused(flag, capsys):
     """--save '' and --plot '' were ignored: exit 0, nothing written."""
     line = _refused_before_fitting(capsys, [flag, ""], f"{flag} '': an empty path")
     assert "leave " + flag + " out" in line
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--samples", "0"], "--samples must be a positive integer"),
+    (["--components", "0"], "--components must be a positive integer"),
+    (["--dims", "-1"], "--dims must be a positive integer"),
+    (["--samples", "3", "--components", "5"], "--samples 3 is fewer than --components 5"),
+    (["--samples", "3", "--components", "5", "--method", "em"], "--samples 3 is fewer"),
+    (["--seed", str(2 ** 64)], "--seed must be an integer in [0, 2**64)"),
+    (["--save", "a" * 300 + ".pt"], "--save " + "a" * 300 + ".pt: not a usable file path"),
+])
+def test_data_sizes_seed_and_unusable_names_are_refused_by_flag(capsys, args, flag):
+    """These were refused (exit 2) but in the library's words (n_samples, n_components,
+    n_features, "generator seed") or, for a name too long for the file system, as a bare
+    OSError ("[Errno 36] File name too long"): now by the flag, before the fit."""
+    _refused_before_fitting(capsys, args, flag)
+
+
+def test_plot_without_an_extension_may_name_a_directory(tmp_path, monkeypatch, capsys):
+    """--plot PATH writes PATH.png when PATH has no extension; with a directory PATH beside
+    it, `--plot fit` was refused as naming a directory, though fit.png is what it writes."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fit").mkdir()
+    assert cli.main([*SMALL, "--plot", "fit"]) == 0
+    assert (tmp_path / "fit.png").stat().st_size > 0 and "wrote fit.png" in capsys.readouterr().out
+    _refused_before_fitting(capsys, ["--plot", "fit/"], "--plot fit/: ends with a path separator")
 
 
 def test_visualize_without_a_window_is_refused_before_fitting(capsys, monkeypatch):
