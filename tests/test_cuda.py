@@ -166,6 +166,32 @@ def test_scorers_estimator_and_sampling_on_cuda():
     assert est.score(X.numpy()) > -10
 
 
+def test_the_plot_helpers_draw_a_gpu_model_and_gpu_data():
+    """The book's helpers read a GPU mixture and GPU data (each copies to host memory what it
+    draws): the same picture data as the CPU twin's."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gmmlib import plot as gplot
+    X = data(N=400, D=2, K=3)
+    cpu = gmmlib.GaussianMixture(3, 2, "full", dtype=torch.float64)
+    gmmlib.initialize(cpu, X, "random_from_data", generator=0)
+    gpu = gmmlib.GaussianMixture(3, 2, "full", dtype=torch.float64).to(DEV)
+    gpu.load_state_dict(cpu.state_dict())
+    fig, axes = plt.subplots(1, 3)
+    gplot.plot_fit(axes[0], gpu, X.to(DEV), title="gpu")
+    gplot.plot_responsibilities(axes[1], gpu, X.to(DEV))
+    gplot.plot_density(axes[2], gpu, X.to(DEV), kind="contour")
+    plt.close(fig)
+    grid_gpu = gplot.density_grid(gpu, (-5, 5), (-5, 5), n=20)
+    grid_cpu = gplot.density_grid(cpu, (-5, 5), (-5, 5), n=20)
+    torch.testing.assert_close(torch.as_tensor(grid_gpu[2]), torch.as_tensor(grid_cpu[2]))
+    colours = gplot.responsibility_colours(gpu, X.to(DEV))
+    torch.testing.assert_close(torch.as_tensor(colours),
+                               torch.as_tensor(gplot.responsibility_colours(cpu, X)))
+
+
 def test_mdn_on_cuda():
     t, x = gmmlib.data.inverse_problem(500, seed=0, dtype=torch.float32)
     net = torch.nn.Sequential(torch.nn.Linear(1, 20), torch.nn.Tanh(),
