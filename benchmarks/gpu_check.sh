@@ -8,6 +8,7 @@
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: the benchmark runs from benchmarks/
 PY=${PY:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 [ -d .devpkgs ] && export PYTHONPATH="$PWD/.devpkgs:$PYTHONPATH"

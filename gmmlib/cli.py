@@ -229,8 +229,18 @@ def _check_args(args) -> str | None:
     _check_output("--plot", plot_path, "fit.png")
     if (args.plot or args.visualize) and args.dims < 2:
         raise ValueError(f"--plot and --visualize draw two features; --dims {args.dims} has fewer")
-    if args.visualize:
-        _check_window()
+    if args.visualize and not _has_window():
+        if not args.plot:
+            raise ValueError(f"--visualize opens a window, but matplotlib's backend is "
+                             f"{_backend()!r}, which draws none (no display here?); write the "
+                             "figure with --plot fit.png, or set MPLBACKEND to an interactive "
+                             "backend such as TkAgg")
+        # the same command line on a desktop and on a headless runner: the file is written,
+        # the window is left out, and the run says so
+        warnings.warn(f"--visualize: matplotlib's backend {_backend()!r} draws no window (no "
+                      f"display here?), so none opens; the figure is in --plot {args.plot}",
+                      stacklevel=2)
+        args.visualize = False
     if args.save and plot_path and (os.path.realpath(args.save) == os.path.realpath(plot_path) or (
             os.path.exists(args.save) and os.path.exists(plot_path) and os.path.samefile(args.save, plot_path))):
         raise ValueError(f"--save and --plot both name {plot_path}: the picture would overwrite the "
@@ -238,17 +248,25 @@ def _check_args(args) -> str | None:
     return plot_path
 
 
-def _check_window() -> None:
-    """A ValueError naming --visualize when matplotlib's backend draws no window (Agg and the
-    file backends: what it picks where there is no display), rather than fitting and then
-    showing nothing, exit status 0."""
+# matplotlib's backends that draw no window (Agg and the file formats: what it picks where
+# there is no display); its own list where it has one (3.9 on)
+_NO_WINDOW = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+
+
+def _backend() -> str:
     import matplotlib
-    from matplotlib.backends import BackendFilter, backend_registry
-    backend = matplotlib.get_backend()
-    if backend.lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
-        raise ValueError(f"--visualize opens a window, but matplotlib's backend is {backend!r}, "
-                         "which draws none (no display here?); write the figure with --plot "
-                         "fit.png, or set MPLBACKEND to an interactive backend such as TkAgg")
+    return matplotlib.get_backend()
+
+
+def _has_window() -> bool:
+    """Whether matplotlib's backend opens a window for ``plt.show()``; --visualize without one
+    fitted, showed nothing and exited 0."""
+    try:
+        from matplotlib.backends import BackendFilter, backend_registry
+        no_window = set(backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE))
+    except ImportError:  # matplotlib before 3.9
+        no_window = _NO_WINDOW
+    return _backend().lower() not in no_window
 
 
 def _check_output(flag: str, path: str | None, example: str) -> None:

@@ -124,6 +124,9 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         iteration's gain is measured from the previous ``lower_bound_``. Fitting ``max_iter``
         iterations at a time this way retraces one long fit, iteration for iteration. Data of
         the other float dtype continue the fit in float64 (NumPy's promotion, as there).
+        One difference: ``weights_`` set by hand to another sum are normalised before the
+        continued fit, whose first lower bound is then not shifted by their log sum as
+        scikit-learn's first E-step shifts it (the parameters it reaches are the same).
     verbose : int
         0 prints nothing; 1 prints each initialisation and every ``verbose_interval``-th
         iteration; 2 adds the time per iteration, the change of the lower bound and the final
@@ -464,13 +467,13 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         return evaluate(model, X, resp=resp)
 
     def _log_weight_total(self) -> float:
-        """``log sum(weights_)`` when ``weights_`` were set to weights that do not sum to 1, else 0.
+        """``log sum(weights_)``: 0 for the fit's own weights, to rounding.
 
         scikit-learn scores with ``log weights_`` as they are, normalised or not: every
         log-density then moves by this constant, and the responsibilities do not change. The
-        scorers here build their mixture from the normalised weights and add it back."""
-        total = _weight_total(np.asarray(self.weights_))
-        return math.log(total) if abs(total - 1.0) > 1e-6 else 0.0
+        scorers here build their mixture from the normalised weights and add it back (always:
+        a threshold would leave sums within it, 1 + 5e-7 say, off by as much)."""
+        return math.log(_weight_total(np.asarray(self.weights_)))
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x_n) of each sample, (n_samples,), with ``log weights_`` as they are (as in

@@ -201,9 +201,14 @@ class Family:
         if self.kind == "tril":  # finite, symmetric (the factorisation reads one triangle
             # only: an asymmetric matrix became another one) and positive definite, by name
             try:
-                return torch.cholesky_inverse(cholesky(precisions, name="precisions_init"))
+                cov = torch.cholesky_inverse(cholesky(precisions, name="precisions_init"))
             except ValueError as e:
                 raise ValueError(f"{said} should be symmetric, positive-definite: {e}") from None
+            if not bool(torch.isfinite(cov).all()):  # a subnormal precision: an infinite variance
+                raise ValueError(f"{said} should be symmetric, positive-definite: precisions_init "
+                                 "must have a finite inverse (the covariance); its smallest "
+                                 "eigenvalues are too close to 0")
+            return cov
         cov = 1.0 / precisions
         # inf passed "> 0" and became a variance of 0; a subnormal one a variance of inf
         if not bool(((precisions > 0) & torch.isfinite(precisions) & torch.isfinite(cov)).all()):

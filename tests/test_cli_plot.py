@@ -421,8 +421,22 @@ def test_visualize_without_a_window_is_refused_before_fitting(capsys, monkeypatc
     monkeypatch.setattr(matplotlib, "get_backend", lambda: "agg")
     line = _refused_before_fitting(capsys, ["--visualize"], "--visualize opens a window")
     assert "--plot fit.png" in line and "'agg'" in line
+    assert not cli._has_window()
     monkeypatch.setattr(matplotlib, "get_backend", lambda: "TkAgg")
-    cli._check_window()  # no error
+    assert cli._has_window()
+
+
+def test_visualize_with_plot_without_a_window_writes_the_file_and_says_so(tmp_path, capsys,
+                                                                          monkeypatch):
+    """The same command line on a desktop and on a headless runner: with --plot, a missing
+    window is a warning, not an error (refusing it broke such scripts on CI)."""
+    import matplotlib
+    monkeypatch.setattr(matplotlib, "get_backend", lambda: "agg")
+    png = tmp_path / "fit.png"
+    assert cli.main([*SMALL, "--visualize", "--plot", str(png)]) == 0
+    err = capsys.readouterr().err
+    assert png.stat().st_size > 0
+    assert "warning: --visualize: matplotlib's backend 'agg' draws no window" in err
 
 
 def test_cuda_without_a_gpu_names_device(capsys, monkeypatch):

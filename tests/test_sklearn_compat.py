@@ -394,6 +394,9 @@ def test_weights_set_to_another_sum_score_as_in_sklearn(scale):
     np.testing.assert_allclose([ours.score(X), ours.bic(X), ours.aic(X)],
                                [sk.score(X), sk.bic(X), sk.aic(X)], rtol=1e-9)
     assert np.array_equal(ours.predict(X), sk.predict(X))
+    for est in (sk, ours):  # within any tolerance of 1: shifted all the same
+        est.weights_ = est.weights_ / est.weights_.sum() * (1 + 5e-7)
+    np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-12)
     ours.weights_ = np.array([0.5, -0.2, 0.7])  # scikit-learn: NaN scores
     with pytest.raises(ValueError, match="weights_ must be .* non-negative"):
         ours.score(X)
@@ -466,6 +469,18 @@ def test_bad_start_parameters_are_refused_in_sklearns_words(covariance_type, bad
     for cls in (SkGMM, GaussianMixtureEM):
         with pytest.raises(ValueError, match=phrase):
             cls(3, covariance_type=covariance_type, **start).fit(X)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_a_subnormal_full_precision_is_named(covariance_type):
+    """A subnormal eigenvalue of a full or tied precision: its inverse is infinite, and the
+    error read "covariances contain NaN or infinity", naming neither precisions_init nor
+    scikit-learn's phrase."""
+    X = three_blobs(60)
+    P = np.eye(2) * 1e-320 if covariance_type == "tied" else np.stack([np.eye(2)] * 2 + [np.eye(2) * 1e-320])
+    with pytest.raises(ValueError, match=f"'{covariance_type} precision' should be symmetric, "
+                                         "positive-definite: precisions_init must have a finite"):
+        GaussianMixtureEM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
 
 
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
@@ -658,6 +673,7 @@ def test_scoring_a_few_rows_gives_the_numbers_of_scoring_them_among_many():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("dtype, scale, far", [(np.float64, 1e-6, 1e149), (np.float32, 1e-5, 1e15)])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # scikit-learn's
 def test_a_point_no_component_reaches_scores_minus_inf_as_in_sklearn(covariance_type, dtype,
                                                                       scale, far):
     """A row so far out from narrow components that every log-density is -inf: scikit-learn
