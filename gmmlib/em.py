@@ -821,7 +821,9 @@ def _run(model, family, ws, N, max_iter, tol, reg_covar, show, log_every, run, p
         lower_bound = float(stats.log_lik) / N
         if not math.isfinite(lower_bound):
             raise ValueError(f"fit_em: the log-likelihood became {lower_bound} at iteration {it}; "
-                             "scale the data, increase reg_covar, or use float64")
+                             "scale the data, increase reg_covar"
+                             + (", or use float64" if ws.dtype != torch.float64 else
+                                ", or look for points far from all the others"))
         history.loss.append(-lower_bound)
         history.time.append(time.perf_counter() - start)
         if log_every and (it - 1) % log_every == 0:

@@ -848,3 +848,21 @@ def test_workspace_buffers_follow_the_dtype_asked_for():
     again = ws.buffer("scratch", (4, 3), torch.float64)
     assert again.dtype == torch.float64 and again.shape == (4, 3)
     assert ws.buffer("scratch", (4, 3), torch.float64) is again  # kept while nothing changes
+
+
+def test_a_point_no_component_reaches_stops_the_fit_without_float64_advice():
+    """A row whose every component log-density is -inf (its squared whitened distance
+    overflows float64) makes the log-likelihood -inf: the fit stops with a ValueError (no NaN
+    parameters) and leaves the model as it was; its advice was "use float64", to a float64
+    fit. (In float32 the far components' E-step runs in float64, where such a row is finite.)"""
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(np.concatenate([rng.normal(size=(100, 3)) + c for c in (0.0, 6.0)])) * 1e-6
+    model = gmmlib.GaussianMixture(2, 3, "full", dtype=torch.float64, min_variance=0.0)
+    gmmlib.fit_em(model, X, generator=0, reg_covar=0.0, progress=False)
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    far = torch.cat([X, torch.full((1, 3), 1e149, dtype=torch.float64)])  # variances ~1e-12
+    with pytest.raises(ValueError, match="log-likelihood became -inf") as err:
+        gmmlib.fit_em(model, far, init=None, reg_covar=0.0, progress=False)
+    assert "use float64" not in str(err.value) and "far from all the others" in str(err.value)
+    for k, v in before.items():
+        assert torch.equal(model.state_dict()[k], v)
