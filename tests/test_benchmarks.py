@@ -76,3 +76,17 @@ def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
         no_gpu = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py")],
                                 capture_output=True, text=True, timeout=120)
         assert no_gpu.returncode == 1 and "--device cpu" in no_gpu.stderr
+
+
+def test_profile_em_runs_its_code_path_on_the_cpu(tmp_path):
+    """profile_em.py (run after bench_cuda.py on a GPU) on the CPU: per-iteration counts of
+    operator calls are positive and its table lists operators."""
+    out = tmp_path / "profile.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_em.py"), "--device", "cpu",
+                        "--size", "2e3,2,3", "--iters", "2", "--rows", "5", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    counts = [line for line in text.splitlines() if line.startswith("Per iteration: ")]
+    assert len(counts) == 2 and all(int(c.split()[2]) > 50 for c in counts)  # operator calls
+    assert text.count("aten::") >= 10
