@@ -419,18 +419,18 @@ def _e_step(family, state: _State, ws: Workspace, *, moments: Moments | None = N
         # exactly 0, so no subnormal number slows the products that follow.
         top = w.amax(0, keepdim=True)  # (1, n)
         # a point no component can have drawn (every log-density -inf, e.g. far out from narrow
-        # components) has log p = -inf, as in scikit-learn, not the NaN of -inf - (-inf); its
-        # responsibilities are NaN there too (a fit then stops on the -inf log-likelihood)
-        dead = top == -math.inf
-        top.masked_fill_(dead, 0.0)
-        p = w.sub_(top).clamp_min_(low).exp_()  # (K, n), max 1 per point
+        # components) has log p = -inf, as in scikit-learn, not the NaN of -inf - (-inf): such
+        # a point is shifted by 0 instead, and its top of -inf is added back to its finite
+        # log-sum (one copy a block: ~5x cheaper than masking, measured). Its responsibilities
+        # are NaN, as there (a fit stops on the -inf log-likelihood)
+        p = w.sub_(top.nan_to_num(neginf=0.0)).clamp_min_(low).exp_()  # (K, n), max 1 a point
         s = ones @ p  # (1, n), >= 1
-        lse = s.log().add_(top).masked_fill_(dead, -math.inf)  # (1, n)
+        lse = s.log().add_(top)  # (1, n)
         total += lse.sum(dtype=torch.float64)
         if moments is not None or resp:
             torch.threshold_(p.div_(s), floor, 0.0)  # (K, n) responsibilities
             if resp:
-                p.masked_fill_(dead, math.nan)
+                p.add_(lse - lse)  # NaN where lse is -inf, else 0
         if moments is not None:
             pending.append((block, p))
             held += p.numel()
