@@ -455,8 +455,8 @@ def _statistics(family, state: _State, ws: Workspace, group=None) -> Moments:
     """One E-step pass: the M-step's sums under ``state``'s responsibilities, and the
     log-likelihood, summed over the ranks of ``group``. The full family's sums are centred
     on the current means (the M-step's scatter then barely differs from them) unless
-    ``ws.triangle`` (float64, D < 2K), the other families' on the shift (a few products per
-    block; see :mod:`gmmlib.moments`)."""
+    ``ws.triangle`` (float64 or on a GPU, D < 2K), the other families' on the shift (a few
+    products per block; see :mod:`gmmlib.moments`)."""
     centred = family.kind == "tril" and family.per_component and not ws.triangle
     centre = (state.means - ws.shift).to(ws.dtype) if centred else None
     return _summed(Moments.of(ws, family, centre), family, state, ws, group)

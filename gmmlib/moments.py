@@ -17,14 +17,19 @@ several blocks, loaders or processes simply add.
 * full is centred on the current means (the E-step's), so the scatter is nearly ``second``
   itself: nothing cancels unless a mean moves by many of its own standard deviations in one
   step. The per-block product is a batched ``Z_kᵀ (r_k ∘ Z_k)`` with ``Z_k = X - c_k``.
-  For float64 data with ``D < 2K`` (``Workspace.triangle``) it is summed about the shift
-  instead, as the axis-aligned families are: ONE (K, n) x (n, D + D(D+1)/2 + 1) product,
-  ``r [x; x_i x_j (i <= j); 1]ᵀ``. The batched product's (D, n) x (n, D) pieces ran at a
+  For float64 data (any data on a GPU) with ``D < 2K`` (``Workspace.triangle``) it is summed
+  about the shift instead, as the axis-aligned families are: ONE (K, n) x (n, D + D(D+1)/2 + 1)
+  product, ``r [x; x_i x_j (i <= j); 1]ᵀ``. The batched product's (D, n) x (n, D) pieces ran at a
   third of the speed of one wide product (measured, 1 and 2 threads: 2.8-3.3x faster sums
   at (K, D) = (8, 8), (16, 16), 3.3-6x at (64, 16); 0.75-1.1x at (16, 64) and 0.2x at
   (4, 128), where the D²/2 products per row cost more than the 2KD of the centred form,
-  hence the rule). float32 data stay centred: their batched product runs in float32, and the
-  float64 wide one ran at 0.1-1.1x its speed below K = 64 (1.8-2.1x at (64, 16)).
+  hence the rule). float32 data stay centred on a CPU: their batched product runs in float32,
+  and the float64 wide one ran at 0.1-1.1x its speed below K = 64 (1.8-2.1x at (64, 16)). On a
+  GPU, where float64 products are not slower in the same way and the batched product's long
+  thin pieces are, float32 takes the wide product too: on an H200, full float64 (this path)
+  ran an iteration 2.1x and 1.6x faster than full float32 (centred) at (1e6, 2, 8) and
+  (1e6, 16, 16) (``benchmarks/results/cuda.md``; float32's own time on this path is not
+  measured yet).
 * tied needs only the scatter summed over the components, and about the data's mean its
   second moment is ``sum_n x xᵀ`` whatever the responsibilities (``pooled``): one (D, D) sum,
   kept for in-memory data. It cancels when the clusters are far apart next to their spread,
@@ -117,8 +122,8 @@ class Block:
         return cols
 
     def triangle_columns(self) -> torch.Tensor:
-        """``[x; x_i x_j (i <= j, row-major); 1]`` (D + D(D+1)/2 + 1, n) of the shifted rows, for
-        float64 data (the full family's sums about the shift, :class:`Moments`), in a buffer of
+        """``[x; x_i x_j (i <= j, row-major); 1]`` (D + D(D+1)/2 + 1, n) of the shifted rows, in
+        float64 (the full family's sums about the shift, :class:`Moments`), in a buffer of
         the workspace: one product per row ``i`` of the triangle (D calls a block; a gather of
         both index rows ran 1.6x slower)."""
         ws, (D, n) = self._ws, self.xt.shape
@@ -138,6 +143,12 @@ class Block:
 def _centred_rows(ws, K: int) -> int:
     """Rows whose (K, D, rows) temporaries hold about the workspace's budget of values."""
     return max(256, ws.budget // (K * ws.D))
+
+
+def sums_about_shift(dtype: torch.dtype, cuda: bool, D: int, K: int) -> bool:
+    """Whether the full family's sums take the one wide product about the shift
+    (``Workspace.triangle``; the module docstring says when and why)."""
+    return (dtype == torch.float64 or cuda) and D + 1 <= 2 * K
 
 
 class Workspace:
@@ -177,7 +188,7 @@ class Workspace:
         self.pooled_columns = family.kind == "std" and not family.per_feature
         # full's sums about the shift, from [x; x_i x_j (i <= j); 1] (module docstring)
         self.triangle = (family.kind == "tril" and family.per_component
-                         and self.dtype == torch.float64 and D + 1 <= 2 * K)
+                         and sums_about_shift(self.dtype, cuda, D, K))
         if self.in_memory:
             X = source.tensor
             self.X = X  # (N, D), the data as given, read (never written) by the centred E-step

@@ -408,3 +408,31 @@ def test_float32_components_near_and_beyond_float32s_limit_together(family):
         ours, theirs = getattr(model, name), getattr(model64, name)
         scale = theirs.abs().max()
         assert float((ours.double() - theirs).abs().max()) <= 4 * UNIT[torch.float32] * scale, name
+
+
+@pytest.mark.parametrize("D, K", [(2, 8), (8, 8), (16, 16)])
+def test_float32_full_sums_about_the_shift_as_on_a_gpu_equal_the_centred_ones(monkeypatch, D, K):
+    """On a GPU float32 full fits sum about the shift in float64 (one wide product) instead of
+    centred in float32. Forced here on the CPU: the same fit as the centred one, to float32's
+    rounding, and as close to the float64 fit, far from the origin too."""
+    import gmmlib.moments as moments
+    rng = np.random.default_rng(D * K)
+    centres = rng.normal(scale=4.0, size=(K, D)) + 50.0  # off the origin: cancellation's test
+    X64 = torch.as_tensor(centres[rng.integers(K, size=20_000)] + rng.normal(size=(20_000, D)))
+    fits = {}
+    for name, forced in (("centred", False), ("shift", True)):
+        monkeypatch.setattr(moments, "sums_about_shift",
+                            lambda dtype, cuda, D, K, forced=forced: forced or dtype == torch.float64)
+        for dtype in (torch.float32, torch.float64):
+            model = gmmlib.GaussianMixture(K, D, "full", dtype=dtype)
+            gmmlib.initialize(model, X64[:2000].to(dtype), "kmeans++", generator=0)
+            gmmlib.fit_em(model, X64.to(dtype), init=None, tol=0.0, max_iter=10, progress=False)
+            fits[name, dtype] = model
+    ref = fits["centred", torch.float64]
+    for name in ("centred", "shift"):
+        m = fits[name, torch.float32]
+        torch.testing.assert_close(m.means.double(), ref.means, rtol=0, atol=2e-4 * 50)
+        torch.testing.assert_close(m.covariances.double(), ref.covariances, rtol=2e-3, atol=2e-4)
+    a, b = fits["shift", torch.float32], fits["centred", torch.float32]
+    torch.testing.assert_close(a.covariances, b.covariances, rtol=2e-3, atol=2e-4)
+    assert not torch.equal(a.covariances, b.covariances)  # two paths were taken, not one
