@@ -145,9 +145,9 @@ def sklearn_fit(model0, X, iters):
     return lambda: None, lambda: sk.fit(X)  # each fit restarts from the *_init
 
 
-def time_gmmlib(model0, X, iters, repeat, device="cpu"):
-    setup, fit = gmmlib_fit(model0, X, iters, device)
-    return best_of(fit, repeat, setup=setup, device=device) / iters
+def time_gmmlib(model0, X, iters, repeat):
+    setup, fit = gmmlib_fit(model0, X, iters)
+    return best_of(fit, repeat, setup=setup) / iters
 
 
 def time_sklearn(model0, X, iters, repeat):

@@ -15,7 +15,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 

@@ -187,10 +187,8 @@ def _or_default(lr: float | None) -> float:
 def _check_args(args) -> str | None:
     """Refuse, as a ValueError naming the flag, every option that can be checked before the fit
     (the fit functions check the rest); return the path ``--plot`` writes."""
-    for flag, value in (("--iterations", args.iterations), ("--log_freq", args.log_freq)):
-        if value < 1:
-            raise ValueError(f"{flag} must be a positive integer, got {value}")
-    for flag, value in (("--samples", args.samples), ("--components", args.components),
+    for flag, value in (("--iterations", args.iterations), ("--log_freq", args.log_freq),
+                        ("--samples", args.samples), ("--components", args.components),
                         ("--dims", args.dims)):
         if value < 1:
             raise ValueError(f"{flag} must be a positive integer, got {value}")
