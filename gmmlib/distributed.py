@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["resolve_group", "all_reduce_sum", "broadcast_parameters", "gather_rows", "rank",
-           "world_size", "agree", "attempt", "all_reduce_sum_together"]
+           "world_size", "agree", "attempt", "all_reduce_sum_together", "sum_attempted"]
 
 
 def resolve_group(distributed, name: str = "distributed"):
@@ -122,6 +122,14 @@ def all_reduce_sum_together(t: torch.Tensor, failed, group, what: str) -> torch.
     flat = all_reduce_sum(torch.cat([t.reshape(-1), flags.to(t.device)]), group)
     _raise_together(flat[-n:], failed, group, what)
     return flat[:-n].view(t.shape)
+
+
+def sum_attempted(group, what: str, zero: torch.Tensor, fn, *args) -> torch.Tensor:
+    """``fn(*args)``, a tensor, summed over the ranks of ``group``: :func:`attempt` and
+    :func:`all_reduce_sum_together` in one. A rank whose ``fn`` failed sends ``zero`` (no rank
+    uses the sum then: every rank raises)."""
+    value, failed = attempt(group, fn, *args)
+    return all_reduce_sum_together(zero if failed is not None else value, failed, group, what)
 
 
 def _raise_together(flags: torch.Tensor, failed, group, what: str) -> None:

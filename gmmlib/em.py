@@ -106,7 +106,7 @@ from .mixture import GaussianMixture, unchanged_on_error
 from ._threads import fit_threads, mixture_work
 from .distributed import (agree, all_reduce_sum, all_reduce_sum_together, attempt,
                           broadcast_parameters, gather_rows, rank, rank_generator, resolve_group,
-                          same_arguments, sample_over_ranks, world_size)
+                          same_arguments, sample_over_ranks, sum_attempted, world_size)
 from .moments import COVARIANCE, Moments, Workspace, scatter
 from .sources import Source, as_source, survey
 from .numerics import LOG_2PI, log_responsibilities, mixture_log_prob
@@ -702,10 +702,9 @@ def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_co
 
     # the loss of the fitted model, from what the model now holds
     final = _read_state(model)
-    loss, failed = attempt(group, _e_step, family, final, ws)
-    if failed is not None:  # this rank's pass failed: it still joins the all-reduce, which raises
-        loss = torch.zeros((), dtype=torch.float64, device=ws.device)
-    history.loss.append(float(-all_reduce_sum_together(loss, failed, group, _DURING)) / N)
+    zero = torch.zeros((), dtype=torch.float64, device=ws.device)
+    loss = sum_attempted(group, _DURING, zero, _e_step, family, final, ws)
+    history.loss.append(float(-loss) / N)
     history.time.append(history.time[-1] if history.time else 0.0)
     if history.snapshots:
         history.snapshots[-1].loss = history.loss[-1]

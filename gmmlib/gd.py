@@ -26,7 +26,7 @@ from ._validation import (check_nonnegative, check_nonnegative_int, check_positi
 from ._threads import fit_threads, mixture_work
 from .distributed import (agree, all_reduce_sum_together, attempt, broadcast_parameters,
                           gather_rows, rank_generator, resolve_group, same_arguments,
-                          sample_over_ranks, world_size)
+                          sample_over_ranks, sum_attempted, world_size)
 from .history import FitHistory, Snapshot
 from .init import _initialize, check_method, check_model, data_covariance, make_generator
 from .mixture import unchanged_on_error
@@ -363,10 +363,9 @@ def _full_nll(model, data: _Data, group) -> float:
     """The mean NLL of all the data (over all ranks), read in batches."""
     if data.source.in_memory and group is None:
         return float(-model._log_prob(data.source.tensor).mean())
-    total, failed = attempt(group, _summed_log_prob, model, data.source)
-    if failed is not None:  # this rank's pass failed: it still joins the all-reduce, which raises
-        total = torch.zeros((), dtype=torch.float64, device=model.loc.device)
-    return -float(all_reduce_sum_together(total, failed, group, _PASS)) / data.n_rows
+    zero = torch.zeros((), dtype=torch.float64, device=model.loc.device)
+    total = sum_attempted(group, _PASS, zero, _summed_log_prob, model, data.source)
+    return -float(total) / data.n_rows
 
 
 def _summed_log_prob(model, source: Source) -> torch.Tensor:
