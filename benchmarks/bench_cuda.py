@@ -15,7 +15,7 @@ before and after each fit. Columns:
 * ``Δ``: the largest difference between the GPU fit's final means and the CPU fit's (same start,
   same iterations: the same arithmetic up to rounding), and torchgmm's from gmmlib's.
 
-Two extra rows: PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
+Three extra rows: full float32's two M-step rules side by side (below); PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
 a GTX 1080 Ti, its README), timed whole, with torchgmm's 100 epochs beside it; and a stream, 1e7
 rows held in pinned host memory and read by a ``DataLoader`` in batches of 2^20 rows onto the GPU
 every iteration, against the same rows held on the GPU.
@@ -133,6 +133,32 @@ def stream(args, dev):
             f"device; final means {_means_diff(model, fit.model):.0e} apart.")
 
 
+def sums_ab(args, dev):
+    """Full float32 with the M-step's sums about the shift in float64 (one wide product; what
+    a GPU takes since 0ac1554) against the centred float32 sums (the CPU's), interleaved."""
+    import gmmlib.moments as moments
+    shipped = moments.sums_about_shift
+    centred = lambda dtype, cuda, D, K: dtype == torch.float64  # noqa: E731 (the CPU's rule)
+    parts = []
+    for N, D, K in args.ab_sizes:
+        X = make_data(N, D, K).astype(np.float32)
+        m0 = _cast(start(X.astype(np.float64), K, "full"), torch.float32)
+        best = {"shift": float("inf"), "centred": float("inf")}
+        for _ in range(args.repeat):
+            for name, rule in (("shift", shipped), ("centred", centred)):
+                moments.sums_about_shift = rule
+                try:
+                    setup, fit = gmmlib_fit(m0, X, args.iters, dev)
+                    best[name] = min(best[name], timed(fit, setup, dev) / args.iters)
+                finally:
+                    moments.sums_about_shift = shipped
+        parts.append(f"({_n(N)}, {D}, {K}) {best['shift']:.5f} against {best['centred']:.5f} "
+                     f"s/it ({best['centred'] / best['shift']:.2f}x)")
+    return ("Full float32, M-step sums about the shift in float64 (a GPU's rule) against "
+            "centred in float32 (the CPU's), best of "
+            f"{args.repeat} interleaved: " + "; ".join(parts) + ".")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", help="the accelerator's side (cpu: the code path "
@@ -149,6 +175,9 @@ def main(argv=None):
     ap.add_argument("--pycave-iters", type=int, default=None, help=f"its iterations (default {PYCAVE[4]})")
     ap.add_argument("--stream-rows", type=int, default=None, help=f"rows of the stream row "
                     f"(default {STREAM[0]:.0e})")
+    ap.add_argument("--ab-sizes", nargs="+", metavar="N,D,K", type=_size,
+                    default=[(100_000, 64, 16), (1_000_000, 2, 8), (1_000_000, 16, 16)],
+                    help="sizes of the full float32 sums' comparison")
     ap.add_argument("--out", default=None, help="Markdown file for the table (printed only "
                     "without it)")
     args = ap.parse_args(argv)
@@ -212,7 +241,8 @@ def main(argv=None):
                     rows.append(row(N, D, K, fam, dname, args, dev, peers))
                     measured(rows[-1])
         if not args.no_extras:
-            for extra in (lambda: pycave(args, dev, peers), lambda: stream(args, dev)):
+            for extra in (lambda: stream(args, dev), lambda: sums_ab(args, dev),
+                          lambda: pycave(args, dev, peers)):
                 extras.append(extra())
                 measured(extras[-1])
     publish(table(done=True), Path(args.out) if args.out else None)

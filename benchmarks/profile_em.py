@@ -41,11 +41,14 @@ def profiled(model0, X, iters, device):
 
 
 def counts(prof, gpu: bool) -> dict:
-    ops = {e.key: e.count for e in prof.key_averages()}
+    averages = prof.key_averages()
+    ops = {e.key: e.count for e in averages}
+    busy = sum(e.self_device_time_total if gpu else e.self_cpu_time_total for e in averages)
     kernels = sum(e.count for e in prof.events()
                   if gpu and e.device_type == torch.autograd.DeviceType.CUDA)
     return {"operator calls": sum(ops.values()), "device kernels": kernels,
-            "synchronisations": sum(ops.get(k, 0) for k in SYNCS)}
+            "synchronisations": sum(ops.get(k, 0) for k in SYNCS),
+            ("device" if gpu else "CPU") + " µs busy": busy}
 
 
 def main(argv=None):

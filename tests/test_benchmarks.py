@@ -1,5 +1,6 @@
 """The benchmark scripts still run against the current API (a smoke test: tiny sizes, and no
 assertion on any timing; speed is judged from their tables, not here)."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,8 @@ def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py"), "--device", "cpu",
                         "--sizes", "2e3,2,3", "--types", "full", "diagonal", "--dtypes", "float64",
                         "--iters", "2", "--repeat", "1", "--threads", "1", "--pycave-rows", "2000",
-                        "--pycave-iters", "2", "--stream-rows", "20000", "--out", str(out)],
+                        "--pycave-iters", "2", "--stream-rows", "20000", "--ab-sizes", "2e3,4,3",
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
@@ -71,6 +73,8 @@ def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
     assert [row[3].strip() for row in rows] == ["full", "diagonal"]
     assert all(float(row[-1]) < 1e-10 for row in rows)  # Δmeans device vs CPU
     assert "PyCave's case, [2e3, 64] -> 64 diagonal" in text and "Streamed: [2e4, 8]" in text
+    ab = re.search(r"\(2e3, 4, 3\) ([0-9.]+) against ([0-9.]+) s/it", text)
+    assert ab and float(ab[1]) > 0 and float(ab[2]) > 0  # full float32's two M-step rules
     assert "Partial" not in text
     if not torch.cuda.is_available():  # asked for the GPU where there is none: says so
         no_gpu = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py")],
