@@ -15,10 +15,11 @@ before and after each fit. Columns:
 * ``Δ``: the largest difference between the GPU fit's final means and the CPU fit's (same start,
   same iterations: the same arithmetic up to rounding), and torchgmm's from gmmlib's.
 
-Three extra rows: full float32's two M-step rules side by side (below); PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
+Four extra rows: two comparisons of gmmlib's own rules on the device (the full float32 M-step
+sums; blocks of 2^26 values per temporary against 2^24); PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
 a GTX 1080 Ti, its README), timed whole, with torchgmm's 100 epochs beside it; and a stream, 1e7
-rows held in pinned host memory and read by a ``DataLoader`` in batches of 2^20 rows onto the GPU
-every iteration, against the same rows held on the GPU.
+rows in host memory read by a ``DataLoader(pin_memory=True)`` in batches of 2^20 rows onto the
+GPU every iteration (and the same from rows pinned beforehand), against the rows held on the GPU.
 
     python benchmarks/bench_cuda.py --out benchmarks/results/cuda.md   # where a GPU is
     python benchmarks/bench_cuda.py --device cpu --sizes 2000,2,3 --types full   # the code path, no GPU
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 import gmmlib
 from _report import publish
@@ -115,48 +116,70 @@ def stream(args, dev):
     m0 = _cast(start(X[:20_000].double().numpy(), K, fam), torch.float32)
     setup, fit = gmmlib_fit(m0, X, args.iters, dev)
     held = best_of(fit, args.repeat, setup, dev) / args.iters
-    pinned = torch.device(dev).type == "cuda"  # main() has checked that CUDA is there
-    # whole batches at a time (a batch sampler, batch_size=None): the default loader would
-    # fetch and stack 2^20 rows one by one, timing Python instead of the fit
-    loader = DataLoader(TensorDataset(X), batch_size=None, pin_memory=pinned,
-                        sampler=BatchSampler(SequentialSampler(range(N)), batch, drop_last=False))
+    gpu = torch.device(dev).type == "cuda"  # main() has checked that CUDA is there
     model = gmmlib.GaussianMixture(K, D, fam, dtype=torch.float32, device=dev)
 
-    def fit_stream():
-        fit_em(model, loader, init=None, max_iter=args.iters, tol=0.0, progress=False)
-    streamed = best_of(fit_stream, args.repeat, lambda: model.load_state_dict(m0.state_dict()),
+    def streamed(rows):
+        """s/it of the fit over a loader of ``rows``, as a user writes it: gmmlib reads such a
+        loader by index (slices here), pinning each batch as the loader would."""
+        loader = DataLoader(TensorDataset(rows), batch_size=batch, pin_memory=gpu)
+
+        def fit_stream():
+            fit_em(model, loader, init=None, max_iter=args.iters, tol=0.0, progress=False)
+        return best_of(fit_stream, args.repeat, lambda: model.load_state_dict(m0.state_dict()),
                        dev) / args.iters
+    pageable = streamed(X)
+    pinned = streamed(X.pin_memory()) if gpu else pageable  # a slice of it is pinned as it is
     gb = X.numel() * 4 / 1e9
-    return (f"Streamed: [{_n(N)}, {D}] -> {K} {fam}, float32, from {'pinned ' if pinned else ''}"
-            f"host memory in batches of {batch} rows, {streamed:.4f} s/it ({gb:.3f} GB read each "
-            f"pass, {gb / streamed:.1f} GB/s) against {held:.4f} s/it with the rows held on the "
-            f"device; final means {_means_diff(model, fit.model):.0e} apart.")
+    return (f"Streamed: [{_n(N)}, {D}] -> {K} {fam}, float32, host memory read by "
+            f"`DataLoader(TensorDataset(X), batch_size={batch}, pin_memory=True)` every "
+            f"iteration: {pageable:.4f} s/it ({gb:.3f} GB a pass, {gb / pageable:.1f} GB/s; each "
+            f"batch copied into pinned memory), {pinned:.4f} s/it with X pinned beforehand "
+            f"(`X.pin_memory()`; {gb / pinned:.1f} GB/s), against {held:.4f} s/it with the rows "
+            f"held on the device; final means {_means_diff(model, fit.model):.0e} apart.")
 
 
-def sums_ab(args, dev):
-    """Full float32 with the M-step's sums about the shift in float64 (one wide product; what
-    a GPU takes since 0ac1554) against the centred float32 sums (the CPU's), interleaved."""
-    import gmmlib.moments as moments
-    shipped = moments.sums_about_shift
-    centred = lambda dtype, cuda, D, K: dtype == torch.float64  # noqa: E731 (the CPU's rule)
+def side_by_side(args, dev, what, variants, sizes, fam="full"):
+    """float32 fits of ``fam`` under each of ``variants`` ({name: (module, attribute, value)},
+    the value set for the fit, restored after), best of ``repeat`` interleaved, per size."""
     parts = []
-    for N, D, K in args.ab_sizes:
+    for N, D, K in sizes:
         X = make_data(N, D, K).astype(np.float32)
-        m0 = _cast(start(X.astype(np.float64), K, "full"), torch.float32)
-        best = {"shift": float("inf"), "centred": float("inf")}
+        m0 = _cast(start(X.astype(np.float64), K, fam), torch.float32)
+        best = dict.fromkeys(variants, float("inf"))
         for _ in range(args.repeat):
-            for name, rule in (("shift", shipped), ("centred", centred)):
-                moments.sums_about_shift = rule
+            for name, (module, attr, value) in variants.items():
+                before = getattr(module, attr)
+                setattr(module, attr, value)
                 try:
                     setup, fit = gmmlib_fit(m0, X, args.iters, dev)
                     best[name] = min(best[name], timed(fit, setup, dev) / args.iters)
                 finally:
-                    moments.sums_about_shift = shipped
-        parts.append(f"({_n(N)}, {D}, {K}) {best['shift']:.5f} against {best['centred']:.5f} "
-                     f"s/it ({best['centred'] / best['shift']:.2f}x)")
-    return ("Full float32, M-step sums about the shift in float64 (a GPU's rule) against "
-            "centred in float32 (the CPU's), best of "
-            f"{args.repeat} interleaved: " + "; ".join(parts) + ".")
+                    setattr(module, attr, before)
+        a, b = best.values()
+        parts.append(f"({_n(N)}, {D}, {K}) {a:.5f} against {b:.5f} s/it ({b / a:.2f}x)")
+    return f"{what}, best of {args.repeat} interleaved: " + "; ".join(parts) + "."
+
+
+def sums_ab(args, dev):
+    """Full float32 with the M-step's sums about the shift in float64 (one wide product; what
+    a GPU takes since 0ac1554) against the centred float32 sums (the CPU's)."""
+    import gmmlib.moments as moments
+    centred = lambda dtype, cuda, D, K: dtype == torch.float64  # noqa: E731 (the CPU's rule)
+    return side_by_side(args, dev, "Full float32, M-step sums about the shift in float64 (a "
+                        "GPU's rule) against centred in float32 (the CPU's)",
+                        {"shift": (moments, "sums_about_shift", moments.sums_about_shift),
+                         "centred": (moments, "sums_about_shift", centred)}, args.ab_sizes)
+
+
+def blocks_ab(args, dev):
+    """float32 fits in blocks of 2^26 values per temporary against 2^24 (fewer, larger
+    kernels: at these sizes a GPU iteration is mostly launches)."""
+    import gmmlib.moments as moments
+    variants = {"2^26": (moments, "CUDA_VALUES", 1 << 26), "2^24": (moments, "CUDA_VALUES", 1 << 24)}
+    what = "float32 {}, blocks of 2^26 values per temporary against 2^24 (shipped)"
+    return " ".join(side_by_side(args, dev, what.format(fam), variants, args.ab_sizes, fam)
+                    for fam in ("full", "diagonal"))
 
 
 def main(argv=None):
@@ -242,6 +265,7 @@ def main(argv=None):
                     measured(rows[-1])
         if not args.no_extras:
             for extra in (lambda: stream(args, dev), lambda: sums_ab(args, dev),
+                          lambda: blocks_ab(args, dev),
                           lambda: pycave(args, dev, peers)):
                 extras.append(extra())
                 measured(extras[-1])

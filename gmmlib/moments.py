@@ -145,6 +145,10 @@ def _centred_rows(ws, K: int) -> int:
     return max(256, ws.budget // (K * ws.D))
 
 
+# values per temporary on a GPU, every family: 2^24 (64 MiB in float32); bench_cuda.py compares
+CUDA_VALUES = 1 << 24
+
+
 def sums_about_shift(dtype: torch.dtype, cuda: bool, D: int, K: int) -> bool:
     """Whether the full family's sums take the one wide product about the shift
     (``Workspace.triangle``; the module docstring says when and why)."""
@@ -176,11 +180,11 @@ class Workspace:
         self.in_memory = source.in_memory
         # values per temporary: (K, D, n) ones (the full family's, and centred recomputations)
         cuda = torch.device(source.device).type == "cuda"
-        self.budget = 1 << 24 if cuda else 1 << 20
+        self.budget = CUDA_VALUES if cuda else 1 << 20
         if family.kind == "tril" and family.per_component:
             self.chunk = int(chunk or _centred_rows(self, K))
         else:  # (K, n) and (D, n) temporaries
-            self.chunk = int(chunk or max(256, (1 << 24 if cuda else 1 << 19) // (K + D)))
+            self.chunk = int(chunk or max(256, (CUDA_VALUES if cuda else 1 << 19) // (K + D)))
         self._buffers = {}
         self._serials = itertools.count()
         # the axis-aligned families' float64 columns (Block.columns): [x; |x|²; 1] when each

@@ -166,8 +166,7 @@ def _gathers(X) -> bool:
     # a batch sampler that shuffles inside __iter__ itself would run twice
     return (type(X) is data.DataLoader and type(X.dataset) is data.TensorDataset
             and type(X.batch_sampler) is data.BatchSampler
-            and X.collate_fn is data.default_collate and X.num_workers == 0
-            and not X.pin_memory)
+            and X.collate_fn is data.default_collate and X.num_workers == 0)
 
 
 def _gathered(loader):
@@ -175,14 +174,27 @@ def _gathered(loader):
     labels and other tensors are not read), the same rows in the same order, each gathered by
     one indexing: the DataLoader fetches a ``TensorDataset`` row by row and stacks the rows
     (9.4 s a pass over (1e6, 8) float32 in batches of 4096, against 0.4 s read by index,
-    measured). The batch sampler is the loader's own, and the
-    loader's iterator is made first, so a pass draws from torch's random generator what the
-    loader's own pass would (its base seed, then a shuffling sampler's seed): the same
-    shuffled order, and the same generator state after."""
+    measured). Unshuffled batches are slices, not index lists (turning a list of 2^20 indices
+    into a tensor took 0.23 s a batch on this machine's CPU, which was what an H200 fit from
+    pinned memory waited on). With ``pin_memory=True`` (and an accelerator, as the loader
+    asks) the batches are in pinned memory, as the loader's own would be, so their copies onto
+    a GPU are asynchronous; a slice of data already pinned is not copied. The batch sampler
+    is the loader's own, and the loader's iterator is made first, so a pass draws from torch's
+    random generator what the loader's own pass would (its base seed, then a shuffling
+    sampler's seed): the same shuffled order, and the same generator state after."""
     iter(loader)  # draws the pass's base seed; fetches nothing
     data = loader.dataset.tensors[0]  # the batch's first element, all a source reads (_unwrap)
-    for indices in loader.batch_sampler:
-        yield data[torch.as_tensor(indices, dtype=torch.long)]
+    batches = loader.batch_sampler
+    pin = (loader.pin_memory and data.device.type == "cpu"
+           and torch.accelerator.is_available())
+    if (type(batches.sampler) is torch.utils.data.SequentialSampler
+            and batches.sampler.data_source is loader.dataset):  # rows 0, 1, ... in order
+        n, size = len(loader.dataset), batches.batch_size
+        parts = (data[a:a + size] for a in range(0, n, size))
+    else:
+        parts = (data[torch.as_tensor(indices, dtype=torch.long)] for indices in batches)
+    for x in parts:
+        yield x.pin_memory() if pin else x
 
 
 def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:

@@ -125,6 +125,25 @@ def test_em_streams_a_pinned_cpu_loader_to_the_gpu():
     close(gpu.log_prob(loader), cpu.log_prob(X))
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_pinned_tensor_loader_is_read_by_index_into_pinned_memory(shuffle):
+    """gmmlib reads a plain DataLoader over a TensorDataset by index (sources._gathered), not
+    through the loader: with pin_memory=True its batches are pinned, as the loader's own are
+    (so the copies onto the GPU are asynchronous), and the same rows in the same order."""
+    from gmmlib.sources import _gathered
+    X = data(N=1003)
+    loader = DataLoader(TensorDataset(X), batch_size=100, shuffle=shuffle, pin_memory=True)
+    torch.manual_seed(3)
+    expected = [b[0] for b in loader]
+    torch.manual_seed(3)
+    got = list(_gathered(loader))
+    assert len(got) == len(expected) == 11
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert all(g.is_pinned() == e.is_pinned() for g, e in zip(got, expected))
+    if torch.cuda.is_available():
+        assert all(g.is_pinned() for g in got)
+
+
 def test_a_cpu_fit_reads_a_stream_of_gpu_batches_whole():
     """A CPU model fitted over batches that live on the GPU: each batch is copied to host
     memory, synchronously (an asynchronous copy into host memory may return before the data
