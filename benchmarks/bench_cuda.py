@@ -173,11 +173,11 @@ def sums_ab(args, dev):
 
 
 def blocks_ab(args, dev):
-    """float32 fits in blocks of 2^26 values per temporary against 2^24 (fewer, larger
-    kernels: at these sizes a GPU iteration is mostly launches)."""
+    """float32 fits in blocks of up to 2^26 values per temporary (``moments.CUDA_VALUES``, the
+    cap; a smaller GPU gets fewer) against 2^24, session 15's (fewer, larger kernels)."""
     import gmmlib.moments as moments
     variants = {"2^26": (moments, "CUDA_VALUES", 1 << 26), "2^24": (moments, "CUDA_VALUES", 1 << 24)}
-    what = "float32 {}, blocks of 2^26 values per temporary against 2^24 (shipped)"
+    what = "float32 {}, blocks of up to 2^26 values per temporary against 2^24"
     return " ".join(side_by_side(args, dev, what.format(fam), variants, args.ab_sizes, fam)
                     for fam in ("full", "diagonal"))
 

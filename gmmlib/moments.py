@@ -145,8 +145,17 @@ def _centred_rows(ws, K: int) -> int:
     return max(256, ws.budget // (K * ws.D))
 
 
-# values per temporary on a GPU, every family: 2^24 (64 MiB in float32); bench_cuda.py compares
-CUDA_VALUES = 1 << 24
+# values per temporary on a GPU, at most: 2^26 against 2^24 ran full float32 EM 1.06-1.59x
+# faster on an H200 (fewer, larger kernels), diagonal 1.00-1.04x; bench_cuda.py compares them
+CUDA_VALUES = 1 << 26
+
+
+def _cuda_values(device) -> int:
+    """Values per temporary on a GPU: the power of two at or below its memory in bytes / 512
+    (a float64 temporary then takes at most 1/64 of the memory: 2^24 values on an 8 GiB card,
+    2^26 from 32 GiB), within [2^22, CUDA_VALUES]."""
+    total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return max(1 << 22, min(CUDA_VALUES, 1 << max(0, (total // 512).bit_length() - 1)))
 
 
 def sums_about_shift(dtype: torch.dtype, cuda: bool, D: int, K: int) -> bool:
@@ -180,11 +189,11 @@ class Workspace:
         self.in_memory = source.in_memory
         # values per temporary: (K, D, n) ones (the full family's, and centred recomputations)
         cuda = torch.device(source.device).type == "cuda"
-        self.budget = CUDA_VALUES if cuda else 1 << 20
+        self.budget = _cuda_values(source.device) if cuda else 1 << 20
         if family.kind == "tril" and family.per_component:
             self.chunk = int(chunk or _centred_rows(self, K))
         else:  # (K, n) and (D, n) temporaries
-            self.chunk = int(chunk or max(256, (CUDA_VALUES if cuda else 1 << 19) // (K + D)))
+            self.chunk = int(chunk or max(256, (self.budget if cuda else 1 << 19) // (K + D)))
         self._buffers = {}
         self._serials = itertools.count()
         # the axis-aligned families' float64 columns (Block.columns): [x; |x|²; 1] when each

@@ -159,9 +159,32 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
     Computed as the R factor of the QR decomposition of the stacked (2D, D) matrix
     ``[Lᵀ; sqrt(v) I]`` (whose Gram matrix is ``L Lᵀ + v I``), so ``L Lᵀ`` is never formed: it
     cannot lose ``v I`` to rounding or fail as a Cholesky of it could in float32.
+
+    Float32 on a GPU is the exception: there a batched QR is slow (2.3 ms for 16 of (128, 64)
+    on an H200, a fifth of an EM iteration at (1e5, 64, 16)), so ``L Lᵀ + v I`` is formed and
+    factorised in float64 (:func:`_float64_cholesky_plus_identity`), as accurate as float32
+    allows, with the QR where even float64 rounding defeats the factorisation.
     """
+    if L.is_cuda and L.dtype == torch.float32:
+        C = _float64_cholesky_plus_identity(L, v)
+        if C is not None:
+            return C
     D = L.shape[-1]
     eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
     R = torch.linalg.qr(torch.cat([L.mT, math.sqrt(v) * eye], dim=-2)).R  # (..., D, D)
     sign = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).detach()  # R's rows, made positive
     return (sign.unsqueeze(-1) * R).mT
+
+
+def _float64_cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor | None:
+    """``cholesky(L Lᵀ + v I)`` of float32 ``L``, formed and factorised in float64 and returned
+    in ``L``'s dtype, differentiable; None when the factorisation fails (``L Lᵀ``'s entries
+    beyond about ``v / (D·2⁻⁵³)``: float64's rounding then exceeds ``v``). The products of
+    float32 entries are exact in float64, so only the sums round, ``D·2⁻⁵³·|L|²``: far below
+    what float32 resolves in the result while the factorisation succeeds."""
+    L64 = L.double()
+    eye = torch.eye(L.shape[-1], dtype=torch.float64, device=L.device)
+    C, info = torch.linalg.cholesky_ex(L64 @ L64.mT + v * eye)
+    if bool((info != 0).any()):
+        return None
+    return C.to(L.dtype)

@@ -237,3 +237,31 @@ def test_floored_cholesky_survives_float32_rank_deficient_input(D):
     assert bool(torch.isfinite(L).all()) and float(lam.min()) >= v
     lam_c = torch.linalg.eigvalsh(C.double())
     assert torch.allclose(lam[0, -3:], lam_c[0, -3:], rtol=1e-4)  # the large ones are kept
+
+
+@pytest.mark.parametrize("D,scale", [(3, 1.0), (16, 1e3), (64, 1e-2)])
+def test_float64_cholesky_plus_identity_agrees_with_the_qr_route(D, scale):
+    """Float32 factors on a GPU take cholesky(L Lᵀ + v I) formed in float64 instead of the QR:
+    run here on the CPU, both routes give the float64 reference's factor to float32 rounding,
+    and their gradients the closed form's (d tr(C Cᵀ)/dL = 2L); where even float64 rounding would lose v it declines (None)."""
+    from gmmlib.numerics import _float64_cholesky_plus_identity, cholesky_plus_identity
+    torch.manual_seed(D)
+    L = torch.tril(torch.randn(4, D, D) * scale).double()  # float32 values, held exactly
+    v = 1e-6
+    ref = torch.linalg.cholesky(L @ L.mT + v * torch.eye(D, dtype=torch.float64))
+    tol = 1e-5 * float(ref.abs().amax())
+    # gradients to float32's rounding, relative to the largest: the QR's ~2e-4 at D = 16,
+    # the float64 route's ~1e-5 (measured)
+    for route, grad_tol in ((cholesky_plus_identity, 1e-3), (_float64_cholesky_plus_identity, 1e-4)):
+        L32 = L.float().requires_grad_()
+        C = route(L32, v)
+        assert C.dtype == torch.float32 and bool(torch.tril(C).eq(C).all())
+        torch.testing.assert_close(C.double(), ref, rtol=0, atol=tol)
+        C.square().sum().backward()  # d(sum C²)/dL = d(tr(L Lᵀ + v I))/dL = 2L
+        err = (L32.grad.double() - 2 * L).abs().amax() / (2 * L).abs().amax()
+        assert float(err) < grad_tol
+    # rank one, L Lᵀ = x² 11ᵀ with x² ~ 1e22 exact in float64, which cannot keep v = 1e-6:
+    # the factorisation fails and the caller takes the QR
+    huge = torch.zeros(2, D, D)
+    huge[..., 0] = 1e11
+    assert _float64_cholesky_plus_identity(huge, v) is None
