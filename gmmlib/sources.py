@@ -7,7 +7,8 @@ or tuples whose first element is the data, as a ``TensorDataset`` yields), an
 ``MEMMAP_ROWS`` = 65536 rows). The fits read the data once per pass, so a one-shot iterator
 (a generator) is refused. A plain ``DataLoader`` over a ``TensorDataset`` (its own
 ``BatchSampler``, default collate, no worker processes) is read batch by batch by index,
-with that batch sampler, not row by row.
+with that batch sampler, not row by row: unshuffled, as slices; with ``pin_memory=True``,
+into pinned memory, as the loader would.
 
 :func:`as_source` validates at the edge: a tensor once, a stream batch by batch on its first
 pass (shape, dtype, NaN/inf, the same checks as ``gmmlib._validation.as_data``), and later
