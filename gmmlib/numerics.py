@@ -162,8 +162,8 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
 
     Float32 on a GPU is the exception: there a batched QR is slow (2.3 ms for 16 of (128, 64)
     on an H200, a fifth of an EM iteration at (1e5, 64, 16)), so ``L Lᵀ + v I`` is formed and
-    factorised in float64 (:func:`_float64_cholesky_plus_identity`), as accurate as float32
-    allows, with the QR where even float64 rounding defeats the factorisation.
+    factorised in float64 (:func:`_float64_cholesky_plus_identity`) wherever float64's rounding
+    of ``L Lᵀ`` stays below float32's resolution of ``v``, with the QR elsewhere.
     """
     if L.is_cuda and L.dtype == torch.float32:
         C = _float64_cholesky_plus_identity(L, v)
@@ -177,14 +177,20 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
 
 
 def _float64_cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor | None:
-    """``cholesky(L Lᵀ + v I)`` of float32 ``L``, formed and factorised in float64 and returned
-    in ``L``'s dtype, differentiable; None when the factorisation fails (``L Lᵀ``'s entries
-    beyond about ``v / (D·2⁻⁵³)``: float64's rounding then exceeds ``v``). The products of
-    float32 entries are exact in float64, so only the sums round, ``D·2⁻⁵³·|L|²``: far below
-    what float32 resolves in the result while the factorisation succeeds."""
+    """``cholesky(L Lᵀ + v I)`` of float32 ``L`` (..., D, D), formed and factorised in float64
+    and returned in ``L``'s dtype, differentiable; None unless that is as accurate as float32
+    can be. The products of float32 entries are exact in float64, so only the sums round, by
+    at most ``D·2⁻⁵³·s`` with ``s`` the largest diagonal entry of ``L Lᵀ``, and every
+    eigenvalue is at least ``v``: the result is float32-accurate when ``D·2⁻⁵³·s <= 2⁻²⁴·v``,
+    ``s / v <= 2²⁹ / D`` (8.4e6 at D = 64: data of unit variance with the default floor 1e-6
+    pass; a component of variance 1e4 does not, nor one nearly singular in unscaled data,
+    whose small directions the float64 sum would blur). None beyond that, or when the
+    factorisation fails: the caller then takes the QR."""
+    D = L.shape[-1]
     L64 = L.double()
-    eye = torch.eye(L.shape[-1], dtype=torch.float64, device=L.device)
+    largest = L64.square().sum(-1).amax(-1)  # (...,) the largest diagonal entry of L Lᵀ
+    eye = torch.eye(D, dtype=torch.float64, device=L.device)
     C, info = torch.linalg.cholesky_ex(L64 @ L64.mT + v * eye)
-    if bool((info != 0).any()):
+    if bool(((info != 0) | (largest * D > v * 2.0 ** 29)).any()):  # one synchronisation
         return None
     return C.to(L.dtype)

@@ -186,11 +186,14 @@ def _gathered(loader):
     iter(loader)  # draws the pass's base seed; fetches nothing
     data = loader.dataset.tensors[0]  # the batch's first element, all a source reads (_unwrap)
     batches = loader.batch_sampler
-    pin = (loader.pin_memory and data.device.type == "cpu"
-           and torch.accelerator.is_available())
+    # the loader's own test (torch.accelerator is torch 2.6's; CUDA before it)
+    accelerator = getattr(torch, "accelerator", torch.cuda)
+    pin = loader.pin_memory and data.device.type == "cpu" and accelerator.is_available()
     if (type(batches.sampler) is torch.utils.data.SequentialSampler
             and batches.sampler.data_source is loader.dataset):  # rows 0, 1, ... in order
         n, size = len(loader.dataset), batches.batch_size
+        if batches.drop_last:  # as_source refuses these loaders; kept exact all the same
+            n -= n % size
         parts = (data[a:a + size] for a in range(0, n, size))
     else:
         parts = (data[torch.as_tensor(indices, dtype=torch.long)] for indices in batches)

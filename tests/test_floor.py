@@ -239,11 +239,11 @@ def test_floored_cholesky_survives_float32_rank_deficient_input(D):
     assert torch.allclose(lam[0, -3:], lam_c[0, -3:], rtol=1e-4)  # the large ones are kept
 
 
-@pytest.mark.parametrize("D,scale", [(3, 1.0), (16, 1e3), (64, 1e-2)])
+@pytest.mark.parametrize("D,scale", [(3, 1.0), (16, 0.5), (64, 0.1)])
 def test_float64_cholesky_plus_identity_agrees_with_the_qr_route(D, scale):
     """Float32 factors on a GPU take cholesky(L Lᵀ + v I) formed in float64 instead of the QR:
     run here on the CPU, both routes give the float64 reference's factor to float32 rounding,
-    and their gradients the closed form's (d tr(C Cᵀ)/dL = 2L); where even float64 rounding would lose v it declines (None)."""
+    and their gradients the closed form's (d tr(C Cᵀ)/dL = 2L)."""
     from gmmlib.numerics import _float64_cholesky_plus_identity, cholesky_plus_identity
     torch.manual_seed(D)
     L = torch.tril(torch.randn(4, D, D) * scale).double()  # float32 values, held exactly
@@ -255,13 +255,39 @@ def test_float64_cholesky_plus_identity_agrees_with_the_qr_route(D, scale):
     for route, grad_tol in ((cholesky_plus_identity, 1e-3), (_float64_cholesky_plus_identity, 1e-4)):
         L32 = L.float().requires_grad_()
         C = route(L32, v)
-        assert C.dtype == torch.float32 and bool(torch.tril(C).eq(C).all())
+        assert C is not None and C.dtype == torch.float32 and bool(torch.tril(C).eq(C).all())
         torch.testing.assert_close(C.double(), ref, rtol=0, atol=tol)
         C.square().sum().backward()  # d(sum C²)/dL = d(tr(L Lᵀ + v I))/dL = 2L
         err = (L32.grad.double() - 2 * L).abs().amax() / (2 * L).abs().amax()
         assert float(err) < grad_tol
-    # rank one, L Lᵀ = x² 11ᵀ with x² ~ 1e22 exact in float64, which cannot keep v = 1e-6:
-    # the factorisation fails and the caller takes the QR
-    huge = torch.zeros(2, D, D)
-    huge[..., 0] = 1e11
-    assert _float64_cholesky_plus_identity(huge, v) is None
+
+
+@pytest.mark.parametrize("D", [2, 8, 32])
+def test_float64_cholesky_plus_identity_declines_where_float64_blurs_v(D):
+    """A component collapsing onto a line, covariance s² u uᵀ + 10 v I with the default floor
+    v = 1e-6: its small directions hold 10 v, which float64's sum of L Lᵀ blurs once s² is
+    large (logdet off by 1e-5 at s = 1e3 and 1e-3 at s = 1e4, measured). The float64 route
+    answers only where its log-determinant matches the float64 QR's to float32's resolution,
+    declines (None) elsewhere, and both happen in this sweep."""
+    from gmmlib.numerics import _float64_cholesky_plus_identity, cholesky_plus_identity
+    torch.manual_seed(D)
+    v, answered, declined = 1e-6, 0, 0
+    eye = torch.eye(D, dtype=torch.float64)
+    for sd in (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4):
+        for _ in range(10):
+            u = torch.randn(D, dtype=torch.float64)
+            u /= u.norm()
+            cov = sd ** 2 * torch.outer(u, u) + 10 * v * eye
+            L = torch.linalg.cholesky(cov - v * eye).float()
+            C = _float64_cholesky_plus_identity(L[None], v)
+            if C is None:
+                declined += 1
+                continue
+            answered += 1
+            ref = cholesky_plus_identity(L.double(), v)  # the QR in float64
+            logdet = 2 * C[0].double().diagonal().log().sum()
+            assert abs(float(logdet - 2 * ref.diagonal().log().sum())) < 1e-5 * D
+    assert answered >= 20 and declined >= 20
+    rank_one = torch.zeros(2, D, D)  # L Lᵀ = x² 11ᵀ ~ 1e22: declined, whatever the pivots
+    rank_one[..., 0] = 1e11
+    assert _float64_cholesky_plus_identity(rank_one, v) is None

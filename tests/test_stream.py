@@ -130,6 +130,20 @@ def test_a_tensor_dataloader_is_read_by_index_with_the_loaders_own_batches(shuff
         assert torch.equal(generator.get_state(), generator_state)
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_an_unshuffled_tensor_loader_is_read_as_slices_of_its_own_batches(drop_last):
+    """Unshuffled, the batches are read as slices, not index lists: the loader's own batches,
+    a short last one dropped exactly when the loader drops it (as_source refuses such loaders,
+    but the reader does not rely on that)."""
+    from gmmlib.sources import _gathered
+    X = blobs(N=1003)
+    loader = DataLoader(TensorDataset(X), batch_size=100, drop_last=drop_last)
+    expected, got = [b[0] for b in loader], list(_gathered(loader))
+    assert len(got) == len(expected) == (10 if drop_last else 11)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert all(g.untyped_storage().data_ptr() == X.untyped_storage().data_ptr() for g in got)
+
+
 def test_a_loader_whose_batch_sampler_shuffles_eagerly_is_iterated_as_it_is():
     """A batch sampler of the user's own whose ``__iter__`` draws its order at once (not a
     generator) would run twice if gmmlib made the loader's iterator and then read the sampler:
