@@ -40,7 +40,16 @@ def stretched(seed=2):
     return rng.permutation(np.concatenate(parts))
 
 
-DATASETS = {"blobs": (blobs, 4), "stretched": (stretched, 5)}
+def wide(seed=5):
+    """Three correlated 50-D clusters (1500 points): wide enough for the full family's split
+    E-step product (``gmmlib.em.SPLIT_FROM``)."""
+    rng = np.random.default_rng(seed)
+    parts = [rng.normal(size=(500, 50)) @ (np.eye(50) + 0.3 * rng.normal(size=(50, 50)))
+             + rng.normal(scale=3, size=50) for _ in range(3)]
+    return rng.permutation(np.concatenate(parts))
+
+
+DATASETS = {"blobs": (blobs, 4), "stretched": (stretched, 5), "wide": (wide, 3)}
 
 
 def start(X, K, family, seed=3, dtype=torch.float64):
