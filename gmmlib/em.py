@@ -189,9 +189,10 @@ _FULL_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 SPLIT_FROM = 48
 
 
-def split_at(D: int) -> int | None:
-    """Where the full family's E-step product splits its D rows (:data:`SPLIT_FROM`), or None."""
-    return D // 2 if D >= SPLIT_FROM else None
+def split_at(D: int, cuda: bool) -> int | None:
+    """Where the full family's E-step product splits its D rows (:data:`SPLIT_FROM`), or None.
+    Not on a GPU: measured on CPUs only, and the GPU's tables were taken with one product."""
+    return D // 2 if D >= SPLIT_FROM and not cuda else None
 
 
 class _EStep:
@@ -266,7 +267,7 @@ class _EStep:
         if not self.expanded:  # full: (x P_k - mu_k P_k) of the near components
             k = slice(None) if self.near is None else self.near
             self.muP = torch.einsum("kd,kde->ke", mu[k], P[k])  # (K_near, D)
-            self.split = split_at(D)
+            self.split = split_at(D, P.is_cuda)
             if self.split is None:
                 self.PcatT = P[k].mT.reshape(-1, D)  # (K_near·D, D) = [P_1ᵀ; …; P_Kᵀ]
             else:  # P_kᵀ is lower triangular: its top rows read x[:h] only
