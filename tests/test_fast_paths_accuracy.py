@@ -436,3 +436,17 @@ def test_float32_full_sums_about_the_shift_as_on_a_gpu_equal_the_centred_ones(mo
     a, b = fits["shift", torch.float32], fits["centred", torch.float32]
     torch.testing.assert_close(a.covariances, b.covariances, rtol=2e-3, atol=2e-4)
     assert not torch.equal(a.covariances, b.covariances)  # two paths were taken, not one
+
+
+@pytest.mark.parametrize("gib,values", [(2, 1 << 22), (8, 1 << 24), (16, 1 << 25),
+                                        (24, 1 << 25), (80, 1 << 26), (141, 1 << 26)])
+def test_gpu_blocks_scale_with_the_cards_memory(gib, values, monkeypatch):
+    """Values per temporary on a GPU: memory / 512 bytes rounded down to a power of two, so a
+    float64 temporary takes at most 1/64 of the card, within [2^22, 2^26]."""
+    import gmmlib.moments as moments
+
+    class Card:
+        total_memory = gib * 2 ** 30
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Card)
+    got = moments._cuda_values("cuda")
+    assert got == values and got * 8 <= max(Card.total_memory // 64, 8 << 22)
