@@ -145,8 +145,8 @@ def _centred_rows(ws, K: int) -> int:
     return max(256, ws.budget // (K * ws.D))
 
 
-# values per temporary on a GPU, at most: 2^26 against 2^24 ran full float32 EM 1.06-1.59x
-# faster on an H200 (fewer, larger kernels), diagonal 1.00-1.04x; bench_cuda.py compares them
+# values per temporary on a GPU, at most: 2^26 against 2^24 ran full float32 EM 1.06-1.68x
+# faster on an H200 (fewer, larger kernels), diagonal 1.00-1.06x; bench_cuda.py compares them
 CUDA_VALUES = 1 << 26
 
 
