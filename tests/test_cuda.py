@@ -242,3 +242,22 @@ def test_distributed_fit_over_nccl_equals_one_process(tmp_path, method):
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in "do")
     close(a["loc"], b["loc"])
+
+
+def test_float32_factors_on_the_gpu_match_the_float64_reference():
+    """cholesky_plus_identity in float32 on a GPU (a float64 Cholesky where that is as
+    accurate, the QR elsewhere: a batch of unit-scale factors, and one with a component of
+    variance ~1e8, beyond the Cholesky's reach) against the float64 QR on the CPU, to
+    float32's rounding."""
+    from gmmlib.numerics import cholesky_plus_identity
+    torch.manual_seed(0)
+    D, v = 16, 1e-6
+    L = torch.tril(torch.randn(3, D, D) * 0.5).double()
+    wide = L.clone()
+    wide[2] *= 1e4
+    for batch in (L, wide):
+        ref = cholesky_plus_identity(batch, v)
+        got = cholesky_plus_identity(batch.float().to(DEV), v).double().cpu()
+        for k in range(3):
+            torch.testing.assert_close(got[k], ref[k], rtol=0,
+                                       atol=1e-5 * float(ref[k].abs().max()))
