@@ -190,7 +190,7 @@ SPLIT_FROM = 48
 
 
 def split_at(D: int, cuda: bool) -> int | None:
-    """Where the full family's E-step product splits its D rows (:data:`SPLIT_FROM`), or None.
+    """Where the full family's E-step product splits its D rows (``SPLIT_FROM``), or None.
     Not on a GPU: measured on CPUs only, and the GPU's tables were taken with one product."""
     return D // 2 if D >= SPLIT_FROM and not cuda else None
 

@@ -162,7 +162,7 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
 
     Float32 on a GPU is the exception: there a batched QR is slow (2.3 ms for 16 of (128, 64)
     on an H200, a fifth of an EM iteration at (1e5, 64, 16)), so ``L Lᵀ + v I`` is formed and
-    factorised in float64 (:func:`_float64_cholesky_plus_identity`) wherever float64's rounding
+    factorised in float64 (``_float64_cholesky_plus_identity``) wherever float64's rounding
     of ``L Lᵀ`` stays below float32's resolution of ``v``, with the QR elsewhere.
     """
     if L.is_cuda and L.dtype == torch.float32:
