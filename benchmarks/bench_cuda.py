@@ -166,10 +166,14 @@ def sums_ab(args, dev):
     a GPU takes since 0ac1554) against the centred float32 sums (the CPU's)."""
     import gmmlib.moments as moments
     centred = lambda dtype, cuda, D, K: dtype == torch.float64  # noqa: E731 (the CPU's rule)
+    sizes = [(N, D, K) for N, D, K in args.ab_sizes  # where the wide product applies
+             if moments.sums_about_shift(torch.float64, True, D, K)]
+    if not sizes:
+        return "Full float32's M-step rules: no size given where they differ (D + 1 <= 2K)."
     return side_by_side(args, dev, "Full float32, M-step sums about the shift in float64 (a "
                         "GPU's rule) against centred in float32 (the CPU's)",
                         {"shift": (moments, "sums_about_shift", moments.sums_about_shift),
-                         "centred": (moments, "sums_about_shift", centred)}, args.ab_sizes)
+                         "centred": (moments, "sums_about_shift", centred)}, sizes)
 
 
 def blocks_ab(args, dev):
