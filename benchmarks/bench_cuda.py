@@ -15,8 +15,9 @@ before and after each fit. Columns:
 * ``Δ``: the largest difference between the GPU fit's final means and the CPU fit's (same start,
   same iterations: the same arithmetic up to rounding), and torchgmm's from gmmlib's.
 
-Four extra rows: two comparisons of gmmlib's own rules on the device (the full float32 M-step
-sums; blocks of 2^26 values per temporary against 2^24); PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
+Five extra rows: three comparisons of gmmlib's own rules on the device (the full float32 M-step
+sums where the rule takes the wide product, and where it does not; blocks of 2^26 values per
+temporary against 2^24); PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
 a GTX 1080 Ti, its README), timed whole, with torchgmm's 100 epochs beside it; and a stream, 1e7
 rows in host memory read by a ``DataLoader(pin_memory=True)`` in batches of 2^20 rows onto the
 GPU every iteration (and the same from rows pinned beforehand), against the rows held on the GPU.
@@ -176,6 +177,22 @@ def sums_ab(args, dev):
                          "centred": (moments, "sums_about_shift", centred)}, sizes)
 
 
+def wide_ab(args, dev):
+    """Where the rule keeps full float32 on the centred sums (D + 1 > 2K, made for a CPU's
+    flops), the one wide float64 product about the shift instead: an experiment for the
+    (1e5, 64, 16) row, where the centred batched products take most of a GPU iteration."""
+    import gmmlib.moments as moments
+    shipped = moments.sums_about_shift
+    sizes = [(N, D, K) for N, D, K in args.ab_sizes if not shipped(torch.float64, True, D, K)]
+    if not sizes:
+        return "The wide product at every D: no size given where the rule declines it."
+    wide = lambda dtype, cuda, D, K: dtype == torch.float64 or cuda  # noqa: E731
+    return side_by_side(args, dev, "Full float32 where D + 1 > 2K, the wide float64 product "
+                        "about the shift (an experiment) against the centred sums (the rule)",
+                        {"wide": (moments, "sums_about_shift", wide),
+                         "centred": (moments, "sums_about_shift", shipped)}, sizes)
+
+
 def blocks_ab(args, dev):
     """float32 fits in blocks of up to 2^26 values per temporary (``moments.CUDA_VALUES``, the
     cap; a smaller GPU gets fewer) against 2^24, session 15's (fewer, larger kernels)."""
@@ -269,7 +286,7 @@ def main(argv=None):
                     measured(rows[-1])
         if not args.no_extras:
             for extra in (lambda: stream(args, dev), lambda: sums_ab(args, dev),
-                          lambda: blocks_ab(args, dev),
+                          lambda: wide_ab(args, dev), lambda: blocks_ab(args, dev),
                           lambda: pycave(args, dev, peers)):
                 extras.append(extra())
                 measured(extras[-1])

@@ -64,7 +64,7 @@ def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py"), "--device", "cpu",
                         "--sizes", "2e3,2,3", "--types", "full", "diagonal", "--dtypes", "float64",
                         "--iters", "2", "--repeat", "1", "--threads", "1", "--pycave-rows", "2000",
-                        "--pycave-iters", "2", "--stream-rows", "20000", "--ab-sizes", "2e3,4,3",
+                        "--pycave-iters", "2", "--stream-rows", "20000", "--ab-sizes", "2e3,4,3", "2e3,6,3",
                         "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -75,6 +75,10 @@ def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
     assert "PyCave's case, [2e3, 64] -> 64 diagonal" in text and "Streamed: [2e4, 8]" in text
     ab = re.search(r"\(2e3, 4, 3\) ([0-9.]+) against ([0-9.]+) s/it", text)
     assert ab and float(ab[1]) > 0 and float(ab[2]) > 0  # full float32's two M-step rules
+    wide = re.search(r"D \+ 1 > 2K.*\(2e3, 6, 3\) ([0-9.]+) against ([0-9.]+) s/it", text)
+    assert wide and float(wide[1]) > 0 and float(wide[2]) > 0  # the wide product at every D
+    rules = next(line for line in text.splitlines() if "the CPU's), best of" in line)
+    assert "(2e3, 6, 3)" not in rules  # compared only where the two rules differ
     assert "Partial" not in text
     if not torch.cuda.is_available():  # asked for the GPU where there is none: says so
         no_gpu = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py")],
