@@ -163,9 +163,12 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
     Float32 on a GPU is the exception: there a batched QR is slow (2.3 ms for 16 of (128, 64)
     on an H200, a fifth of an EM iteration at (1e5, 64, 16)), so ``L Lᵀ + v I`` is formed and
     factorised in float64 (``_float64_cholesky_plus_identity``) wherever float64's rounding
-    of ``L Lᵀ`` stays below float32's resolution of ``v``, with the QR elsewhere.
+    of ``L Lᵀ`` stays below float32's resolution of ``v``, with the QR elsewhere. Only where
+    no gradient is taken (EM's M-step, scoring without autograd): its accuracy check waits for
+    the GPU, which every gradient step would pay, unmeasured.
     """
-    if L.is_cuda and L.dtype == torch.float32:
+    taped = L.requires_grad and torch.is_grad_enabled()
+    if L.is_cuda and L.dtype == torch.float32 and not taped:
         C = _float64_cholesky_plus_identity(L, v)
         if C is not None:
             return C

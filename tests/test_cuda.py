@@ -261,3 +261,18 @@ def test_float32_factors_on_the_gpu_match_the_float64_reference():
         for k in range(3):
             torch.testing.assert_close(got[k], ref[k], rtol=0,
                                        atol=1e-5 * float(ref[k].abs().max()))
+
+
+def test_the_float64_factor_route_is_taken_only_without_gradients(monkeypatch):
+    """On a GPU, float32 factors take the float64 Cholesky where no gradient is recorded (EM,
+    scoring) and the QR under autograd (gradient descent: the route's check would wait for the
+    GPU every step). On the CPU neither call takes it."""
+    import gmmlib.numerics as numerics
+    calls = []
+    route = numerics._float64_cholesky_plus_identity
+    monkeypatch.setattr(numerics, "_float64_cholesky_plus_identity",
+                        lambda L, v: calls.append(L.requires_grad) or route(L, v))
+    L = torch.tril(torch.randn(2, 4, 4)).to(DEV)
+    numerics.cholesky_plus_identity(L, 1e-6)
+    numerics.cholesky_plus_identity(L.clone().requires_grad_(), 1e-6).sum().backward()
+    assert calls == ([False] if torch.device(DEV).type == "cuda" else [])
