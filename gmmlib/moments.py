@@ -26,10 +26,9 @@ several blocks, loaders or processes simply add.
   hence the rule). float32 data stay centred on a CPU: their batched product runs in float32,
   and the float64 wide one ran at 0.1-1.1x its speed below K = 64 (1.8-2.1x at (64, 16)). On a
   GPU, where float64 products are not slower in the same way and the batched product's long
-  thin pieces are, float32 takes the wide product too: on an H200, full float64 (this path)
-  ran an iteration 2.1x and 1.6x faster than full float32 (centred) at (1e6, 2, 8) and
-  (1e6, 16, 16) (``benchmarks/results/cuda.md``; float32's own time on this path is not
-  measured yet).
+  thin pieces are, float32 takes the wide product too: on an H200, full float32 ran an
+  iteration 1.8x and 1.5-2.3x faster this way than centred at (1e6, 2, 8) and (1e6, 16, 16),
+  timed side by side (``benchmarks/results/cuda.md``).
 * tied needs only the scatter summed over the components, and about the data's mean its
   second moment is ``sum_n x xᵀ`` whatever the responsibilities (``pooled``): one (D, D) sum,
   kept for in-memory data. It cancels when the clusters are far apart next to their spread,
