@@ -193,6 +193,43 @@ def wide_ab(args, dev):
                          "centred": (moments, "sums_about_shift", shipped)}, sizes)
 
 
+def _split_centred(shipped, piece=4096):
+    """``Moments._add_centred`` with each component's rows cut into pieces of ``piece``, one
+    batched product per (component, piece), summed in float64 after: many small (D, D) outputs
+    instead of K long thin products (a split-K GEMM, written out). An experiment for the GPU,
+    where the profile finds the (K, D, n) x (K, n, D) products on 32x32 tiles at ~9 TFLOP/s."""
+    def add_centred(self, xt, r, rows):
+        D, n, K, f64 = xt.shape[0], xt.shape[1], r.shape[0], torch.float64
+        s = n // piece
+        if self.kind != "tril" or self.pooled or self.second is None or s < 2:
+            return shipped(self, xt, r, rows)
+        m = s * piece
+        Z = xt.new_empty(K, s, D, piece)
+        torch.sub(xt[:, :m].reshape(D, s, piece).transpose(0, 1), self.centre.view(K, 1, D, 1), out=Z)
+        W = Z * r[:, :m].reshape(K, s, 1, piece)  # (K, s, D, piece)
+        Zb, Wb = Z.view(K * s, D, piece), W.view(K * s, D, piece)
+        self.first += torch.bmm(r[:, :m].reshape(K * s, 1, piece), Zb.mT).view(K, s, D).sum(1, dtype=f64)
+        self.second += torch.bmm(Zb, Wb.mT).view(K, s, D, D).sum(1, dtype=f64)
+        if m < n:
+            shipped(self, xt[:, m:], r[:, m:].contiguous(), rows)
+    return add_centred
+
+
+def split_ab(args, dev):
+    """Where full float32 stays on the centred sums, a split-K form of its batched products
+    against the shipped one (see :func:`_split_centred`)."""
+    import gmmlib.moments as moments
+    shipped = moments.Moments._add_centred
+    sizes = [(N, D, K) for N, D, K in args.ab_sizes
+             if not moments.sums_about_shift(torch.float64, True, D, K)]
+    if not sizes:
+        return "Split-K centred sums: no size given where full float32 is centred on a GPU."
+    return side_by_side(args, dev, "Full float32 where D + 1 > 2K, the centred sums' products "
+                        "split into pieces of 4096 rows (an experiment) against one per component",
+                        {"split": (moments.Moments, "_add_centred", _split_centred(shipped)),
+                         "one": (moments.Moments, "_add_centred", shipped)}, sizes)
+
+
 def blocks_ab(args, dev):
     """float32 fits in blocks of up to 2^26 values per temporary (``moments.CUDA_VALUES``, the
     cap; a smaller GPU gets fewer) against 2^24, session 15's (fewer, larger kernels)."""
@@ -201,6 +238,15 @@ def blocks_ab(args, dev):
     what = "float32 {}, blocks of up to 2^26 values per temporary against 2^24"
     return " ".join(side_by_side(args, dev, what.format(fam), variants, args.ab_sizes, fam)
                     for fam in ("full", "diagonal"))
+
+
+# the rows below the table, in their order
+EXTRAS = {"stream": lambda args, dev, peers: stream(args, dev),
+          "sums": lambda args, dev, peers: sums_ab(args, dev),
+          "wide": lambda args, dev, peers: wide_ab(args, dev),
+          "split": lambda args, dev, peers: split_ab(args, dev),
+          "blocks": lambda args, dev, peers: blocks_ab(args, dev),
+          "pycave": pycave}
 
 
 def main(argv=None):
@@ -213,7 +259,9 @@ def main(argv=None):
     ap.add_argument("--sizes", nargs="+", default=None, metavar="N,D,K", type=_size)
     ap.add_argument("--types", nargs="+", default=TYPES, choices=list(SKLEARN))
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    ap.add_argument("--no-extras", action="store_true", help="leave out the PyCave and stream rows")
+    ap.add_argument("--no-extras", action="store_true", help="leave out the rows below the table")
+    ap.add_argument("--extras", nargs="+", default=list(EXTRAS), choices=list(EXTRAS),
+                    help="which rows below the table (default: all)")
     ap.add_argument("--pycave-rows", type=int, default=None, help="rows of PyCave's case "
                     f"(default {PYCAVE[0]:.0e}; another number is no longer its case)")
     ap.add_argument("--pycave-iters", type=int, default=None, help=f"its iterations (default {PYCAVE[4]})")
@@ -284,12 +332,9 @@ def main(argv=None):
                 for dname in args.dtypes:
                     rows.append(row(N, D, K, fam, dname, args, dev, peers))
                     measured(rows[-1])
-        if not args.no_extras:
-            for extra in (lambda: stream(args, dev), lambda: sums_ab(args, dev),
-                          lambda: wide_ab(args, dev), lambda: blocks_ab(args, dev),
-                          lambda: pycave(args, dev, peers)):
-                extras.append(extra())
-                measured(extras[-1])
+        for name in [] if args.no_extras else args.extras:
+            extras.append(EXTRAS[name](args, dev, peers))
+            measured(extras[-1])
     publish(table(done=True), Path(args.out) if args.out else None)
 
 

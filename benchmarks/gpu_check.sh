@@ -6,6 +6,7 @@
 # Uses the machine's python3 and its torch (not the pinned CPU wheel); torchgmm's column
 # needs torchgmm importable (a folder .devpkgs/ on the path, if present, is added for it).
 #   bash benchmarks/gpu_check.sh            # about 6 minutes on an H200
+#   BENCH_ARGS='--types full --extras wide' bash benchmarks/gpu_check.sh   # a part of the table
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -25,7 +26,7 @@ timeout 200 "$PY" -m pytest tests/test_cuda.py tests/test_em.py tests/test_mixtu
   | tee "$OUT/cuda_tests.log"
 echo "tests took $((SECONDS - t0)) s" | tee -a "$OUT/cuda_tests.log"
 t0=$SECONDS
-(cd benchmarks && timeout 300 "$PY" bench_cuda.py --out "$OUT/cuda.md") 2>&1 | tee "$OUT/bench.log"
+(cd benchmarks && timeout 300 "$PY" bench_cuda.py --out "$OUT/cuda.md" ${BENCH_ARGS:-}) 2>&1 | tee "$OUT/bench.log"
 echo "benchmark took $((SECONDS - t0)) s" | tee -a "$OUT/bench.log"
 t0=$SECONDS  # where the GPU time goes at the row still behind torchgmm (results/cuda.md)
 (cd benchmarks && timeout 90 "$PY" profile_em.py --size 1e5,64,16 --out "$OUT/profile.md") 2>&1 | tee "$OUT/profile.log"
