@@ -163,7 +163,8 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
     Float32 on a GPU is the exception: there a batched QR is slow (2.3 ms for 16 of (128, 64)
     on an H200, a fifth of an EM iteration at (1e5, 64, 16)), so ``L Lᵀ + v I`` is formed and
     factorised in float64 (``_float64_cholesky_plus_identity``) wherever float64's rounding
-    of ``L Lᵀ`` stays below float32's resolution of ``v``, with the QR elsewhere. Only where
+    of ``L Lᵀ`` stays below float32's resolution of its smallest eigenvalue (bounded below
+    by ``v`` and by the factor's inverse), with the QR elsewhere. Only where
     no gradient is taken (EM's M-step, scoring without autograd): its accuracy check waits for
     the GPU, which every gradient step would pay, unmeasured.
     """
@@ -183,17 +184,22 @@ def _float64_cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor |
     """``cholesky(L Lᵀ + v I)`` of float32 ``L`` (..., D, D), formed and factorised in float64
     and returned in ``L``'s dtype, differentiable; None unless that is as accurate as float32
     can be. The products of float32 entries are exact in float64, so only the sums round, by
-    at most ``D·2⁻⁵³·s`` with ``s`` the largest diagonal entry of ``L Lᵀ``, and every
-    eigenvalue is at least ``v``: the result is float32-accurate when ``D·2⁻⁵³·s <= 2⁻²⁴·v``,
-    ``s / v <= 2²⁹ / D`` (8.4e6 at D = 64: data of unit variance with the default floor 1e-6
-    pass; a component of variance 1e4 does not, nor one nearly singular in unscaled data,
-    whose small directions the float64 sum would blur). None beyond that, or when the
-    factorisation fails: the caller then takes the QR."""
+    at most ``D·2⁻⁵³·s`` with ``s`` the largest diagonal entry of ``L Lᵀ``: the result is
+    float32-accurate when that is at most ``2⁻²⁴·λ`` for ``λ`` a lower bound of the smallest
+    eigenvalue, ``s / λ <= 2²⁹ / D``. ``λ`` is the larger of ``v`` (every eigenvalue is at
+    least the floor) and ``1 / ||C⁻¹||²_F`` (``= 1 / Σ 1/λ_i``, between ``λ_min / D`` and
+    ``λ_min``; ``C`` the factor): a well-conditioned component passes whatever its scale (the
+    benchmark's, variances up to 24 at D = 64, s / v = 2.4e7), one nearly singular in unscaled
+    data, whose small directions the float64 sum would blur, does not. None beyond that, or
+    when the factorisation fails: the caller then takes the QR."""
     D = L.shape[-1]
     L64 = L.double()
     largest = L64.square().sum(-1).amax(-1)  # (...,) the largest diagonal entry of L Lᵀ
     eye = torch.eye(D, dtype=torch.float64, device=L.device)
     C, info = torch.linalg.cholesky_ex(L64 @ L64.mT + v * eye)
-    if bool(((info != 0) | (largest * D > v * 2.0 ** 29)).any()):  # one synchronisation
+    with torch.no_grad():  # the bound decides the route; no gradient flows through it
+        inverse = torch.linalg.solve_triangular(C, eye.expand_as(C), upper=False)
+        smallest = inverse.square().sum((-2, -1)).reciprocal().clamp(min=v)  # NaN stays NaN
+    if bool(((info != 0) | ~(largest * D <= smallest * 2.0 ** 29)).any()):  # one synchronisation
         return None
     return C.to(L.dtype)
