@@ -15,9 +15,10 @@ before and after each fit. Columns:
 * ``Δ``: the largest difference between the GPU fit's final means and the CPU fit's (same start,
   same iterations: the same arithmetic up to rounding), and torchgmm's from gmmlib's.
 
-Five extra rows: three comparisons of gmmlib's own rules on the device (the full float32 M-step
-sums where the rule takes the wide product, and where it does not; blocks of 2^26 values per
-temporary against 2^24); PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
+Extra rows (``--extras``): three comparisons of gmmlib's own rules on the device (the full
+float32 M-step sums where the rule takes the wide product; where it does not, the centred
+products in pieces of rows against one per component; blocks of 2^26 values per temporary
+against 2^24); PyCave's published case, 100 EM iterations of [1M, 64] -> 64 diagonal (7.7 s on
 a GTX 1080 Ti, its README), timed whole, with torchgmm's 100 epochs beside it; and a stream, 1e7
 rows in host memory read by a ``DataLoader(pin_memory=True)`` in batches of 2^20 rows onto the
 GPU every iteration (and the same from rows pinned beforehand), against the rows held on the GPU.
@@ -140,13 +141,14 @@ def stream(args, dev):
             f"held on the device; final means {_means_diff(model, fit.model):.0e} apart.")
 
 
-def side_by_side(args, dev, what, variants, sizes, fam="full"):
-    """float32 fits of ``fam`` under each of ``variants`` ({name: (module, attribute, value)},
-    the value set for the fit, restored after), best of ``repeat`` interleaved, per size."""
+def side_by_side(args, dev, what, variants, sizes, fam="full", dtype=np.float32):
+    """Fits of ``fam`` in ``dtype`` under each of ``variants`` ({name: (module, attribute,
+    value)}, the value set for the fit, restored after), best of ``repeat`` interleaved, per
+    size; each variant's time against the last one's."""
     parts = []
     for N, D, K in sizes:
-        X = make_data(N, D, K).astype(np.float32)
-        m0 = _cast(start(X.astype(np.float64), K, fam), torch.float32)
+        X = make_data(N, D, K).astype(dtype)
+        m0 = _cast(start(X.astype(np.float64), K, fam), torch.float32 if dtype == np.float32 else torch.float64)
         best = dict.fromkeys(variants, float("inf"))
         for _ in range(args.repeat):
             for name, (module, attr, value) in variants.items():
@@ -157,8 +159,10 @@ def side_by_side(args, dev, what, variants, sizes, fam="full"):
                     best[name] = min(best[name], timed(fit, setup, dev) / args.iters)
                 finally:
                     setattr(module, attr, before)
-        a, b = best.values()
-        parts.append(f"({_n(N)}, {D}, {K}) {a:.5f} against {b:.5f} s/it ({b / a:.2f}x)")
+        *others, last = best.values()
+        ratios = ", ".join(f"{last / t:.2f}x" for t in others)
+        parts.append(f"({_n(N)}, {D}, {K}) " + " against ".join(f"{t:.5f}" for t in best.values())
+                     + f" s/it ({ratios})")
     return f"{what}, best of {args.repeat} interleaved: " + "; ".join(parts) + "."
 
 
@@ -177,57 +181,19 @@ def sums_ab(args, dev):
                          "centred": (moments, "sums_about_shift", centred)}, sizes)
 
 
-def wide_ab(args, dev):
-    """Where the rule keeps full float32 on the centred sums (D + 1 > 2K, made for a CPU's
-    flops), the one wide float64 product about the shift instead: an experiment for the
-    (1e5, 64, 16) row, where the centred batched products take most of a GPU iteration."""
+def pieces_ab(args, dev):
+    """Where full is centred on a GPU (D + 1 > 2K), its products in pieces of
+    ``moments.CUDA_PIECE`` rows (since this session; 16384 too) against one per component."""
     import gmmlib.moments as moments
-    shipped = moments.sums_about_shift
-    sizes = [(N, D, K) for N, D, K in args.ab_sizes if not shipped(torch.float64, True, D, K)]
-    if not sizes:
-        return "The wide product at every D: no size given where the rule declines it."
-    wide = lambda dtype, cuda, D, K: dtype == torch.float64 or cuda  # noqa: E731
-    return side_by_side(args, dev, "Full float32 where D + 1 > 2K, the wide float64 product "
-                        "about the shift (an experiment) against the centred sums (the rule)",
-                        {"wide": (moments, "sums_about_shift", wide),
-                         "centred": (moments, "sums_about_shift", shipped)}, sizes)
-
-
-def _split_centred(shipped, piece=4096):
-    """``Moments._add_centred`` with each component's rows cut into pieces of ``piece``, one
-    batched product per (component, piece), summed in float64 after: many small (D, D) outputs
-    instead of K long thin products (a split-K GEMM, written out). An experiment for the GPU,
-    where the profile finds the (K, D, n) x (K, n, D) products on 32x32 tiles at ~9 TFLOP/s."""
-    def add_centred(self, xt, r, rows):
-        D, n, K, f64 = xt.shape[0], xt.shape[1], r.shape[0], torch.float64
-        s = n // piece
-        if self.kind != "tril" or self.pooled or self.second is None or s < 2:
-            return shipped(self, xt, r, rows)
-        m = s * piece
-        Z = xt.new_empty(K, s, D, piece)
-        torch.sub(xt[:, :m].reshape(D, s, piece).transpose(0, 1), self.centre.view(K, 1, D, 1), out=Z)
-        W = Z * r[:, :m].reshape(K, s, 1, piece)  # (K, s, D, piece)
-        Zb, Wb = Z.view(K * s, D, piece), W.view(K * s, D, piece)
-        self.first += torch.bmm(r[:, :m].reshape(K * s, 1, piece), Zb.mT).view(K, s, D).sum(1, dtype=f64)
-        self.second += torch.bmm(Zb, Wb.mT).view(K, s, D, D).sum(1, dtype=f64)
-        if m < n:
-            shipped(self, xt[:, m:], r[:, m:].contiguous(), rows)
-    return add_centred
-
-
-def split_ab(args, dev):
-    """Where full float32 stays on the centred sums, a split-K form of its batched products
-    against the shipped one (see :func:`_split_centred`)."""
-    import gmmlib.moments as moments
-    shipped = moments.Moments._add_centred
     sizes = [(N, D, K) for N, D, K in args.ab_sizes
              if not moments.sums_about_shift(torch.float64, True, D, K)]
     if not sizes:
-        return "Split-K centred sums: no size given where full float32 is centred on a GPU."
-    return side_by_side(args, dev, "Full float32 where D + 1 > 2K, the centred sums' products "
-                        "split into pieces of 4096 rows (an experiment) against one per component",
-                        {"split": (moments.Moments, "_add_centred", _split_centred(shipped)),
-                         "one": (moments.Moments, "_add_centred", shipped)}, sizes)
+        return "Centred products in pieces: no size given where full is centred on a GPU."
+    variants = {f"{p}": (moments, "CUDA_PIECE", p) for p in (moments.CUDA_PIECE, 16384, 0)}
+    what = ("Full {} where D + 1 > 2K, the centred products in pieces of 4096 and 16384 rows "
+            "against one per component")
+    return " ".join(side_by_side(args, dev, what.format(name), variants, sizes, dtype=dt)
+                    for name, dt in (("float32", np.float32), ("float64", np.float64)))
 
 
 def blocks_ab(args, dev):
@@ -243,8 +209,7 @@ def blocks_ab(args, dev):
 # the rows below the table, in their order
 EXTRAS = {"stream": lambda args, dev, peers: stream(args, dev),
           "sums": lambda args, dev, peers: sums_ab(args, dev),
-          "wide": lambda args, dev, peers: wide_ab(args, dev),
-          "split": lambda args, dev, peers: split_ab(args, dev),
+          "pieces": lambda args, dev, peers: pieces_ab(args, dev),
           "blocks": lambda args, dev, peers: blocks_ab(args, dev),
           "pycave": pycave}
 

@@ -28,7 +28,9 @@ several blocks, loaders or processes simply add.
   GPU, where float64 products are not slower in the same way and the batched product's long
   thin pieces are, float32 takes the wide product too: on an H200, full float32 ran an
   iteration 1.8x and 1.5-2.3x faster this way than centred at (1e6, 2, 8) and (1e6, 16, 16),
-  timed side by side (``benchmarks/results/cuda.md``).
+  timed side by side (``benchmarks/results/cuda.md``). Where a GPU keeps the centred sums
+  (``D + 1 > 2K``), each component's rows go in pieces of ``CUDA_PIECE``, one product per
+  (component, piece) summed after: K long thin products left most of the device idle.
 * tied needs only the scatter summed over the components, and about the data's mean its
   second moment is ``sum_n x xᵀ`` whatever the responsibilities (``pooled``): one (D, D) sum,
   kept for in-memory data. It cancels when the clusters are far apart next to their spread,
@@ -144,6 +146,14 @@ def _centred_rows(ws, K: int) -> int:
     return max(256, ws.budget // (K * ws.D))
 
 
+# rows per piece of the full family's centred products on a GPU (Moments._add_centred): one
+# (D, n) x (n, D) product per component kept an H200 on 32x32 tiles at ~9 TFLOP/s; pieces of
+# 4096 rows ran full float32 EM 1.29x faster at (1e5, 64, 16), 1.23x at (1e5, 128, 8) and
+# 4.4x at (1e6, 32, 8), side by side (benchmarks/results/gpu/session17). CPUs keep one
+# product per component (0.91-0.94x in pieces, measured at (2e4, 8..16, 4) on 2 threads).
+CUDA_PIECE = 4096
+CPU_PIECE = 0  # 0: one product per component
+
 # values per temporary on a GPU, at most: 2^26 against 2^24 ran full float32 EM 1.06-1.68x
 # faster on an H200 (fewer, larger kernels), diagonal 1.00-1.06x; bench_cuda.py compares them
 CUDA_VALUES = 1 << 26
@@ -189,6 +199,7 @@ class Workspace:
         # values per temporary: (K, D, n) ones (the full family's, and centred recomputations)
         cuda = torch.device(source.device).type == "cuda"
         self.budget = _cuda_values(source.device) if cuda else 1 << 20
+        self.piece = CUDA_PIECE if cuda else CPU_PIECE  # rows per piece of the centred products
         if family.kind == "tril" and family.per_component:
             self.chunk = int(chunk or _centred_rows(self, K))
         else:  # (K, n) and (D, n) temporaries
@@ -354,26 +365,48 @@ class Moments:
             self._add_centred(block.xt[:, a:a + rows], r[:, a:a + rows], rows)
 
     def _add_centred(self, xt: torch.Tensor, r: torch.Tensor, rows: int) -> None:
-        ws, n, f64, K = self.ws, xt.shape[1], torch.float64, r.shape[0]
-        Z = torch.sub(xt, self.centre.unsqueeze(-1),
-                      out=ws.buffer("z", (K, ws.D, rows))[:, :, :n])  # (K', D, n)
-        W = torch.mul(Z, r.unsqueeze(1), out=ws.buffer("w", (K, ws.D, rows))[:, :, :n])
+        ws, n = self.ws, xt.shape[1]
+        piece = ws.piece if self.kind == "tril" else 0
+        s = n // piece if piece else 0
+        if s < 2:
+            self._add_pieces(xt, r, 1, n, rows)
+            return
+        # on a GPU: each component's rows in pieces, one (D, piece) x (piece, D) product per
+        # (component, piece), the pieces summed after (a split-K GEMM, written out); the rows
+        # short of a whole piece as one more product
+        self._add_pieces(xt[:, :s * piece], r[:, :s * piece], s, piece, rows)
+        if s * piece < n:
+            self._add_pieces(xt[:, s * piece:], r[:, s * piece:], 1, n - s * piece, rows)
+
+    def _add_pieces(self, xt: torch.Tensor, r: torch.Tensor, s: int, m: int, rows: int) -> None:
+        """The centred sums of ``s`` pieces of ``m`` rows each (``xt`` (D, s·m), ``r`` (K', s·m)):
+        (K', s, D, m) temporaries in the buffers, their products summed over the pieces."""
+        ws, f64, K, D = self.ws, torch.float64, r.shape[0], self.ws.D
+        size = K * s * D * m
+        Z = ws.buffer("z", (K * ws.D * rows,))[:size].view(K, s, D, m)
+        torch.sub(xt.reshape(D, s, m).transpose(0, 1), self.centre.view(K, 1, D, 1), out=Z)
+        W = ws.buffer("w", (K * ws.D * rows,))[:size].view(K, s, D, m)
+        torch.mul(Z, r.reshape(K, s, 1, m), out=W)
+        Zb, Wb = Z.view(K * s, D, m), W.view(K * s, D, m)
         if self.kind == "tril":
             # sum_n r (x - c) as a batched (1, n) x (n, D) product: 2-4x faster than W.sum(-1)
-            self.first += torch.bmm(r.unsqueeze(1), Z.mT).squeeze(1).to(f64)
+            first = torch.bmm(r.reshape(K * s, 1, m), Zb.mT).view(K, s, D)
+            self.first += first.sum(1, dtype=f64) if s > 1 else first.squeeze(1).to(f64)
         else:
-            self.first += W.sum(-1, dtype=f64)
+            self.first += W.sum((1, 3), dtype=f64)
         if self.second is None:
             return
         if self.kind == "tril":
             if self.pooled:
-                self.second += torch.bmm(Z, W.mT).sum(0, keepdim=True, dtype=f64)  # (1, D, D)
+                self.second += torch.bmm(Zb, Wb.mT).sum(0, keepdim=True, dtype=f64)  # (1, D, D)
+            elif s > 1:
+                self.second += torch.bmm(Zb, Wb.mT).view(K, s, D, D).sum(1, dtype=f64)
             elif Z.dtype == f64:
-                self.second.baddbmm_(Z, W.mT)
+                self.second.baddbmm_(Zb, Wb.mT)
             else:
-                self.second += torch.bmm(Z, W.mT).to(f64)  # (K', D, D)
+                self.second += torch.bmm(Zb, Wb.mT).to(f64)  # (K', D, D)
         else:
-            sq = (W * Z).sum(-1, dtype=f64)  # (K', D)
+            sq = (W * Z).sum((1, 3), dtype=f64)  # (K', D)
             self.second += sq.mean(-1, keepdim=True) if self.pooled else sq
 
     def vector(self) -> torch.Tensor:

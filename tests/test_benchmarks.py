@@ -75,8 +75,10 @@ def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
     assert "PyCave's case, [2e3, 64] -> 64 diagonal" in text and "Streamed: [2e4, 8]" in text
     ab = re.search(r"\(2e3, 4, 3\) ([0-9.]+) against ([0-9.]+) s/it", text)
     assert ab and float(ab[1]) > 0 and float(ab[2]) > 0  # full float32's two M-step rules
-    wide = re.search(r"D \+ 1 > 2K.*\(2e3, 6, 3\) ([0-9.]+) against ([0-9.]+) s/it", text)
-    assert wide and float(wide[1]) > 0 and float(wide[2]) > 0  # the wide product at every D
+    pieces = re.findall(r"Full (float32|float64) where D \+ 1 > 2K.*?\(2e3, 6, 3\) ([0-9.]+) "
+                        r"against ([0-9.]+) against ([0-9.]+) s/it", text)
+    assert [p[0] for p in pieces] == ["float32", "float64"]  # the centred products in pieces
+    assert all(float(t) > 0 for p in pieces for t in p[1:])
     rules = next(line for line in text.splitlines() if "the CPU's), best of" in line)
     assert "(2e3, 6, 3)" not in rules  # compared only where the two rules differ
     assert "Partial" not in text

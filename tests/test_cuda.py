@@ -74,6 +74,30 @@ def test_em_over_several_gpu_blocks_equals_cpu(family):
     close(gpu.log_prob(X[:1000].to(DEV)), cpu.log_prob(X[:1000]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_centred_full_sums_in_pieces_on_cuda_equal_cpu(monkeypatch, dtype):
+    """Where a GPU keeps the full family's sums centred (D + 1 > 2K), it cuts each
+    component's rows into pieces (``moments.CUDA_PIECE``), the last one ragged; the CPU takes
+    one product per component: the same fit, to float64 (float32) rounding."""
+    from gmmlib import moments
+    pieces = []
+    shipped = moments.Moments._add_pieces
+    monkeypatch.setattr(moments.Moments, "_add_pieces", lambda self, xt, r, s, m, rows:
+                        pieces.append((xt.device.type, s)) or shipped(self, xt, r, s, m, rows))
+    X = gmmlib.generate_data(20_003, 3, 12, seed=4).X.to(dtype)
+    cpu = gmmlib.GaussianMixture(3, 12, "full", dtype=dtype)
+    gmmlib.initialize(cpu, X, "kmeans++", generator=0)
+    gpu = gmmlib.GaussianMixture(3, 12, "full", dtype=dtype).to(DEV)
+    gpu.load_state_dict(cpu.state_dict())
+    gmmlib.fit_em(cpu, X, init=None, tol=0.0, max_iter=5, progress=False)
+    gmmlib.fit_em(gpu, X.to(DEV), init=None, tol=0.0, max_iter=5, progress=False)
+    tol = 1e-9 if dtype == torch.float64 else 1e-3
+    close(gpu.means, cpu.means, tol)
+    close(gpu.covariances, cpu.covariances, tol)
+    if torch.device(DEV).type == "cuda":
+        assert ("cuda", 20_003 // moments.CUDA_PIECE) in pieces
+
+
 def test_gd_over_a_pinned_loader_on_cuda_equals_cpu():
     """Minibatch Adam over a loader (epochs), batches copied to the GPU as they come."""
     X = data()

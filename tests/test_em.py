@@ -1,6 +1,7 @@
 """fit_em and GaussianMixtureEM: step-for-step parity with scikit-learn's EM, the closed-form
 M-step for the families scikit-learn lacks, monotone likelihood, float32 far from the origin,
 input checks, n_init, the convergence warning, and the scikit-learn interface."""
+import copy
 import math
 import warnings
 
@@ -99,6 +100,43 @@ def test_every_iteration_matches_sklearn(data, family):
     np.testing.assert_allclose(model.means.numpy(), sk.means_, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(model.sklearn_covariances().numpy(), sk.covariances_, rtol=1e-6, atol=1e-9)
     assert history.final_loss == pytest.approx(-sk.score(X), rel=1e-10)
+
+
+@pytest.mark.parametrize("family", ["full", "tied"])
+def test_centred_sums_in_pieces_match_sklearn(monkeypatch, family):
+    """A GPU cuts the full family's centred products into pieces of rows (``moments.CUDA_PIECE``);
+    here on the CPU in pieces of 256 (1500 rows: five pieces and a ragged 220), the pieces
+    actually taken: every float64 iteration matches scikit-learn to 1e-8, and a float32 fit
+    (always centred) the same fit in one product per component to float32's rounding."""
+    from gmmlib import moments
+    pieces = []
+    shipped = moments.Moments._add_pieces
+    monkeypatch.setattr(moments.Moments, "_add_pieces", lambda self, xt, r, s, m, rows:
+                        pieces.append(s) or shipped(self, xt, r, s, m, rows))
+    X = wide()
+    model = start(X, 3, family)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = sklearn_from(model, max_iter=10, tol=0.0, reg_covar=1e-6).fit(X)
+    fits = {}
+    for piece in (256, 0):
+        monkeypatch.setattr(moments, "CPU_PIECE", piece)
+        for dtype in (torch.float64, torch.float32):
+            m = copy.deepcopy(model).to(dtype)  # Module.to works in place
+            h = run_quiet(m, torch.as_tensor(X, dtype=dtype), init=None, max_iter=10, tol=0.0,
+                          reg_covar=1e-6, progress=False)
+            fits[piece, dtype] = m, h
+        if piece:
+            assert (5 in pieces) == (family == "full")  # tied sums about the shift: no pieces
+    m, h = fits[256, torch.float64]
+    np.testing.assert_allclose(-np.asarray(h.loss[:10]), sk.lower_bounds_, rtol=1e-8)
+    np.testing.assert_allclose(m.means.numpy(), sk.means_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(m.sklearn_covariances().numpy(), sk.covariances_, rtol=1e-6, atol=1e-9)
+    (a, ha), (b, hb) = fits[256, torch.float32], fits[0, torch.float32]
+    np.testing.assert_allclose(ha.loss, hb.loss, rtol=1e-5)
+    torch.testing.assert_close(a.means, b.means, rtol=0, atol=1e-5 * float(b.means.abs().max()))
+    cov_a, cov_b = a.sklearn_covariances(), b.sklearn_covariances()
+    torch.testing.assert_close(cov_a, cov_b, rtol=0, atol=1e-5 * float(cov_b.abs().max()))
 
 
 @pytest.mark.parametrize("family", ["shared_isotropic", "constant", "full", "isotropic"])
@@ -673,7 +711,9 @@ def test_full_em_on_an_ill_conditioned_mixture_keeps_scikit_learns_trajectory():
     ours, theirs = GaussianMixtureEM(2, **kw).fit(X), SkGMM(2, **kw).fit(X)
     assert np.abs(np.subtract(ours.lower_bounds_, theirs.lower_bounds_)).max() < 2e-9
     thin = np.linalg.eigvalsh(ours.covariances_)[:, 0] / np.linalg.eigvalsh(theirs.covariances_)[:, 0]
-    assert np.abs(thin - 1).max() < 1e-6  # 2.8e-6 with the 10x gate
+    # 2.8e-6 (one machine) and 3.1e-6 (an AMD EPYC) with the 10x gate, 2.2e-7 with 2x; the
+    # other component's 1.2e-6 on the EPYC is the same under either gate
+    assert np.abs(thin - 1).max() < 2e-6
 
 
 def test_centred_sums_over_a_ragged_last_block_keep_their_buffers_and_values():
