@@ -297,8 +297,8 @@ def main(argv=None):
                 for dname in args.dtypes:
                     rows.append(row(N, D, K, fam, dname, args, dev, peers))
                     measured(rows[-1])
-        for name in [] if args.no_extras else args.extras:
-            extras.append(EXTRAS[name](args, dev, peers))
+        for extra in [] if args.no_extras else args.extras:
+            extras.append(EXTRAS[extra](args, dev, peers))
             measured(extras[-1])
     publish(table(done=True), Path(args.out) if args.out else None)
 

@@ -82,6 +82,7 @@ def test_bench_cuda_runs_its_code_path_on_the_cpu(tmp_path):
     rules = next(line for line in text.splitlines() if "the CPU's), best of" in line)
     assert "(2e3, 6, 3)" not in rules  # compared only where the two rules differ
     assert "Partial" not in text
+    assert text.startswith("# EM on a GPU: gmmlib.fit_em on none (CPU)")  # not an extra's name
     if not torch.cuda.is_available():  # asked for the GPU where there is none: says so
         no_gpu = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py")],
                                 capture_output=True, text=True, timeout=120)
