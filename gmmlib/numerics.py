@@ -164,15 +164,18 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
     on an H200, a fifth of an EM iteration at (1e5, 64, 16)), so ``L Lᵀ + v I`` is formed and
     factorised in float64 (``_float64_cholesky_plus_identity``) wherever float64's rounding
     of ``L Lᵀ`` stays below float32's resolution of its smallest eigenvalue (bounded below
-    by ``v`` and by the factor's inverse), with the QR elsewhere. Only where
-    no gradient is taken (EM's M-step, scoring without autograd): its accuracy check waits for
-    the GPU, which every gradient step would pay, unmeasured.
+    by ``v`` and by the factor's inverse), the QR for the matrices where it does not. Only
+    where no gradient is taken (EM's M-step, scoring without autograd): its accuracy check
+    waits for the GPU, which every gradient step would pay, unmeasured.
     """
     taped = L.requires_grad and torch.is_grad_enabled()
     if L.is_cuda and L.dtype == torch.float32 and not taped:
-        C = _float64_cholesky_plus_identity(L, v)
-        if C is not None:
-            return C
+        return _float64_cholesky_plus_identity(L, v)[0]
+    return _qr_plus_identity(L, v)
+
+
+def _qr_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
+    """:func:`cholesky_plus_identity` by the QR of ``[Lᵀ; sqrt(v) I]``."""
     D = L.shape[-1]
     eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
     R = torch.linalg.qr(torch.cat([L.mT, math.sqrt(v) * eye], dim=-2)).R  # (..., D, D)
@@ -180,18 +183,20 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
     return (sign.unsqueeze(-1) * R).mT
 
 
-def _float64_cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor | None:
+def _float64_cholesky_plus_identity(L: torch.Tensor, v: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``cholesky(L Lᵀ + v I)`` of float32 ``L`` (..., D, D), formed and factorised in float64
-    and returned in ``L``'s dtype, differentiable; None unless that is as accurate as float32
-    can be. The products of float32 entries are exact in float64, so only the sums round, by
-    at most ``D·2⁻⁵³·s`` with ``s`` the largest diagonal entry of ``L Lᵀ``: the result is
-    float32-accurate when that is at most ``2⁻²⁴·λ`` for ``λ`` a lower bound of the smallest
-    eigenvalue, ``s / λ <= 2²⁹ / D``. ``λ`` is the larger of ``v`` (every eigenvalue is at
-    least the floor) and ``1 / ||C⁻¹||²_F`` (``= 1 / Σ 1/λ_i``, between ``λ_min / D`` and
-    ``λ_min``; ``C`` the factor): a well-conditioned component passes whatever its scale (the
-    benchmark's, variances up to 24 at D = 64, s / v = 2.4e7), one nearly singular in unscaled
-    data, whose small directions the float64 sum would blur, does not. None beyond that, or
-    when the factorisation fails: the caller then takes the QR."""
+    and returned in ``L``'s dtype, differentiable, for every matrix where that is as accurate
+    as float32 can be; the others (``declined``, a boolean (...,) on the CPU) by the QR
+    (:func:`_qr_plus_identity`), so one nearly singular component leaves the rest on the
+    fast route. The products of float32 entries are exact in float64, so only the sums
+    round, by at most ``D·2⁻⁵³·s`` with ``s`` the largest diagonal entry of ``L Lᵀ``: the
+    result is float32-accurate when that is at most ``2⁻²⁴·λ`` for ``λ`` a lower bound of
+    the smallest eigenvalue, ``s / λ <= 2²⁹ / D``. ``λ`` is the larger of ``v`` (every
+    eigenvalue is at least the floor) and ``1 / ||C⁻¹||²_F`` (``= 1 / Σ 1/λ_i``, between
+    ``λ_min / D`` and ``λ_min``; ``C`` the factor): a well-conditioned component passes
+    whatever its scale (the benchmark's, variances up to 24 at D = 64, s / v = 2.4e7), one
+    nearly singular in unscaled data, whose small directions the float64 sum would blur, is
+    declined, as is one whose factorisation fails."""
     D = L.shape[-1]
     L64 = L.double()
     largest = L64.square().sum(-1).amax(-1)  # (...,) the largest diagonal entry of L Lᵀ
@@ -200,6 +205,11 @@ def _float64_cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor |
     with torch.no_grad():  # the bound decides the route; no gradient flows through it
         inverse = torch.linalg.solve_triangular(C, eye.expand_as(C), upper=False)
         smallest = inverse.square().sum((-2, -1)).reciprocal().clamp(min=v)  # NaN stays NaN
-    if bool(((info != 0) | ~(largest * D <= smallest * 2.0 ** 29)).any()):  # one synchronisation
-        return None
-    return C.to(L.dtype)
+        bad = (info != 0) | ~(largest * D <= smallest * 2.0 ** 29)  # (...,)
+    declined = bad.cpu()  # the one synchronisation
+    if bool(declined.all()):
+        return _qr_plus_identity(L, v), declined
+    C = C.to(L.dtype)
+    if bool(declined.any()):
+        C[bad] = _qr_plus_identity(L[bad], v)
+    return C, declined

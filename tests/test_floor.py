@@ -252,10 +252,11 @@ def test_float64_cholesky_plus_identity_agrees_with_the_qr_route(D, scale):
     tol = 1e-5 * float(ref.abs().amax())
     # gradients to float32's rounding, relative to the largest: the QR's ~2e-4 at D = 16,
     # the float64 route's ~1e-5 (measured)
-    for route, grad_tol in ((cholesky_plus_identity, 1e-3), (_float64_cholesky_plus_identity, 1e-4)):
+    float64_route = lambda L, v: _float64_cholesky_plus_identity(L, v)[0]  # noqa: E731
+    for route, grad_tol in ((cholesky_plus_identity, 1e-3), (float64_route, 1e-4)):
         L32 = L.float().requires_grad_()
         C = route(L32, v)
-        assert C is not None and C.dtype == torch.float32 and bool(torch.tril(C).eq(C).all())
+        assert C.dtype == torch.float32 and bool(torch.tril(C).eq(C).all())
         torch.testing.assert_close(C.double(), ref, rtol=0, atol=tol)
         C.square().sum().backward()  # d(sum C²)/dL = d(tr(L Lᵀ + v I))/dL = 2L
         err = (L32.grad.double() - 2 * L).abs().amax() / (2 * L).abs().amax()
@@ -279,18 +280,16 @@ def test_float64_cholesky_plus_identity_declines_where_float64_blurs_v(D):
             u /= u.norm()
             cov = sd ** 2 * torch.outer(u, u) + 10 * v * eye
             L = torch.linalg.cholesky(cov - v * eye).float()
-            C = _float64_cholesky_plus_identity(L[None], v)
-            if C is None:
-                declined += 1
-                continue
-            answered += 1
+            C, no = _float64_cholesky_plus_identity(L[None], v)
+            declined += int(no[0])
+            answered += int(not no[0])
             ref = cholesky_plus_identity(L.double(), v)  # the QR in float64
-            logdet = 2 * C[0].double().diagonal().log().sum()
+            logdet = 2 * C[0].double().diagonal().log().sum()  # either route's, accurate
             assert abs(float(logdet - 2 * ref.diagonal().log().sum())) < 1e-5 * D
     assert answered >= 20 and declined >= 20
     rank_one = torch.zeros(2, D, D)  # L Lᵀ = x² 11ᵀ ~ 1e22: declined, whatever the pivots
     rank_one[..., 0] = 1e11
-    assert _float64_cholesky_plus_identity(rank_one, v) is None
+    assert bool(_float64_cholesky_plus_identity(rank_one, v)[1].all())
 
 
 @pytest.mark.parametrize("D", [8, 64])
@@ -307,10 +306,31 @@ def test_float64_cholesky_plus_identity_answers_for_well_conditioned_components(
         Q = torch.linalg.qr(torch.randn(3, D, D, dtype=torch.float64)).Q
         lam = sd ** 2 * torch.logspace(-2, 0, D, dtype=torch.float64)  # condition 100
         L = torch.linalg.cholesky(Q @ torch.diag_embed(lam) @ Q.mT).float()
-        C = _float64_cholesky_plus_identity(L, v)
-        assert C is not None, f"declined at sd {sd}"
+        C, declined = _float64_cholesky_plus_identity(L, v)
+        assert not bool(declined.any()), f"declined at sd {sd}"
         ref = cholesky_plus_identity(L.double(), v)  # the QR in float64
         torch.testing.assert_close(C.double(), ref, rtol=0, atol=1e-5 * float(ref.abs().amax()))
         logdet = 2 * C.double().diagonal(dim1=-2, dim2=-1).log().sum(-1)
         want = 2 * ref.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         assert float((logdet - want).abs().max()) < 1e-5 * D
+
+
+def test_float64_cholesky_plus_identity_declines_only_the_components_it_must():
+    """A batch of three well-conditioned components and one collapsing onto a line in unscaled
+    data: the float64 Cholesky answers for the three, the QR for the fourth (before, one
+    declined component sent the whole batch to the QR), and every factor matches the float64
+    QR's to float32 rounding."""
+    from gmmlib.numerics import _float64_cholesky_plus_identity, cholesky_plus_identity
+    torch.manual_seed(1)
+    D, v = 16, 1e-6
+    eye = torch.eye(D, dtype=torch.float64)
+    Q = torch.linalg.qr(torch.randn(4, D, D, dtype=torch.float64)).Q
+    cov = Q @ torch.diag_embed(torch.logspace(-1, 1, D, dtype=torch.float64)) @ Q.mT
+    u = torch.randn(D, dtype=torch.float64)
+    cov[3] = 1e8 * torch.outer(u, u) / u.dot(u) + 10 * v * eye
+    L = torch.linalg.cholesky(cov - v * eye).float()
+    C, declined = _float64_cholesky_plus_identity(L, v)
+    assert declined.tolist() == [False, False, False, True]
+    ref = cholesky_plus_identity(L.double(), v)
+    for k in range(4):
+        torch.testing.assert_close(C[k].double(), ref[k], rtol=0, atol=1e-5 * float(ref[k].abs().max()))
