@@ -189,9 +189,11 @@ def pieces_ab(args, dev):
              if not moments.sums_about_shift(torch.float64, True, D, K)]
     if not sizes:
         return "Centred products in pieces: no size given where full is centred on a GPU."
-    variants = {f"{p}": (moments, "CUDA_PIECE", p) for p in (moments.CUDA_PIECE, 16384, 0)}
-    what = ("Full {} where D + 1 > 2K, the centred products in pieces of 4096 and 16384 rows "
-            "against one per component")
+    pieces = list(dict.fromkeys([moments.CUDA_PIECE or 4096, 16384]))  # each once, 0 apart
+    variants = {f"{p}": (moments, "CUDA_PIECE", p) for p in pieces + [0]}
+    what = ("Full {} where D + 1 > 2K, the centred products in pieces of "
+            + " and ".join(map(str, pieces)) + " rows against one per component"
+            + (" (on the CPU: one code, CUDA_PIECE is a GPU's)" if dev == "cpu" else ""))
     return " ".join(side_by_side(args, dev, what.format(name), variants, sizes, dtype=dt)
                     for name, dt in (("float32", np.float32), ("float64", np.float64)))
 

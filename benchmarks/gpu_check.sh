@@ -6,7 +6,7 @@
 # Uses the machine's python3 and its torch (not the pinned CPU wheel); torchgmm's column
 # needs torchgmm importable (a folder .devpkgs/ on the path, if present, is added for it).
 #   bash benchmarks/gpu_check.sh            # about 6 minutes on an H200
-#   BENCH_ARGS='--types full --extras wide' bash benchmarks/gpu_check.sh   # a part of the table
+#   BENCH_ARGS='--types full --extras pieces' bash benchmarks/gpu_check.sh   # a part of the table
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"

@@ -189,27 +189,35 @@ def _float64_cholesky_plus_identity(L: torch.Tensor, v: float) -> tuple[torch.Te
     as float32 can be; the others (``declined``, a boolean (...,) on the CPU) by the QR
     (:func:`_qr_plus_identity`), so one nearly singular component leaves the rest on the
     fast route. The products of float32 entries are exact in float64, so only the sums
-    round, by at most ``D·2⁻⁵³·s`` with ``s`` the largest diagonal entry of ``L Lᵀ``: the
-    result is float32-accurate when that is at most ``2⁻²⁴·λ`` for ``λ`` a lower bound of
-    the smallest eigenvalue, ``s / λ <= 2²⁹ / D``. ``λ`` is the larger of ``v`` (every
-    eigenvalue is at least the floor) and ``1 / ||C⁻¹||²_F`` (``= 1 / Σ 1/λ_i``, between
-    ``λ_min / D`` and ``λ_min``; ``C`` the factor): a well-conditioned component passes
-    whatever its scale (the benchmark's, variances up to 24 at D = 64, s / v = 2.4e7), one
-    nearly singular in unscaled data, whose small directions the float64 sum would blur, is
-    declined, as is one whose factorisation fails."""
+    round, by at most ``D·2⁻⁵³·s`` an entry with ``s`` the largest diagonal entry of
+    ``L Lᵀ`` (an eigenvalue by at most D times that): the rule asks the entry bound to be at
+    most ``2⁻²⁴·λ`` for ``λ`` a lower bound of the smallest eigenvalue, ``s / λ <= 2²⁹ / D``
+    (accepted factors matched the float64 QR's to float32 rounding up to condition 1e7,
+    measured). ``λ`` is the larger of ``v`` (every eigenvalue is at least the floor) and
+    ``1 / ||C⁻¹||²_F`` (``= 1 / Σ 1/λ_i``, between ``λ_min / D`` and ``λ_min``; ``C`` the
+    factor): a well-conditioned component passes whatever its scale (the benchmark's,
+    variances up to 49 at D = 64, s / v = 4.9e7), one nearly singular in unscaled data,
+    whose small directions the float64 sum would blur, is declined, as is one whose
+    factorisation fails. One host-device synchronisation, for the decision."""
     D = L.shape[-1]
-    L64 = L.double()
-    largest = L64.square().sum(-1).amax(-1)  # (...,) the largest diagonal entry of L Lᵀ
+    batch = L.shape[:-2]
+    L64 = L.double().reshape(-1, D, D)
     eye = torch.eye(D, dtype=torch.float64, device=L.device)
-    C, info = torch.linalg.cholesky_ex(L64 @ L64.mT + v * eye)
-    with torch.no_grad():  # the bound decides the route; no gradient flows through it
+    A = L64 @ L64.mT + v * eye  # (B, D, D)
+    with torch.no_grad():  # the decision; no gradient flows through it
+        C, info = torch.linalg.cholesky_ex(A)
+        largest = L64.square().sum(-1).amax(-1)  # (B,) the largest diagonal entry of L Lᵀ
         inverse = torch.linalg.solve_triangular(C, eye.expand_as(C), upper=False)
         smallest = inverse.square().sum((-2, -1)).reciprocal().clamp(min=v)  # NaN stays NaN
-        bad = (info != 0) | ~(largest * D <= smallest * 2.0 ** 29)  # (...,)
+        bad = (info != 0) | ~(largest * D <= smallest * 2.0 ** 29)  # (B,)
     declined = bad.cpu()  # the one synchronisation
     if bool(declined.all()):
-        return _qr_plus_identity(L, v), declined
+        return _qr_plus_identity(L, v), declined.reshape(batch)
+    if L.requires_grad and torch.is_grad_enabled():  # again, on the tape: the declined ones
+        # replaced by I, so that no failed factor's backward reaches the gradient
+        C = torch.linalg.cholesky(torch.where(bad[:, None, None], eye, A))
     C = C.to(L.dtype)
-    if bool(declined.any()):
-        C[bad] = _qr_plus_identity(L[bad], v)
-    return C, declined
+    if bool(declined.any()):  # the QR's factors put in out of place, by indices from the host
+        where = declined.nonzero().squeeze(-1).to(L.device, non_blocking=True)
+        C = C.index_put((where,), _qr_plus_identity(L.reshape(-1, D, D)[where], v))
+    return C.reshape(L.shape), declined.reshape(batch)

@@ -105,9 +105,10 @@ def test_every_iteration_matches_sklearn(data, family):
 @pytest.mark.parametrize("family", ["full", "tied"])
 def test_centred_sums_in_pieces_match_sklearn(monkeypatch, family):
     """A GPU cuts the full family's centred products into pieces of rows (``moments.CUDA_PIECE``);
-    here on the CPU in pieces of 256 (1500 rows: five pieces and a ragged 220), the pieces
-    actually taken: every float64 iteration matches scikit-learn to 1e-8, and a float32 fit
-    (always centred) the same fit in one product per component to float32's rounding."""
+    here on the CPU in pieces of 256 (1500 rows: five pieces and a ragged 220), taken by full
+    (tied sums about the shift here, so none: its pooled centred sums are checked against the
+    einsum below): every float64 iteration matches scikit-learn to 1e-8, and a float32 fit
+    the same fit in one product per component to float32's rounding."""
     from gmmlib import moments
     pieces = []
     shipped = moments.Moments._add_pieces
@@ -739,6 +740,40 @@ def test_centred_sums_over_a_ragged_last_block_keep_their_buffers_and_values():
     torch.testing.assert_close(m.second, torch.einsum("nk,nkd,nke->kde", R, Z, Z),
                                rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(m.first, torch.einsum("nk,nkd->kd", R, Z), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind,pooled,family", [("tril", False, "full"), ("tril", True, "tied"),
+                                                ("std", False, "diagonal"), ("std", True, "isotropic")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_centred_sums_in_pieces_equal_the_centred_einsum(kind, pooled, family, dtype):
+    """Every centred sum (full's, tied's pooled one, the axis-aligned families' recomputation)
+    with the rows cut into pieces, as a GPU cuts full's (``Workspace.piece``): pieces of 7
+    rows in blocks of 300 (1000 rows: ragged pieces and a ragged block), a subset of the
+    components where the sums allow one, against the float64 einsum of the same rows."""
+    from gmmlib.moments import Moments, Workspace
+    rng = np.random.default_rng(1)
+    K, D = 3, 4
+    X = torch.as_tensor(rng.normal(size=(1000, D)), dtype=dtype)
+    R = torch.softmax(torch.as_tensor(rng.normal(size=(1000, K))), 1).to(dtype)
+    centres = torch.as_tensor(rng.normal(size=(K, D)), dtype=dtype)
+    ws = Workspace(X, K, X.mean(0), gmmlib.GaussianMixture(K, D, family).family, chunk=300)
+    ws.piece = 7
+    subset = None if pooled and kind == "tril" else torch.tensor([0, 2])
+    k = slice(None) if subset is None else subset
+    m = Moments(ws, kind, centres[k], components=subset, pooled=pooled)
+    for block in ws.blocks():
+        m.add(block, R[block.a:block.b].T)
+    Z = (ws.XT.T.double()[:, None, :] - centres.double()[None])[:, k]  # (N, K', D), shifted rows
+    R64 = R.double()[:, k]
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(m.first, torch.einsum("nk,nkd->kd", R64, Z), **tol)
+    if kind == "tril":
+        second = torch.einsum("nk,nkd,nke->kde", R64, Z, Z)
+        second = second.sum(0, keepdim=True) if pooled else second
+    else:
+        second = torch.einsum("nk,nkd->kd", R64, Z * Z)
+        second = second.mean(-1, keepdim=True) if pooled else second
+    torch.testing.assert_close(m.second, second, **tol)
 
 
 @settings(max_examples=40, deadline=None)

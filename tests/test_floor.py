@@ -298,7 +298,7 @@ def test_float64_cholesky_plus_identity_answers_for_well_conditioned_components(
     condition number ~100 at standard deviations 1e-1 to 1e4 (s / v up to 1e14) take the
     float64 Cholesky, and their factors match the float64 QR's to float32 rounding, as do
     their log-determinants (an earlier rule, s / v <= 2^29 / D, declined every one from
-    sd 1e1 on, and at D = 64 the benchmark's variances up to 24 too)."""
+    sd 1e1 on, and at D = 64 the benchmark's variances up to 49 too)."""
     from gmmlib.numerics import _float64_cholesky_plus_identity, cholesky_plus_identity
     torch.manual_seed(D)
     v = 1e-6
@@ -316,11 +316,15 @@ def test_float64_cholesky_plus_identity_answers_for_well_conditioned_components(
 
 
 def test_float64_cholesky_plus_identity_declines_only_the_components_it_must():
-    """A batch of three well-conditioned components and one collapsing onto a line in unscaled
-    data: the float64 Cholesky answers for the three, the QR for the fourth (before, one
-    declined component sent the whole batch to the QR), and every factor matches the float64
-    QR's to float32 rounding."""
-    from gmmlib.numerics import _float64_cholesky_plus_identity, cholesky_plus_identity
+    """A batch of three well-conditioned components, one collapsing onto a line in unscaled
+    data and one whose float64 factorisation fails (rank one at 1e8): the float64 Cholesky
+    answers for the three, the QR for the other two, exactly as the QR alone would (before,
+    one declined component sent the whole batch to the QR), all matching the float64 QR to
+    float32 rounding, in a batch of two dimensions too; and the gradient through the mixed
+    batch, in float32 and float64, is the closed form's 2L, finite (a failed factor's
+    backward must not reach it)."""
+    from gmmlib.numerics import (_float64_cholesky_plus_identity, _qr_plus_identity,
+                                 cholesky_plus_identity)
     torch.manual_seed(1)
     D, v = 16, 1e-6
     eye = torch.eye(D, dtype=torch.float64)
@@ -328,9 +332,38 @@ def test_float64_cholesky_plus_identity_declines_only_the_components_it_must():
     cov = Q @ torch.diag_embed(torch.logspace(-1, 1, D, dtype=torch.float64)) @ Q.mT
     u = torch.randn(D, dtype=torch.float64)
     cov[3] = 1e8 * torch.outer(u, u) / u.dot(u) + 10 * v * eye
-    L = torch.linalg.cholesky(cov - v * eye).float()
+    L = torch.cat([torch.linalg.cholesky(cov - v * eye), torch.zeros(1, D, D, dtype=torch.float64)])
+    L[4, :, 0] = 1e8
+    L = L.float()
     C, declined = _float64_cholesky_plus_identity(L, v)
-    assert declined.tolist() == [False, False, False, True]
+    assert declined.tolist() == [False, False, False, True, True]
+    torch.testing.assert_close(C[3:], _qr_plus_identity(L[3:], v), rtol=0, atol=0)
     ref = cholesky_plus_identity(L.double(), v)
-    for k in range(4):
+    for k in range(5):
         torch.testing.assert_close(C[k].double(), ref[k], rtol=0, atol=1e-5 * float(ref[k].abs().max()))
+    C2, declined2 = _float64_cholesky_plus_identity(L[1:].reshape(2, 2, D, D), v)
+    assert declined2.tolist() == [[False, False], [True, True]]
+    torch.testing.assert_close(C2.reshape(4, D, D), C[1:], rtol=0, atol=0)
+    for dtype in (torch.float32, torch.float64):
+        Lg = L.detach().to(dtype).clone().requires_grad_()
+        _float64_cholesky_plus_identity(Lg, v)[0].square().sum().backward()  # d tr(C Cᵀ)/dL = 2L
+        assert bool(torch.isfinite(Lg.grad).all())
+        torch.testing.assert_close(Lg.grad[:3], 2 * Lg.detach()[:3], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("D", [2, 8])
+def test_float64_cholesky_plus_identity_bound_is_the_documented_one(D):
+    """Diagonal ``L`` (eigenvalues in closed form: ``λ_i = l_i² + v``) placed at half and at
+    twice the documented limit ``s D <= 2^29 / Σ_i 1/λ_i`` (``s`` the largest ``l_i²``):
+    answered below it, declined above (a bound D times looser or tighter fails one side)."""
+    from gmmlib.numerics import _float64_cholesky_plus_identity
+    v = 1e-6
+    rest = torch.full((D - 1,), 1e-2, dtype=torch.float64)  # the other l_i²
+    for factor, want in ((0.5, False), (2.0, True)):
+        lo, hi = 1e-6, 1e30  # s solved from s D = factor 2^29 / Σ 1/λ_i, on a log scale
+        for _ in range(200):
+            s = math.sqrt(lo * hi)
+            limit = 2.0 ** 29 / float(1 / (s + v) + (1 / (rest + v)).sum())
+            lo, hi = (s, hi) if s * D < factor * limit else (lo, s)
+        L = torch.diag(torch.cat([torch.tensor([s], dtype=torch.float64), rest]).sqrt()).float()
+        assert bool(_float64_cholesky_plus_identity(L[None], v)[1][0]) is want, (factor, s)
