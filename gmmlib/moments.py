@@ -150,7 +150,8 @@ def _centred_rows(ws, K: int) -> int:
 # (D, n) x (n, D) product per component kept an H200 on 32x32 tiles at ~9 TFLOP/s; pieces of
 # 4096 rows ran full float32 EM 1.29x faster at (1e5, 64, 16), 1.23x at (1e5, 128, 8) and
 # 4.4x at (1e6, 32, 8), side by side (benchmarks/results/gpu/session17). CPUs keep one
-# product per component (0.91-0.94x in pieces, measured at (2e4, 8..16, 4) on 2 threads).
+# product per component (pieces 0.91-0.94x at (2e4, 8..16, 4), 1.00-1.03x at (1e5, 64, 16)
+# and (3e5, 32, 8): nothing to gain, measured on 2 threads).
 CUDA_PIECE = 4096
 CPU_PIECE = 0  # 0: one product per component
 
