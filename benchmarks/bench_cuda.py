@@ -141,14 +141,14 @@ def stream(args, dev):
             f"held on the device; final means {_means_diff(model, fit.model):.0e} apart.")
 
 
-def side_by_side(args, dev, what, variants, sizes, fam="full", dtype=np.float32):
-    """Fits of ``fam`` in ``dtype`` under each of ``variants`` ({name: (module, attribute,
-    value)}, the value set for the fit, restored after), best of ``repeat`` interleaved, per
-    size; each variant's time against the last one's."""
+def side_by_side(args, dev, what, variants, sizes, fam="full", dname="float32"):
+    """Fits of ``fam`` in ``dname`` (a key of ``DTYPES``) under each of ``variants`` ({name:
+    (module, attribute, value)}, the value set for the fit, restored after), best of
+    ``repeat`` interleaved, per size; each variant's time against the last one's."""
     parts = []
     for N, D, K in sizes:
-        X = make_data(N, D, K).astype(dtype)
-        m0 = _cast(start(X.astype(np.float64), K, fam), torch.float32 if dtype == np.float32 else torch.float64)
+        X = make_data(N, D, K).astype(dname)
+        m0 = _cast(start(X.astype(np.float64), K, fam), DTYPES[dname])
         best = dict.fromkeys(variants, float("inf"))
         for _ in range(args.repeat):
             for name, (module, attr, value) in variants.items():
@@ -194,8 +194,8 @@ def pieces_ab(args, dev):
     what = ("Full {} where D + 1 > 2K, the centred products in pieces of "
             + " and ".join(map(str, pieces)) + " rows against one per component"
             + (" (on the CPU: one code, CUDA_PIECE is a GPU's)" if dev == "cpu" else ""))
-    return " ".join(side_by_side(args, dev, what.format(name), variants, sizes, dtype=dt)
-                    for name, dt in (("float32", np.float32), ("float64", np.float64)))
+    return " ".join(side_by_side(args, dev, what.format(dname), variants, sizes, dname=dname)
+                    for dname in ("float32", "float64"))
 
 
 def blocks_ab(args, dev):
