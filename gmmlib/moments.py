@@ -384,9 +384,9 @@ class Moments:
         (K', s, D, m) temporaries in the buffers, their products summed over the pieces."""
         ws, f64, K, D = self.ws, torch.float64, r.shape[0], self.ws.D
         size = K * s * D * m
-        Z = ws.buffer("z", (K * ws.D * rows,))[:size].view(K, s, D, m)
+        Z = ws.buffer("z", (K * D * rows,))[:size].view(K, s, D, m)
         torch.sub(xt.reshape(D, s, m).transpose(0, 1), self.centre.view(K, 1, D, 1), out=Z)
-        W = ws.buffer("w", (K * ws.D * rows,))[:size].view(K, s, D, m)
+        W = ws.buffer("w", (K * D * rows,))[:size].view(K, s, D, m)
         torch.mul(Z, r.reshape(K, s, 1, m), out=W)
         Zb, Wb = Z.view(K * s, D, m), W.view(K * s, D, m)
         if self.kind == "tril":
