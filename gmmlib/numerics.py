@@ -76,9 +76,16 @@ def mixture_log_prob(log_weights: torch.Tensor, component_log_prob: torch.Tensor
 
 
 def log_responsibilities(log_weights: torch.Tensor, component_log_prob: torch.Tensor) -> torch.Tensor:
-    """Posterior ``log p(k | x_n)`` for each point and component, (N, K)."""
+    """Posterior ``log p(k | x_n)`` for each point and component, (N, K): ``(j - m) - log sum
+    exp(j - m)``, ``j`` the joint log-densities and ``m`` their row's largest. Not ``j -
+    logsumexp(j)``: far from every component ``j`` is huge and ``logsumexp(j) = m + log s``
+    rounds ``log s`` (at most log K) away, which left rows summing to 1.37 in float32 at 5000
+    deviations and 0.74 in float64 at 1e8. A row whose every term is -inf is NaN, as in
+    scikit-learn."""
     joint = component_log_prob + log_weights  # (N, K)
-    return joint - torch.logsumexp(joint, dim=-1, keepdim=True)
+    top = joint.detach().amax(-1, keepdim=True).nan_to_num(neginf=0.0)  # (N, 1)
+    shifted = joint - top  # exact next to the largest term, <= 0
+    return shifted - shifted.exp().sum(-1, keepdim=True).log()
 
 
 def cholesky(cov: torch.Tensor, name: str = "covariances") -> torch.Tensor:

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import special, stats
 from sklearn.mixture import GaussianMixture as SkGMM
 
 import gmmlib
@@ -60,6 +60,33 @@ def test_single_component_is_a_gaussian(family):
     ref = stats.multivariate_normal(model.means.numpy()[0], model.covariances.numpy()[0]).logpdf(X)
     np.testing.assert_allclose(model.log_prob(X).detach().numpy(), ref, rtol=1e-10)
     np.testing.assert_allclose(model.predict_proba(X).numpy(), 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_predict_proba_rows_sum_to_one_however_far_the_point(family, dtype):
+    """Far from every component the joint log-densities are huge (-5e17 at 1e9 deviations) and
+    ``j - logsumexp(j)`` rounded the log of the row's sum away where components tie: rows
+    summed to 0.74 in float64 and 1.37 in float32. Ties far out: two mirrored components
+    (means m and -m, one covariance), points along a direction u with uᵀ Σ⁻¹ m = 0. Near the
+    components, the responsibilities are scipy's softmax of scipy.stats' log-densities."""
+    from gmmlib.data import random_covariances
+    rng = np.random.default_rng(2)
+    c = random_covariances(rng, 1, 3, family, constant_variance=0.7)
+    c = np.concatenate([c, c]) if gmmlib.get_family(family).per_component else c
+    m = rng.normal(scale=3, size=3)
+    model = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [m, -m], c, family, dtype=dtype)
+    v = np.linalg.solve(model.covariances[0].double().numpy(), m)
+    u = rng.normal(size=3)
+    u -= (u @ v) / (v @ v) * v
+    scales = [0.0, 1.0, 10.0, 1e3, 1e6, 1e9] if dtype == torch.float64 else [0.0, 1.0, 10.0, 1e3]
+    X = np.concatenate([rng.normal(size=(20, 3)) + s * u for s in scales])
+    ours = model.predict_proba(torch.as_tensor(X, dtype=dtype)).double().numpy()
+    np.testing.assert_allclose(ours.sum(1), 1.0, atol=4 * torch.finfo(dtype).eps)
+    w, m, c = (t.double().numpy() for t in (model.weights, model.means, model.covariances))
+    near = X[:60]  # scales 0, 1 and 10
+    joint = np.stack([stats.multivariate_normal(m[k], c[k]).logpdf(near) for k in range(2)], 1)
+    ref = special.softmax(joint + np.log(w), axis=1)
+    np.testing.assert_allclose(ours[:60], ref, atol=1e-10 if dtype == torch.float64 else 1e-4)
 
 
 @pytest.mark.parametrize("family", list(SKLEARN))
