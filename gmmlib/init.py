@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from ._validation import (as_data, check_nonnegative, check_nonnegative_int,  # noqa: F401
-                          check_positive_int, checked, make_generator)  # make_generator: re-exported
+                          check_positive_int, checked, float_dtype_like, make_generator)  # make_generator: re-exported
 from .mixture import GaussianMixture
 from .moments import COVARIANCE, Moments, Workspace, scatter
 
@@ -107,9 +107,11 @@ def _kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_it
 
 
 def _check_seeding(X, n_components, generator):
-    """The seedings' arguments, checked once: ``X`` (N, D) numbers (never modified),
-    ``n_components`` an int in 1..N, ``generator`` a ``torch.Generator``, an int seed or None."""
-    X = as_data(X)
+    """The seedings' arguments, checked once: ``X`` (N, D) numbers (never modified; float32
+    stays float32, anything else is taken as float64, as scikit-learn's ``check_array`` does:
+    float16 held the seeding's squared distances only up to 0.026), ``n_components`` an int
+    in 1..N, ``generator`` a ``torch.Generator``, an int seed or None."""
+    X = as_data(X, dtype=float_dtype_like(X))
     K = check_positive_int(n_components, "n_components")
     if K > X.shape[0]:
         raise ValueError(f"n_samples={X.shape[0]} should be >= n_components={K}: {K} centres "
@@ -122,7 +124,8 @@ def kmeans_plusplus(X, n_components: int, generator=None) -> torch.Tensor:
 
     The first centre is a uniformly random point; each next one is drawn with probability
     proportional to the squared distance to the nearest centre chosen so far. ``X`` (N, D) is
-    never modified; ``generator`` is a ``torch.Generator``, an int seed, or None (one draw
+    never modified; the centres are float32 for float32 data, float64 for any other (integers,
+    float16), as scikit-learn's; ``generator`` is a ``torch.Generator``, an int seed, or None (one draw
     from torch's global generator). Bad arguments raise ``ValueError`` naming them.
     """
     return _kmeans_plusplus(*_check_seeding(X, n_components, generator))

@@ -25,7 +25,7 @@ import numbers
 
 import torch
 
-from ._validation import as_numbers, check_positive, check_positive_int
+from ._validation import FLOAT_DTYPES, as_numbers, check_positive, check_positive_int
 from .numerics import cholesky
 
 __all__ = ["inverse_wishart_log_prob", "covariance_factors", "InverseWishartPrior", "RidgePrior"]
@@ -85,9 +85,11 @@ def inverse_wishart_log_prob(scale_tril: torch.Tensor, df: float, scale) -> torc
     -4.2242
     """
     if not isinstance(scale_tril, torch.Tensor) or scale_tril.ndim < 2 \
-            or scale_tril.shape[-1] != scale_tril.shape[-2] or not scale_tril.is_floating_point():
-        got = tuple(scale_tril.shape) if isinstance(scale_tril, torch.Tensor) else type(scale_tril).__name__
-        raise ValueError(f"scale_tril must be a floating tensor of (..., D, D) Cholesky factors, got {got}")
+            or scale_tril.shape[-1] != scale_tril.shape[-2] or scale_tril.dtype not in FLOAT_DTYPES:
+        got = (f"{scale_tril.dtype} of shape {tuple(scale_tril.shape)}"
+               if isinstance(scale_tril, torch.Tensor) else type(scale_tril).__name__)
+        raise ValueError(f"scale_tril must be a float32 or float64 tensor of (..., D, D) Cholesky "
+                         f"factors (no half-precision Cholesky kernels), got {got}")
     with torch.no_grad():  # the factor's contract: finite, lower triangular, positive diagonal
         diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
         if not (bool(torch.isfinite(scale_tril).all()) and bool((diag > 0).all())

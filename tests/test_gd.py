@@ -93,6 +93,22 @@ def test_kmeans_plusplus_picks_distinct_far_points():
     assert groups == {0, 1, 2}
 
 
+@pytest.mark.parametrize("seeding", ["kmeans_plusplus", "kmeans"])
+def test_seedings_take_half_precision_and_integer_data_as_float64(seeding):
+    """scikit-learn's rule: float32 stays float32, anything else is float64. float16 data were
+    seeded in float16, whose squared distances overflow its limit of 0.026 at once: standard
+    normal data were refused as "too large"."""
+    X = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    seed = getattr(gmmlib.init, seeding)
+    want = seed(X.half().double(), 3, generator=0)
+    for data in (X.half(), X.bfloat16(), X.half().double().numpy().astype(np.float16)):
+        got = seed(data, 3, generator=0)
+        assert got.dtype == torch.float64 and torch.equal(got, seed(data, 3, generator=0))
+    assert torch.equal(seed(X.half(), 3, generator=0), want)
+    assert seed((X * 10).round().int(), 3, generator=0).dtype == torch.float64
+    assert seed(X, 3, generator=0).dtype == torch.float32
+
+
 def collapse_data():
     """A blob plus 30 points whose second feature is clipped to exactly 5.0 (a saturated sensor):
     a component can fit the clipped points and shrink its variance across the line to zero."""

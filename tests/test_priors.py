@@ -178,7 +178,7 @@ def test_low_level_prior_functions_name_bad_input():
                         (lambda: prior.map_covariance(torch.full((2, 2), float("nan")), 3), "finite square"),
                         (lambda: prior.map_covariance("S", 3), "matrix of numbers"),
                         (lambda: inverse_wishart_log_prob(torch.ones(2, dtype=torch.float64), 4.0, 1.0), r"\(\.\.\., D, D\)"),
-                        (lambda: inverse_wishart_log_prob(np.eye(2), 4.0, 1.0), "floating tensor")]:
+                        (lambda: inverse_wishart_log_prob(np.eye(2), 4.0, 1.0), "float32 or float64 tensor")]:
         with pytest.raises(ValueError, match=match):
             call()
     assert torch.equal(prior.map_covariance(S, torch.tensor(3.0)), prior.map_covariance(S, 3))
@@ -209,6 +209,10 @@ def test_inverse_wishart_log_prob_refuses_what_is_not_a_cholesky_factor():
     for L in ([[2.0, 0.5], [0.5, 1.0]], [[-1.0, 0.0], [0.0, -1.0]], [[1.0, 5.0], [0.0, 1.0]]):
         with pytest.raises(ValueError, match=r"scale_tril must be lower-triangular.*cholesky\(Sigma\)"):
             inverse_wishart_log_prob(torch.tensor(L, dtype=torch.float64), 4.0, 1.0)
+    for L in (torch.eye(2).half(), torch.eye(2).bfloat16(), torch.eye(2, dtype=torch.int64)):
+        # half precision reached torch's NotImplementedError for "cholesky_cpu"
+        with pytest.raises(ValueError, match=r"scale_tril must be a float32 or float64 tensor"):
+            inverse_wishart_log_prob(L, 4.0, 1.0)
     Sigma = np.array([[2.0, 0.5], [0.5, 1.0]])
     L = torch.linalg.cholesky(torch.as_tensor(Sigma))
     assert float(inverse_wishart_log_prob(L, 4.0, 1.0)) == pytest.approx(
