@@ -138,14 +138,17 @@ class MDNOutput:
                                    D.MultivariateNormal(self.means, scale_tril=self.scale_tril()))
 
     @torch.no_grad()
-    def sample(self, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int | None = None, generator: torch.Generator | int | None = None) -> torch.Tensor:
         """Draws of ``y`` from each input's mixture: (B, D) for ``n=None`` (one each), else
         ``n`` draws per input, (n, B, D): the shape and distribution of
-        ``to_distribution().sample((n,))`` (not the same draws). ``generator`` must be on the
-        outputs' device."""
+        ``to_distribution().sample((n,))`` (not the same draws). ``generator``: a
+        torch.Generator on the outputs' device, an int seed, or None for torch's global
+        generator (as :meth:`GaussianMixture.sample`)."""
         B, K, D = self.means.shape
         m = 1 if n is None else check_positive_int(n, "n")
         dev = self.means.device
+        if generator is not None:
+            generator = make_generator(generator, device=dev)
         k = torch.multinomial(self.weights, m, replacement=True, generator=generator)  # (B, m)
         rows = torch.arange(B, device=dev).unsqueeze(-1)  # (B, 1)
         eps = torch.randn(B, m, D, generator=generator, dtype=self.means.dtype, device=dev)

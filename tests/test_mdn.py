@@ -93,6 +93,8 @@ def test_sample_n_follows_each_inputs_mixture():
     head, out = _output("diagonal", B=3, K=3, D=1)
     y = out.sample(20_000, generator=torch.Generator().manual_seed(0))
     assert y.shape == (20_000, 3, 1) and out.sample().shape == (3, 1)
+    # an int seed, as GaussianMixture.sample takes (it reached torch.multinomial's TypeError)
+    assert torch.equal(out.sample(20_000, generator=0), y)
     w, mu, sd = out.weights.detach(), out.means.detach()[..., 0], out.factor.detach()[..., 0]
     for b in range(3):
         def cdf(v, b=b):
