@@ -113,7 +113,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         :func:`~gmmlib.initialize` and the differences below).
     weights_init, means_init, precisions_init : array-like, optional
         Starting parameters, in scikit-learn's shapes and any memory layout; those given
-        replace the initialisation's. Never modified.
+        replace the initialisation's. Never modified. ``precisions_init`` is refused for the
+        ``constant`` family, whose variance is ``constant_variance``.
     random_state : None, int, numpy RandomState or Generator, or torch.Generator
         Seeds the initialisation and :meth:`sample` (an int gives the same draws every call,
         as in scikit-learn; None draws the seed from NumPy's global random state, as
@@ -336,7 +337,11 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
             given["weights"] = as_numbers(self.weights_init, "weights_init", "an array of numbers", **like)
         if self.means_init is not None:
             given["means"] = as_numbers(self.means_init, "means_init", "an array of numbers", **like)
-        if self.precisions_init is not None and model.family.learned:
+        if self.precisions_init is not None:
+            if not model.family.learned:  # not ignored in silence: the variance is fixed
+                raise ValueError(f"precisions_init was given, but the constant family's variance "
+                                 f"is fixed at constant_variance={self.constant_variance:g}, not "
+                                 "learned; set constant_variance to 1 / the precision instead")
             given["covariances"] = self._initial_covariances(model.family, K, D, like)
         everything = {"weights", "means"} | ({"covariances"} if model.family.learned else set())
         if given:

@@ -341,6 +341,16 @@ def test_an_asymmetric_precisions_init_is_refused_as_sklearn_refuses_it(covarian
             GaussianMixtureEM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
 
 
+def test_precisions_init_for_the_constant_family_is_refused_not_ignored():
+    """The constant family's variance is constant_variance, not learned: a precisions_init
+    was dropped in silence and the fit ran at another variance than the one passed."""
+    X = three_blobs(60)
+    with pytest.raises(ValueError, match=r"precisions_init was given.*constant_variance=1\b"):
+        GaussianMixtureEM(3, covariance_type="constant", precisions_init=np.array(4.0)).fit(X)
+    est = GaussianMixtureEM(3, covariance_type="constant", constant_variance=0.25).fit(X)
+    np.testing.assert_allclose(est.covariances_, 0.25)
+
+
 def _twins(covariance_type, X, **kw):
     """scikit-learn's GaussianMixture and GaussianMixtureEM fitted from one start."""
     sk = SkGMM(3, covariance_type=covariance_type, random_state=0, max_iter=5).fit(X)
