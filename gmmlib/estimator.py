@@ -409,10 +409,9 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
     @torch.no_grad()
     def _set_fitted_attributes(self):
         m = self.model_
-        fam = m.family
         self.weights_ = m.weights.cpu().numpy()
         self.means_ = m.means.cpu().numpy()
-        self.covariances_ = fam.to_sklearn(m.covariances).cpu().numpy()
+        self.covariances_ = m.sklearn_covariances().cpu().numpy()
         precisions, precisions_cholesky = m.sklearn_precisions()
         self.precisions_cholesky_ = precisions_cholesky.cpu().numpy()
         self.precisions_ = precisions.cpu().numpy()

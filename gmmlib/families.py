@@ -243,18 +243,23 @@ class Family:
             return var
         return var[:, 0] if self.per_component else var[0, 0]
 
-    def project(self, full: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Closest member of this family to per-component covariances ``full`` (K, D, D).
+    def project(self, cov: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Closest member of this family to per-component covariances ``cov`` (K, D, D), or,
+        for the axis-aligned families, their diagonals (K, D) (all they read: a (D, D) matrix
+        for D = 4000 is 128 MB).
 
         Used by initialisation and by the singularity guard: a shared covariance is the
         ``weights``-average, a diagonal one keeps the diagonal, an isotropic one the mean variance.
         Returns covariances in scikit-learn's shape for this family.
         """
+        if self.kind == "std" and cov.ndim == 3:
+            cov = torch.diagonal(cov, dim1=-2, dim2=-1)  # (K, D)
         if not self.per_component:
-            full = (weights.reshape(-1, 1, 1) * full).sum(0, keepdim=True) / weights.sum()
+            w = weights.reshape(-1, *[1] * (cov.ndim - 1))
+            cov = (w * cov).sum(0, keepdim=True) / weights.sum()
         if self.kind == "tril":
-            return full if self.per_component else full[0]
-        var = torch.diagonal(full, dim1=-2, dim2=-1)  # (K', D)
+            return cov if self.per_component else cov[0]
+        var = cov  # (K', D)
         if self.per_feature:
             return var
         var = var.mean(-1)

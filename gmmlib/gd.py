@@ -28,7 +28,7 @@ from .distributed import (agree, all_reduce_sum_together, attempt, broadcast_par
                           gather_rows, rank_generator, resolve_group, same_arguments,
                           sample_over_ranks, sum_attempted, world_size)
 from .history import FitHistory, Snapshot
-from .init import _initialize, check_method, check_model, data_covariance, make_generator
+from .init import _initialize, check_method, check_model, data_covariance_as, make_generator
 from .mixture import unchanged_on_error
 from .priors import RidgePrior
 from .sources import Source, as_source, is_stream, survey
@@ -77,9 +77,8 @@ def reset_components(model, X: torch.Tensor, components, generator: torch.Genera
     model.logits[comps] = model.logits[torch.isfinite(model.logits)].mean()  # of the weights > 0
     if model.family.learned:
         K, D = model.n_components, model.n_features
-        data_cov = data_covariance(X) + max(model.min_variance, 1e-6) * torch.eye(D, dtype=X.dtype, device=X.device)
-        raw = model.family.encode(model.family.project(data_cov.expand(K, D, D), model.weights), K, D,
-                                  model.min_variance)
+        data_cov = data_covariance_as(model.family, X, model.weights, max(model.min_variance, 1e-6))
+        raw = model.family.encode(data_cov, K, D, model.min_variance)
         raw = raw.reshape(model.raw_scale.shape)
         rows = model.family.rows(comps)
         model.raw_scale[rows] = raw[rows]

@@ -21,7 +21,7 @@ from .mixture import GaussianMixture
 from .moments import COVARIANCE, Moments, Workspace, scatter
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
-           "initialize", "data_covariance", "check_method"]
+           "initialize", "data_covariance", "data_covariance_as", "check_method"]
 
 
 def _randint(n: int, g: torch.Generator) -> int:
@@ -168,6 +168,19 @@ def data_covariance(X: torch.Tensor) -> torch.Tensor:
     return Xc.T @ Xc / max(X.shape[0] - 1, 1)
 
 
+def data_covariance_as(family, X: torch.Tensor, weights: torch.Tensor, ridge: float) -> torch.Tensor:
+    """The data's sample covariance plus ``ridge`` on the diagonal as the covariance of each of
+    ``len(weights)`` components of ``family``, in scikit-learn's shape: what a component with
+    too few points (initialisation) or a reset one (the guard) takes. The axis-aligned families
+    compute only the D variances, never the (D, D) matrix."""
+    K, D = weights.shape[0], X.shape[1]
+    if family.kind == "std":
+        cov = (X - X.mean(0)).square().sum(0) / max(X.shape[0] - 1, 1) + ridge  # (D,)
+    else:
+        cov = data_covariance(X) + ridge * torch.eye(D, dtype=X.dtype, device=X.device)
+    return family.project(cov.expand(K, *cov.shape), weights)
+
+
 def check_model(model, name: str = "model") -> GaussianMixture:
     """``model`` if it is a :class:`~gmmlib.GaussianMixture`, else a ``ValueError`` that says so."""
     if not isinstance(model, GaussianMixture):
@@ -215,7 +228,7 @@ _INITIALIZE = {"model": check_model, "method": check_method, "reg_covar": check_
 @torch.no_grad()
 def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_covar: float):
     """:func:`initialize` for validated arguments (the fits call this)."""
-    K, D, family = model.n_components, model.n_features, model.family
+    K, family = model.n_components, model.family
     eps = torch.finfo(X.dtype).eps
     ws = Workspace(X, K, X.mean(0), family)  # the M-step's view of the data
     if method == "random":
@@ -243,10 +256,10 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
     if family.learned:  # one M-step's covariances, about these means
         S = scatter(m, (means - ws.shift).to(torch.float64), moments)  # about these means
         cov = COVARIANCE[family.name](S, m.count.clamp_min(1), reg_covar).to(X.dtype)
-        if family.per_component:  # fewer than two points: the data covariance instead
-            data = data_covariance(X) + reg_covar * torch.eye(D, dtype=X.dtype, device=X.device)
-            data = family.project(data.expand(K, D, D), weights).reshape(cov.shape)
-            cov = torch.where((counts >= 2).reshape(-1, *[1] * (cov.ndim - 1)), cov, data)
+        few = counts < 2  # (K,) such components take the data covariance instead
+        if family.per_component and bool(few.any()):
+            data = data_covariance_as(family, X, weights, reg_covar).reshape(cov.shape)
+            cov = torch.where(few.reshape(-1, *[1] * (cov.ndim - 1)), data, cov)
         raw = family.raw_from_covariance(cov, model.min_variance, error=(
             "initialisation gave a component a singular covariance (it holds duplicated points, "
             "or fewer points than features); pass reg_covar > 0 (e.g. 1e-6) or set a variance "

@@ -128,6 +128,25 @@ def test_a_full_batch_fit_that_ends_above_its_start_warns_with_the_remedy():
     assert h.final_loss < h.loss[0] and caught == []
 
 
+@pytest.mark.parametrize("family", ["full", "diagonal", "isotropic"])
+def test_a_component_of_one_point_and_a_reset_one_take_the_data_covariance(family):
+    """k-means puts the far point alone: initialisation gives that component the data's
+    covariance (numpy's, plus reg_covar), in the family's shape, and so does a reset. The
+    axis-aligned families compute only its diagonal (no (D, D) matrix)."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(30, 3)), [[100.0, 100.0, 100.0]]])
+    S = np.cov(X, rowvar=False)
+    want = {"full": S, "diagonal": np.diag(np.diag(S)), "isotropic": np.eye(3) * np.diag(S).mean()}
+    model = gmmlib.GaussianMixture(2, 3, family, dtype=torch.float64)
+    gmmlib.initialize(model, X, "kmeans", generator=0, reg_covar=1e-6)
+    alone = int(np.argmax(model.means.numpy()[:, 0]))
+    np.testing.assert_allclose(model.covariances[alone].numpy(), want[family] + 1e-6 * np.eye(3),
+                               rtol=1e-12, atol=1e-15)
+    gmmlib.gd.reset_components(model, torch.as_tensor(X), [1 - alone], torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(model.covariances[1 - alone].numpy(), want[family] + 1e-6 * np.eye(3),
+                               rtol=1e-12, atol=1e-15)
+
+
 def collapse_data():
     """A blob plus 30 points whose second feature is clipped to exactly 5.0 (a saturated sensor):
     a component can fit the clipped points and shrink its variance across the line to zero."""
