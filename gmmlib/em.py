@@ -101,7 +101,7 @@ import torch
 
 from ._validation import check_nonnegative, check_nonnegative_int, check_positive_int, checked, optional
 from .history import FitHistory, Snapshot
-from .init import _initialize, check_method, check_model, make_generator
+from .init import ILL_DEFINED, _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture, unchanged_on_error
 from ._threads import fit_threads, mixture_work
 from .distributed import (agree, all_reduce_sum, all_reduce_sum_together, attempt,
@@ -114,9 +114,8 @@ from .numerics import LOG_2PI, log_responsibilities, mixture_log_prob
 __all__ = ["fit_em"]
 
 
-_FAIL = ("Fitting the mixture model failed because some components have ill-defined empirical "
-         "covariance (for instance caused by singleton or collapsed samples). Try to decrease "
-         "the number of components, increase reg_covar, or scale the input data.")
+_FAIL = (f"{ILL_DEFINED}. Try to decrease the number of components, increase reg_covar, or "
+         "scale the input data.")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -222,6 +222,11 @@ def initialize(model, X, method: str = "kmeans", generator=None, *, reg_covar: f
     return _initialize(model, X, method, g, reg_covar)
 
 
+# scikit-learn's words for a covariance that is not positive definite, which its users search
+# for (the fits' own message, gmmlib.em._FAIL, starts with them too)
+ILL_DEFINED = ("Fitting the mixture model failed because some components have ill-defined "
+               "empirical covariance (for instance caused by singleton or collapsed samples)")
+
 _INITIALIZE = {"model": check_model, "method": check_method, "reg_covar": check_nonnegative}
 
 
@@ -262,8 +267,8 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
             cov = torch.where(few.reshape(-1, *[1] * (cov.ndim - 1)), data, cov)
         raw = family.raw_from_covariance(cov, model.min_variance, error=(
             "initialisation gave a component a singular covariance (it holds duplicated points, "
-            "or fewer points than features); pass reg_covar > 0 (e.g. 1e-6) or set a variance "
-            "floor, min_variance > 0"))
+            f"or fewer points than features). {ILL_DEFINED}. Pass reg_covar > 0 (e.g. 1e-6) or "
+            "set a variance floor, min_variance > 0"))
     # written only now, every value computed (and checked): a raise leaves the model as it was
     model.set_parameters(weights=weights, means=means)
     if raw is not None:

@@ -376,6 +376,16 @@ def test_precisions_init_for_the_constant_family_is_refused_not_ignored():
     np.testing.assert_allclose(est.covariances_, 0.25)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_a_singular_start_carries_sklearns_phrase(covariance_type):
+    """Duplicated points with reg_covar=0: both refuse at the initialisation, and gmmlib's
+    message carries scikit-learn's sentence (its users search for it) besides its own remedy."""
+    X = np.repeat(three_blobs(30)[:3], 10, axis=0)
+    for cls in (SkGMM, GaussianMixtureEM):
+        with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+            cls(3, covariance_type=covariance_type, reg_covar=0.0, random_state=0).fit(X)
+
+
 def _twins(covariance_type, X, **kw):
     """scikit-learn's GaussianMixture and GaussianMixtureEM fitted from one start."""
     sk = SkGMM(3, covariance_type=covariance_type, random_state=0, max_iter=5).fit(X)
