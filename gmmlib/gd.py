@@ -285,22 +285,26 @@ class _Optimisers:
             s.step()
 
 
-def _objective(model, x: torch.Tensor, prior, N: int, rows=None, world: int = 1):
-    """The NLL of the rows ``x`` and the objective, that NLL minus ``prior(model) / N``.
+def _objective_backward(model, x: torch.Tensor, prior, N: int, rows=None, world: int = 1):
+    """The NLL of the rows ``x`` and the objective, that NLL minus ``prior(model) / N``, both
+    detached, after adding their gradient to the parameters' ``.grad``.
 
     The NLL is the mean, or with ``rows`` (the rows of this step over all ``world`` ranks) the
     sum divided by ``rows``, and the prior is divided by ``N * world``: summed over the ranks,
-    both are the single-process values of the union of the ranks' rows.
+    both are the single-process values of the union of the ranks' rows. The NLL's backward
+    runs chunk by chunk (:meth:`GaussianMixture._nll_backward`), in memory flat in N.
     """
-    log_p = model._log_prob(x)  # (n,)
-    loss = -(log_p.mean() if rows is None else log_p.sum() / rows)
+    loss = model._nll_backward(x, x.shape[0] if rows is None else rows)
     if prior is None:
         return loss, loss
     log_prior = prior(model)
     if not isinstance(log_prior, torch.Tensor) or log_prior.numel() != 1:
         got = tuple(log_prior.shape) if isinstance(log_prior, torch.Tensor) else repr(log_prior)
         raise ValueError(f"prior(model) must return a scalar tensor (the log-prior), got {got}")
-    return loss, loss - log_prior.reshape(()) / (N * world)
+    term = log_prior.reshape(()) / (N * world)
+    if term.requires_grad:
+        term.neg().backward()
+    return loss, loss - term.detach()
 
 
 # what a rank's error says where it happened, on the other ranks
@@ -322,15 +326,13 @@ def _step_rows(x: torch.Tensor | None, known, group, failed=None):
 
 
 def _backward(model, x, prior, N: int, rows, world: int, group, failed=None):
-    """The step's loss and objective (:func:`_objective`, detached) after its backward pass,
+    """The step's loss and objective (:func:`_objective_backward`, detached) after its backward pass,
     and this rank's error (None if none). When the rank failed earlier in the step
     (``failed``), or fails here, the loss and objective are zeros and the gradients None, for
     :func:`_reduce` to raise on every rank."""
     if failed is None:
         def work():
-            loss, objective = _objective(model, x, prior, N, rows, world)
-            objective.backward()
-            return loss.detach(), objective.detach()
+            return _objective_backward(model, x, prior, N, rows, world)
         done, failed = attempt(group, work)
         if failed is None:
             return (*done, None)

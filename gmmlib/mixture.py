@@ -300,20 +300,53 @@ class GaussianMixture(nn.Module):
                 "precisions_init": precisions.cpu().numpy()}
 
     # -- densities ---------------------------------------------------------------------------
+    def _chunk_rows(self) -> int:
+        """Rows per chunk whose (K, D, n) log-density temporaries hold about 2^20 values."""
+        return max(1, (1 << 20) // (self.n_components * self.n_features))
+
     def _by_rows(self, fn, X: torch.Tensor) -> torch.Tensor:
         """``fn`` of the component log-densities (n, K) of the rows of ``X``, in chunks of rows
         when no gradient is needed, so that the (K, D, n) temporaries of the log-density stay
         near 2^20 elements whatever N is (with a gradient, autograd keeps every chunk's
-        temporaries anyway); ``X`` is trusted."""
+        temporaries anyway: :meth:`_nll_backward` does not); ``X`` is trusted."""
         f = self.factor()
 
         def apply(x):
             return fn(self.family.log_prob(x, self.loc, f))
-        n = max(1, (1 << 20) // (self.n_components * self.n_features))
+        n = self._chunk_rows()
         grad = torch.is_grad_enabled() and (X.requires_grad or any(p.requires_grad for p in self.parameters()))
         if grad or X.shape[0] <= n:
             return apply(X)
         return torch.cat([apply(X[a:a + n]) for a in range(0, X.shape[0], n)])
+
+    def _nll_backward(self, X: torch.Tensor, divisor: float) -> torch.Tensor:
+        """``-sum_n log p(x_n) / divisor`` over the rows of ``X`` (trusted), detached, with its
+        gradient added to the parameters' ``.grad``: row chunk by row chunk (:meth:`_by_rows`'s
+        size), each chunk's backward run before the next chunk's forward, so only one chunk's
+        (K, D, n) temporaries are ever held (one graph over all of a (1e5, 64, 16) float32
+        batch held 2.4 GB). The factor and the log weights are computed once, and their own
+        backward runs once, after the chunks."""
+        factor, log_weights = self.factor(), self.log_weights
+        n = self._chunk_rows()
+        if X.shape[0] <= n:  # one chunk: one graph (the leaves below cost 7% of a small step)
+            nll = numerics.mixture_log_prob(log_weights, self.family.log_prob(X, self.loc, factor))
+            nll = nll.sum().neg() / divisor
+            if nll.requires_grad:
+                nll.backward()
+            return nll.detach()
+        leaves = [t.detach().requires_grad_(t.requires_grad) for t in (factor, log_weights)]
+        total = torch.zeros((), dtype=self.loc.dtype, device=self.loc.device)
+        for a in range(0, X.shape[0], n):
+            c = self.family.log_prob(X[a:a + n], self.loc, leaves[0])  # (n, K)
+            part = numerics.mixture_log_prob(leaves[1], c).sum().neg() / divisor
+            if part.requires_grad:
+                part.backward()
+            total += part.detach()
+        heads = [(t, leaf.grad) for t, leaf in zip((factor, log_weights), leaves)
+                 if leaf.grad is not None]
+        if heads:
+            torch.autograd.backward([t for t, _ in heads], [g for _, g in heads])
+        return total
 
     def _component_log_prob(self, X: torch.Tensor) -> torch.Tensor:
         """log N(x_n | mu_k, Sigma_k), (N, K); ``X`` is trusted."""
