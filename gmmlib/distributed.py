@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["resolve_group", "all_reduce_sum", "broadcast_parameters", "gather_rows", "rank",
-           "world_size", "agree", "attempt", "all_reduce_sum_together", "sum_attempted"]
+           "world_size", "agree", "attempt", "Failure", "all_reduce_sum_together", "sum_attempted"]
 
 
 def resolve_group(distributed, name: str = "distributed"):
@@ -87,22 +87,44 @@ def broadcast_parameters(module: torch.nn.Module, group, src: int = 0) -> None:
             t.data.copy_(d)
 
 
+class Failure:
+    """This rank's error, from :func:`attempt`, held until the next collective raises it.
+
+    Raising takes the error out (:meth:`take`): the frames it then passes on its way up hold
+    this emptied box, not the error. Had they held the error, each would make a cycle (frame
+    -> error -> traceback -> frame) keeping the fit's tensors alive until the interpreter's
+    last collection, where gloo's teardown aborted the process in 3 runs of 14 under load
+    ("terminate called without an active exception", after every line was printed)."""
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
+
+    def take(self) -> BaseException:
+        error, self.error = self.error, None
+        return error
+
+
 def attempt(group, fn, *args, **kwargs):
     """This rank's own work between two collectives: ``(fn(*args, **kwargs), None)``, or
-    ``(None, error)`` when it raised, so that the rank still joins the next collective, which
-    tells every rank of the failure (:func:`all_reduce_sum_together`). Without a group the error
-    is raised at once, as it is."""
+    ``(None, Failure(error))`` when it raised, so that the rank still joins the next
+    collective, which tells every rank of the failure (:func:`all_reduce_sum_together`).
+    Without a group the error is raised at once, as it is."""
     if group is None:
         return fn(*args, **kwargs), None
     try:
         return fn(*args, **kwargs), None
     except Exception as exc:  # any: the other ranks must hear of it whatever it is
-        return None, exc
+        return None, Failure(exc)
 
 
 def all_reduce_sum_together(t: torch.Tensor, failed, group, what: str) -> torch.Tensor:
     """``t`` summed over the ranks of ``group``, in ONE all-reduce that also carries whether
-    each rank's work before it failed (``failed``: its error, from :func:`attempt`, or None).
+    each rank's work before it failed (``failed``: its :class:`Failure`, from :func:`attempt`,
+    or None).
 
     A pass over the data can fail on one rank only (its stream yielded other rows than on its
     first pass, its dataset raised a ``RuntimeError`` or an ``OSError`` on a later epoch, ...):
@@ -114,7 +136,7 @@ def all_reduce_sum_together(t: torch.Tensor, failed, group, what: str) -> torch.
     """
     if group is None:
         if failed is not None:
-            raise failed
+            raise failed.take()
         return t
     n = world_size(group)
     flags = torch.zeros(n, dtype=t.dtype)
@@ -141,10 +163,9 @@ def _raise_together(flags: torch.Tensor, failed, group, what: str) -> None:
     import torch.distributed as dist
     bad = flags.nonzero().squeeze(-1).tolist()
     said = [None] * world_size(group)
-    dist.all_gather_object(said, None if failed is None else f"{type(failed).__name__}: {failed}",
-                           group=group)
+    dist.all_gather_object(said, None if failed is None else str(failed), group=group)
     if failed is not None:
-        raise failed
+        raise failed.take()
     errors = "; ".join(f"rank {r}: {said[r]}" for r in bad)
     raise ValueError(f"rank(s) {bad} of the process group failed {what} ({errors}); every rank "
                      "stops: see the failing rank's own error and traceback")
