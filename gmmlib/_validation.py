@@ -22,7 +22,8 @@ import torch
 
 __all__ = ["FLOAT_DTYPES", "as_data", "as_numbers", "numeric_array", "float_dtype_like", "make_generator",
            "check_dtype_device", "check_positive", "check_nonnegative", "check_positive_int",
-           "check_nonnegative_int", "check_probability_vector", "optional", "checked"]
+           "check_nonnegative_int", "check_probability_vector", "optional", "checked",
+           "user_stacklevel"]
 
 
 def _sparse(X) -> bool:
@@ -243,3 +244,20 @@ def checked(table: dict, values: dict) -> dict:
     """Each argument named in ``table`` (name -> checker), taken from ``values`` (a function's
     ``locals()``) and checked; returns the checked values in the table's order."""
     return {name: check(values[name], name) for name, check in table.items()}
+
+
+def user_stacklevel() -> int:
+    """``warnings.warn``'s ``stacklevel`` for the first frame outside gmmlib, from the function
+    that calls ``warnings.warn``: a warning then names the user's line however deep the
+    library's own frames run (``unchanged_on_error``'s wrapper, shared helpers, and the
+    wrapper of ``@torch.no_grad()`` around a gmmlib function); a fixed level named
+    ``mixture.py``'s wrapper for fit_gd's and fit_em's warnings."""
+    import os
+    import sys
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    decorator = os.path.join("torch", "utils", "_contextlib.py")
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename.startswith(package)
+                                 or frame.f_code.co_filename.endswith(decorator)):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -104,6 +104,7 @@ class Failure:
         return f"{type(self.error).__name__}: {self.error}"
 
     def take(self) -> BaseException:
+        """The error, to raise; the box is empty afterwards."""
         error, self.error = self.error, None
         return error
 

@@ -99,7 +99,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import check_nonnegative, check_nonnegative_int, check_positive_int, checked, optional
+from ._validation import (check_nonnegative, check_nonnegative_int, check_positive_int, checked,
+                          optional, user_stacklevel)
 from .history import FitHistory, Snapshot
 from .init import ILL_DEFINED, _initialize, check_method, check_model, make_generator
 from .mixture import GaussianMixture, unchanged_on_error
@@ -743,7 +744,7 @@ def _fit_runs(model, source, ws, g, sample, N, lead, show, max_iter, tol, reg_co
                       "parameters, or increase max_iter, tol, or check for degenerate data. "
                       f"(fit_em: the best of {n_init} run(s) stopped at max_iter={max_iter} with "
                       f"the mean log-likelihood still changing by more than tol={tol:g}.)",
-                      ConvergenceWarning, stacklevel=3)
+                      ConvergenceWarning, stacklevel=user_stacklevel())
     return history
 
 

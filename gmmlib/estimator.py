@@ -113,8 +113,8 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         :func:`~gmmlib.initialize` and the differences below).
     weights_init, means_init, precisions_init : array-like, optional
         Starting parameters, in scikit-learn's shapes and any memory layout; those given
-        replace the initialisation's. Never modified. ``precisions_init`` is refused for the
-        ``constant`` family, whose variance is ``constant_variance``.
+        replace the initialisation's. Never modified. For the ``constant`` family, whose
+        variance is ``constant_variance``, a ``precisions_init`` that disagrees with it is refused.
     random_state : None, int, numpy RandomState or Generator, or torch.Generator
         Seeds the initialisation and :meth:`sample` (an int gives the same draws every call,
         as in scikit-learn; None draws the seed from NumPy's global random state, as
@@ -338,11 +338,17 @@ class GaussianMixtureEM(DensityMixin, BaseEstimator):
         if self.means_init is not None:
             given["means"] = as_numbers(self.means_init, "means_init", "an array of numbers", **like)
         if self.precisions_init is not None:
-            if not model.family.learned:  # not ignored in silence: the variance is fixed
-                raise ValueError(f"precisions_init was given, but the constant family's variance "
-                                 f"is fixed at constant_variance={self.constant_variance:g}, not "
-                                 "learned; set constant_variance to 1 / the precision instead")
-            given["covariances"] = self._initial_covariances(model.family, K, D, like)
+            cov = self._initial_covariances(model.family, K, D, like)
+            if model.family.learned:
+                given["covariances"] = cov
+            elif not torch.allclose(cov, torch.full_like(cov, self.constant_variance), atol=0.0,
+                                    rtol=8 * torch.finfo(cov.dtype).eps):
+                # not ignored in silence: the constant family's variance is not learned
+                raise ValueError(f"precisions_init {float(1 / cov):g} disagrees with the constant "
+                                 f"family's fixed variance, constant_variance="
+                                 f"{self.constant_variance:g} (precision "
+                                 f"{1 / self.constant_variance:g}): set constant_variance to 1 / "
+                                 "the precision, or leave precisions_init out")
         everything = {"weights", "means"} | ({"covariances"} if model.family.learned else set())
         if given:
             model.set_parameters(**given)  # validates shapes early

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ._validation import (check_nonnegative, check_nonnegative_int, check_positive, check_positive_int,
-                          checked, optional)
+                          checked, optional, user_stacklevel)
 from ._threads import fit_threads, mixture_work
 from .distributed import (agree, all_reduce_sum_together, attempt, broadcast_parameters,
                           gather_rows, rank_generator, resolve_group, same_arguments,
@@ -332,7 +332,8 @@ def _backward(model, x, prior, N: int, rows, world: int, group, failed=None):
     :func:`_reduce` to raise on every rank."""
     if failed is None:
         def work():
-            return _objective_backward(model, x, prior, N, rows, world)
+            with torch.enable_grad():  # a caller's torch.no_grad() made every step a no-op
+                return _objective_backward(model, x, prior, N, rows, world)
         done, failed = attempt(group, work)
         if failed is None:
             return (*done, None)
@@ -389,7 +390,7 @@ def _stop(history: FitHistory, params, last_good, message: str) -> None:
     """Mark the fit diverged, put back the last finite parameters and warn with ``message``."""
     history.diverged = True
     _restore(params, last_good)
-    warnings.warn(f"fit_gd: {message}", RuntimeWarning, stacklevel=3)
+    warnings.warn(f"fit_gd: {message}", RuntimeWarning, stacklevel=user_stacklevel())
 
 
 @unchanged_on_error
@@ -536,6 +537,9 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
                       .clamp_min(torch.finfo(data.sample.dtype).tiny))
 
     steps = (500 if iterations is None else iterations) if epochs is None else epochs * data.per_epoch
+    if not any(p.requires_grad for p in model.parameters()):  # Adam's own error: "empty list"
+        raise ValueError("model has no parameter that requires grad (every one was frozen with "
+                         "requires_grad_(False)): fit_gd would take no step; unfreeze some")
     opt = _Optimisers(model, steps, mixture_lr, component_lr)
     history = FitHistory(method="gd")
     from tqdm.auto import tqdm  # disable=None: shown only when stderr is a terminal
@@ -624,10 +628,12 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
             if full_batch and prior is None and not history.resets \
                     and final > start_loss + _WORSE * max(1.0, abs(start_loss)):
                 warnings.warn(f"fit_gd: the fit ended at a mean NLL of {final:.6g}, above its start's "
-                              f"{start_loss:.6g}: the learning rates mixture_lr={mixture_lr:g}, "
-                              f"component_lr={component_lr:g} are likely too large for the data's scale "
-                              "(Adam moves the means about component_lr per step, in X's units). "
-                              "Standardise X, or lower the learning rates.", RuntimeWarning, stacklevel=2)
+                              f"{start_loss:.6g}. Adam moves every parameter about its learning rate a "
+                              f"step (mixture_lr={mixture_lr:g}, component_lr={component_lr:g}; the "
+                              "means in X's units), too far here: for data far from unit scale, "
+                              "standardise X or scale the rates with it; from a start already near "
+                              "an optimum (init=None), lower the rates or take more iterations.",
+                              RuntimeWarning, stacklevel=user_stacklevel())
         history.lower_bound = -history.final_loss
     history.elapsed = time.perf_counter() - called
     return history

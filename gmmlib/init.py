@@ -16,7 +16,8 @@ import warnings
 import torch
 
 from ._validation import (as_data, check_nonnegative, check_nonnegative_int,  # noqa: F401
-                          check_positive_int, checked, float_dtype_like, make_generator)  # make_generator: re-exported
+                          check_positive_int, checked, float_dtype_like, make_generator,  # re-exported
+                          user_stacklevel)
 from .mixture import GaussianMixture
 from .moments import COVARIANCE, Moments, Workspace, scatter
 
@@ -102,7 +103,7 @@ def _kmeans(X: torch.Tensor, n_components: int, generator: torch.Generator, n_it
         from .exceptions import ConvergenceWarning  # imports scikit-learn: only when needed
         warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
                       f"({n_components}). Possibly due to duplicate points in X.",
-                      ConvergenceWarning, stacklevel=2)
+                      ConvergenceWarning, stacklevel=user_stacklevel())
     return best.to(X.dtype)
 
 

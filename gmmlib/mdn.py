@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ._validation import (FLOAT_DTYPES, as_data, check_nonnegative, check_positive,
-                          check_positive_int, checked, make_generator, optional)
+                          check_positive_int, checked, make_generator, optional, user_stacklevel)
 from .families import get_family
 from .gd import _restore, minibatches
 from .history import FitHistory
@@ -428,7 +428,7 @@ def fit_mdn(net: nn.Module, inputs, targets, *, steps: int = 2000, lr: float = 1
         warnings.warn(f"fit_mdn: the loss or its gradient became non-finite {at} (a component "
                       "collapsed onto targets, or the learning rate is too large); stopped and "
                       "kept the last finite parameters. Raise the head's min_variance or lower "
-                      "lr.", RuntimeWarning, stacklevel=3)
+                      "lr.", RuntimeWarning, stacklevel=user_stacklevel())
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="fit_mdn", unit="step", disable=None if progress is None else not progress)
     start = time.perf_counter()

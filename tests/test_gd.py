@@ -125,7 +125,7 @@ def test_a_full_batch_fit_that_ends_above_its_start_warns_with_the_remedy():
         return h, [str(w.message) for w in caught if w.category is RuntimeWarning]
     h, caught = fit()
     assert h.final_loss > h.loss[0] + 1e3 and not h.diverged
-    assert len(caught) == 1 and "above its start" in caught[0] and "Standardise X" in caught[0]
+    assert len(caught) == 1 and "above its start" in caught[0] and "standardise X" in caught[0]
     h, caught = fit(component_lr=5e-5)
     assert h.final_loss < h.loss[0] and caught == []
 
@@ -191,6 +191,47 @@ def test_a_full_batch_step_holds_one_chunk_of_temporaries(family):
     out = subprocess.run([sys.executable, "-c", _PEAK.format(family)], capture_output=True,
                          text=True, check=True)
     assert float(out.stdout.split()[-1]) < 1000, out.stdout  # MB
+
+
+def test_fit_gd_steps_inside_no_grad_and_refuses_a_frozen_model():
+    """Inside torch.no_grad() every step's backward was skipped in silence (the chunked
+    backward found nothing requiring grad), so the model never moved: it now fits as it does
+    outside. A model with every parameter frozen is refused by name, not by Adam's "optimizer
+    got an empty parameter list"."""
+    X = gmmlib.generate_data(500, 3, 2, seed=0).X
+
+    def fit():
+        model = gmmlib.GaussianMixture(3, 2, "full", dtype=torch.float64)
+        return model, gmmlib.fit_gd(model, X, iterations=20, init="k-means++", generator=0,
+                                    progress=False)
+    free, h_free = fit()
+    with torch.no_grad():
+        inside, h_inside = fit()
+    assert h_inside.final_loss == h_free.final_loss < h_inside.loss[0]
+    assert torch.equal(inside.means, free.means)
+    frozen = gmmlib.GaussianMixture(3, 2, "full", dtype=torch.float64).requires_grad_(False)
+    with pytest.raises(ValueError, match="model has no parameter that requires grad"):
+        gmmlib.fit_gd(frozen, X, iterations=20, generator=0, progress=False)
+
+
+@pytest.mark.parametrize("family", ["full", "diagonal"])
+def test_fit_warnings_name_the_callers_line(family):
+    """fit_gd's and fit_em's warnings named mixture.py (unchanged_on_error's wrapper), and
+    initialize's k-means warning torch's no_grad wrapper: they now name the caller's line."""
+    X = gmmlib.generate_data(300, 2, 3, seed=0).X
+    dup = np.repeat(X.numpy()[:2], 10, axis=0)
+    calls = [lambda: gmmlib.fit_gd(gmmlib.GaussianMixture(2, 3, family, dtype=torch.float64,
+                                                          min_variance=1e-18),
+                                   X * 1e-3, iterations=300, generator=0, progress=False),
+             lambda: gmmlib.fit_em(gmmlib.GaussianMixture(2, 3, family, dtype=torch.float64), X,
+                                   max_iter=1, generator=0, progress=False),
+             lambda: gmmlib.initialize(gmmlib.GaussianMixture(3, 3, family), dup, "kmeans",
+                                       generator=0)]
+    for call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert caught and {w.filename for w in caught} == {__file__}, [w.filename for w in caught]
 
 
 def collapse_data():

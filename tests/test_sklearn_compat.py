@@ -366,14 +366,18 @@ def test_an_asymmetric_precisions_init_is_refused_as_sklearn_refuses_it(covarian
             GaussianMixtureEM(3, covariance_type=covariance_type, precisions_init=P).fit(X)
 
 
-def test_precisions_init_for_the_constant_family_is_refused_not_ignored():
+def test_a_constant_familys_precisions_init_must_agree_with_its_variance():
     """The constant family's variance is constant_variance, not learned: a precisions_init
-    was dropped in silence and the fit ran at another variance than the one passed."""
+    was dropped in silence and the fit ran at another variance than the one passed. One that
+    agrees (a model's own sklearn_init()) is taken; one that disagrees is refused by name."""
     X = three_blobs(60)
-    with pytest.raises(ValueError, match=r"precisions_init was given.*constant_variance=1\b"):
+    with pytest.raises(ValueError, match=r"precisions_init 4 disagrees.*constant_variance=1\b"):
         GaussianMixtureEM(3, covariance_type="constant", precisions_init=np.array(4.0)).fit(X)
     est = GaussianMixtureEM(3, covariance_type="constant", constant_variance=0.25).fit(X)
     np.testing.assert_allclose(est.covariances_, 0.25)
+    again = GaussianMixtureEM(3, covariance_type="constant", constant_variance=0.25,
+                              **est.model_.sklearn_init()).fit(X)
+    np.testing.assert_allclose(again.means_, est.means_, rtol=1e-6)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
