@@ -128,8 +128,13 @@ class MDNOutput:
     @property
     def variance(self) -> torch.Tensor:
         """``Var[y_d | x_b]``, the diagonal of :attr:`covariance`, (B, D) (as
-        ``MixtureSameFamily.variance``)."""
-        return torch.diagonal(self.covariance, dim1=-2, dim2=-1)
+        ``MixtureSameFamily.variance``): ``sum_k pi_k (diag Sigma_k + (mu_k - m)²)``, from
+        the factors' rows (no (B, K, D, D) matrix: the axis-aligned families square their
+        deviations)."""
+        d = self.means - self.mean.unsqueeze(-2)  # (B, K, D)
+        f = self.factor.square()
+        diag = f.sum(-1) if self.family.kind == "tril" else f.expand_as(d)  # diag(L Lᵀ) = row norms²
+        return (self.weights.unsqueeze(-1) * (diag + d.square())).sum(-2)
 
     def to_distribution(self) -> torch.distributions.MixtureSameFamily:
         """An equivalent batched ``torch.distributions.MixtureSameFamily``."""
