@@ -387,6 +387,7 @@ SAMPLE = textwrap.dedent("""
             sample = _prepare(source, model, 100, g, group)[0]
             results.append((sizes, seed, sample))
     torch.save(results, f"{sys.argv[1]}/sample{rank}.pt")
+    dist.barrier()  # tear down together: a rank leaving early can abort the other's exit
     dist.destroy_process_group()
 """)
 
