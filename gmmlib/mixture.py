@@ -326,14 +326,13 @@ class GaussianMixture(nn.Module):
         (K, D, n) temporaries are ever held (one graph over all of a (1e5, 64, 16) float32
         batch held 2.4 GB). The factor and the log weights are computed once, and their own
         backward runs once, after the chunks."""
-        factor, log_weights = self.factor(), self.log_weights
         n = self._chunk_rows()
         if X.shape[0] <= n:  # one chunk: one graph (the leaves below cost 7% of a small step)
-            nll = numerics.mixture_log_prob(log_weights, self.family.log_prob(X, self.loc, factor))
-            nll = nll.sum().neg() / divisor
+            nll = self._log_prob(X).sum().neg() / divisor
             if nll.requires_grad:
                 nll.backward()
             return nll.detach()
+        factor, log_weights = self.factor(), self.log_weights
         leaves = [t.detach().requires_grad_(t.requires_grad) for t in (factor, log_weights)]
         total = torch.zeros((), dtype=self.loc.dtype, device=self.loc.device)
         for a in range(0, X.shape[0], n):

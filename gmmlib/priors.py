@@ -127,7 +127,15 @@ def _inverse_variances(model) -> tuple[torch.Tensor, torch.Tensor]:
     return 2.0 * s.log().sum(-1), s.pow(-2)
 
 
-def covariance_factors(model, matrices: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _distinct_weights(model) -> torch.Tensor:
+    """The detached weight behind each distinct covariance, (K',): ``π_k`` per component, 1
+    for a shared covariance."""
+    if model.family.per_component:
+        return model.weights
+    return torch.ones(1, dtype=model.loc.dtype, device=model.loc.device)
+
+
+def covariance_factors(model) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's distinct covariances as Cholesky factors, and the weight each stands for.
 
     Returns
@@ -135,16 +143,11 @@ def covariance_factors(model, matrices: bool = True) -> tuple[torch.Tensor | Non
     factors : (K', D, D) tensor
         Differentiable Cholesky factors (variance floor applied): K' = K for per-component
         families, 1 for ``tied`` and ``shared_isotropic``; diagonal for the axis-aligned families.
-        None with ``matrices=False`` (the priors' route for those families needs the weights
-        only).
     weights : (K',) tensor
         Detached mixture weight behind each: ``π_k`` per component, 1 for a shared covariance.
     """
     f = model.factor()
-    w = model.weights if model.family.per_component else torch.ones(1, dtype=f.dtype, device=f.device)
-    if not matrices:
-        return None, w
-    return model.family.scale_tril(f, f.shape[0], model.n_features), w  # (K', D, D)
+    return model.family.scale_tril(f, f.shape[0], model.n_features), _distinct_weights(model)
 
 
 class InverseWishartPrior:
@@ -309,13 +312,13 @@ class RidgePrior:
                              "it on its own, give it n_samples")
         if not model.family.learned:
             return torch.zeros((), dtype=model.loc.dtype, device=model.loc.device)
-        L, w = covariance_factors(model, matrices=model.family.kind == "tril")
         if model.family.kind == "std":  # tr(Σ⁻¹) = sum_d 1 / s²_d
             trace_inv = _inverse_variances(model)[1].sum(-1)
         else:  # (K', D, D) factors
+            L, _ = covariance_factors(model)
             eye = torch.eye(model.n_features, dtype=L.dtype, device=L.device).expand_as(L)
             trace_inv = torch.linalg.solve_triangular(L, eye, upper=False).square().sum((-2, -1))
-        return -0.5 * self.reg_covar * self.n_samples * (w * trace_inv).sum()
+        return -0.5 * self.reg_covar * self.n_samples * (_distinct_weights(model) * trace_inv).sum()
 
     def __repr__(self):
         return f"RidgePrior(reg_covar={self.reg_covar:g}, n_samples={self.n_samples})"
