@@ -42,6 +42,16 @@ from .numerics import cholesky, cholesky_plus_identity, floored_cholesky, gaussi
 __all__ = ["Family", "FAMILIES", "ALIASES", "get_family"]
 
 
+def _map_diagonal(a: torch.Tensor, fn) -> torch.Tensor:
+    """``a``'s strict lower triangle with ``fn`` of its diagonal on the diagonal, (..., D, D):
+    one new array, its diagonal written in place (differentiable: ``tril`` keeps no output for
+    its backward). ``tril(a, -1) + diag_embed(fn(diag a))`` made three of that size: 32 of a
+    one-row ``predict``'s 37 ms at K = 30, D = 400 (measured)."""
+    out = torch.tril(a, diagonal=-1)
+    out.diagonal(dim1=-2, dim2=-1).copy_(fn(torch.diagonal(a, dim1=-2, dim2=-1)))
+    return out
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -70,7 +80,7 @@ class Family:
     def free_factor(self, raw: torch.Tensor) -> torch.Tensor:
         """The free part: ``L`` (tril kind, (K', D, D)) or ``s`` (std kind, (K', D'))."""
         if self.kind == "tril":
-            return torch.tril(raw, diagonal=-1) + torch.diag_embed(torch.diagonal(raw, dim1=-2, dim2=-1).exp())
+            return _map_diagonal(raw, torch.exp)
         return raw.exp()
 
     def factor(self, raw: torch.Tensor, min_variance: float) -> torch.Tensor:
@@ -120,7 +130,7 @@ class Family:
     def raw(self, free: torch.Tensor) -> torch.Tensor:
         """The raw parameter of a free part: the inverse of :meth:`free_factor`."""
         if self.kind == "tril":
-            return torch.tril(free, diagonal=-1) + torch.diag_embed(torch.diagonal(free, dim1=-2, dim2=-1).log())
+            return _map_diagonal(free, torch.log)
         return free.log()
 
     @staticmethod
