@@ -14,10 +14,10 @@ This module imports scikit-learn (about 1.8 s), so ``import gmmlib`` loads it on
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 import warnings
+import zlib
 from numbers import Integral, Real
 
 import numpy as np
@@ -51,13 +51,16 @@ def _weight_total(weights: np.ndarray) -> float:
 
 
 def _digest(value) -> tuple:
-    """What tells an attribute's value from another: dtype, shape and a SHA-256 of the bytes.
+    """What tells an attribute's value from another: dtype, shape and a CRC-32 of the bytes.
     Kept in place of a copy of each exported array, which made a fitted estimator, and its
-    pickle, half as large again (a full model's covariances_ and precisions_cholesky_ twice)."""
+    pickle, half as large again (a full model's covariances_ and precisions_cholesky_ twice).
+    A check, not a seal: it catches any edit of up to 32 bits and a random one but for 1 in
+    2^32. zlib's CRC-32 read 38 MB (K = 30, D = 400) in 9 ms, SHA-256 in 21 ms, on every call
+    to a scorer (measured; a one-row ``predict`` there takes 3.5-4 ms in scikit-learn)."""
     a = np.ascontiguousarray(value)
     if a.dtype.hasobject:  # no buffer to hash; never what a fit exported
         return a.dtype.str, a.shape, None
-    return a.dtype.str, a.shape, hashlib.sha256(a.data).digest()
+    return a.dtype.str, a.shape, zlib.crc32(a.data)
 
 
 class _Verbose:

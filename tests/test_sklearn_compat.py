@@ -414,6 +414,9 @@ def test_scorers_and_sample_read_the_fitted_attributes_as_they_are_now(covarianc
     np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-9)
     np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-9)
     np.testing.assert_allclose(ours.bic(X), sk.bic(X), rtol=1e-9)
+    for est in (sk, ours):  # one entry of the array the scorers last read, in place
+        est.precisions_cholesky_.flat[0] *= 1.25
+    np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-9)
     rebuilt = GaussianMixtureEM(3, covariance_type=covariance_type)
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         setattr(rebuilt, name, getattr(sk, name))
