@@ -25,7 +25,7 @@ import numbers
 
 import torch
 
-from ._validation import FLOAT_DTYPES, as_numbers, check_positive, check_positive_int
+from ._validation import FLOAT_DTYPES, as_numbers, check_positive, check_positive_int, float_dtype_like
 from .numerics import cholesky
 
 __all__ = ["inverse_wishart_log_prob", "covariance_factors", "InverseWishartPrior", "RidgePrior"]
@@ -245,10 +245,11 @@ class InverseWishartPrior:
         """The MAP covariance ``(n S + Ψ) / (n + ν + D + 1)`` of ``n`` points with scatter ``S``.
 
         ``S`` is the maximum-likelihood covariance ``(1/n) Σ (x - μ)(x - μ)ᵀ`` of the points (D, D).
+        The result is float32 for a float32 ``S`` and float64 for any other (half precision
+        and integers included), as scikit-learn promotes.
         """
         S = as_numbers(scatter, "scatter", "a square (D, D) matrix of numbers")
-        if not S.is_floating_point():
-            S = S.to(torch.float64)
+        S = S.to(float_dtype_like(S))  # half precision overflowed: n S was inf at n = 1e4, S = 10
         if S.ndim != 2 or S.shape[0] != S.shape[1] or not bool(torch.isfinite(S).all()):
             raise ValueError(f"scatter must be a finite square (D, D) matrix, got shape {tuple(S.shape)}")
         if isinstance(n, torch.Tensor) and n.numel() == 1:  # e.g. a component's sum of responsibilities

@@ -199,6 +199,20 @@ def test_from_variance_sets_the_empty_component_covariance():
     assert math.isclose(prior.scale, (5 + 3 + 1) * 0.2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64, torch.float32])
+def test_map_covariance_computes_half_precision_and_integers_in_float64(dtype):
+    """(n S + Ψ) / (n + ν + D + 1) by hand in float64. A float16 scatter was computed in
+    float16: n S overflowed to inf at n = 1e4, S = 10 I, in silence."""
+    prior = InverseWishartPrior(4.0, 2.0)
+    S = torch.tensor([[10.0, 3.0], [3.0, 8.0]]).to(dtype)
+    n = 1e4
+    want = (n * S.double() + 2.0 * torch.eye(2, dtype=torch.float64)) / (n + 4.0 + 2 + 1)
+    got = prior.map_covariance(S, n)
+    assert got.dtype == (torch.float32 if dtype == torch.float32 else torch.float64)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6 if dtype == torch.float32 else 1e-15,
+                               atol=0)
+
+
 def test_low_level_prior_functions_name_bad_input():
     prior = InverseWishartPrior(4.0, 1.0)
     S = torch.eye(2, dtype=torch.float64)
