@@ -33,7 +33,8 @@ from .mixture import unchanged_on_error
 from .priors import RidgePrior
 from .sources import Source, as_source, is_stream, survey
 
-__all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "snapshot"]
+__all__ = ["fit_gd", "minibatches", "collapsed_components", "reset_components", "reset_scale",
+           "snapshot"]
 
 
 def snapshot(model, step: int, loss: float) -> Snapshot:
@@ -43,7 +44,7 @@ def snapshot(model, step: int, loss: float) -> Snapshot:
 
 
 @torch.no_grad()
-def collapsed_components(model, n_samples: int, *, threshold: float) -> torch.Tensor:
+def collapsed_components(model, n_samples: int, *, threshold: float, reset_to=None) -> torch.Tensor:
     """Indices of components whose free variance fell to ``threshold`` or whose weight is ~0.
 
     The covariance is ``L Lᵀ + v I`` (variances ``s² + v``) with ``v`` the floor; a component
@@ -51,37 +52,68 @@ def collapsed_components(model, n_samples: int, *, threshold: float) -> torch.Te
     ``sqrt(threshold)`` or below (``fit_gd`` passes the floor itself, so the floor then carries
     at least half of the variance in some direction), or when its weight is below
     ``0.01 / n_samples`` (it explains less than a hundredth of one point).
+
+    ``reset_to`` (optional, (K', D') like that diagonal; :func:`fit_gd` passes
+    :func:`reset_scale` of its data): what a reset would give each entry. An entry counts only
+    where that is above ``2 sqrt(threshold)``: where the data themselves have no more spread
+    than the floor (a constant feature, features on a line), a component at the floor fits
+    them, and a reset could not lift it (it was reset at every step, onto random points).
     """
     K = model.n_components
     if model.family.learned:
         diag = model.family.diagonal(model.family.free_factor(model.raw_scale))  # (K', D')
-        small = (diag.reshape(diag.shape[0], -1).amin(-1) <= math.sqrt(threshold)) | ~torch.isfinite(diag).all(-1)
+        low = diag <= math.sqrt(threshold)
+        if reset_to is not None:
+            low &= reset_to > 2 * math.sqrt(threshold)
+        small = low.reshape(diag.shape[0], -1).any(-1) | ~torch.isfinite(diag).all(-1)
         small = small.expand(K) if small.shape[0] == 1 else small
     else:
         small = torch.zeros(K, dtype=torch.bool, device=model.loc.device)
     return torch.nonzero(small | (model.weights < 0.01 / n_samples)).reshape(-1)
 
 
+def _reset_raw(model, X: torch.Tensor) -> torch.Tensor:
+    """The raw scale parameter every component would take in a reset: the data's covariance,
+    floored (the model's shape)."""
+    K, D = model.n_components, model.n_features
+    data_cov = data_covariance_as(model.family, X, model.weights, max(model.min_variance, 1e-6))
+    return model.family.encode(data_cov, K, D, model.min_variance).reshape(model.raw_scale.shape)
+
+
+@torch.no_grad()
+def reset_scale(model, X: torch.Tensor) -> torch.Tensor | None:
+    """The diagonal of the free part (see :func:`collapsed_components`) that a reset by
+    :func:`reset_components` gives each component, from data ``X``; None for a family whose
+    covariance is not learned."""
+    if not model.family.learned:
+        return None
+    return model.family.diagonal(model.family.free_factor(_reset_raw(model, X)))
+
+
 @torch.no_grad()
 def reset_components(model, X: torch.Tensor, components, generator: torch.Generator, optimizers=()):
     """Move each listed component to a random data point with the data covariance.
 
-    Its weight is set to the mean weight; Adam's moment estimates for the reset entries are
-    cleared so the optimiser does not push them straight back.
+    Its weight is set to the mean weight ``1 / K`` (the other weights keep their proportions);
+    Adam's moment estimates for the reset entries are cleared so the optimiser does not push
+    them straight back.
     """
     comps = torch.as_tensor(components, dtype=torch.long, device=model.loc.device).reshape(-1)
     if comps.numel() == 0:
         return
     idx = torch.randint(X.shape[0], (comps.numel(),), generator=generator, device=generator.device)
     model.loc[comps] = X[idx.to(X.device)]
-    model.logits[comps] = model.logits[torch.isfinite(model.logits)].mean()  # of the weights > 0
+    K, logits = model.n_components, model.logits
+    kept = torch.ones(K, dtype=torch.bool, device=logits.device)
+    kept[comps] = False
+    r = K - int(kept.sum())  # distinct components reset
+    # w_c = e^a / (sum_kept e^l + r e^a) = 1 / K  <=>  a = logsumexp(kept) - log(K - r); the
+    # mean of the logits (before) gave the geometric mean: 2.9e-8 beside two logits 50 above
+    rest = torch.logsumexp(logits[kept], 0) - math.log(K - r) if r < K else None
+    logits[comps] = 0.0 if rest is None or not bool(torch.isfinite(rest)) else rest
     if model.family.learned:
-        K, D = model.n_components, model.n_features
-        data_cov = data_covariance_as(model.family, X, model.weights, max(model.min_variance, 1e-6))
-        raw = model.family.encode(data_cov, K, D, model.min_variance)
-        raw = raw.reshape(model.raw_scale.shape)
         rows = model.family.rows(comps)
-        model.raw_scale[rows] = raw[rows]
+        model.raw_scale[rows] = _reset_raw(model, X)[rows]
     reset_rows = {id(model.loc): comps, id(model.logits): comps,
                   id(model.raw_scale): comps if model.family.per_component else None}
     for opt in optimizers:
@@ -536,6 +568,9 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
         1e-12 * float(data.sample.var(0, correction=int(data.sample.shape[0] > 1)).mean()  # one row: 0
                       .clamp_min(torch.finfo(data.sample.dtype).tiny))
 
+    # what a reset gives each component (the data's own spread): the guard flags only what a
+    # reset can lift (collapsed_components)
+    reset_to = reset_scale(model, data.sample) if reset_collapsed else None
     steps = (500 if iterations is None else iterations) if epochs is None else epochs * data.per_epoch
     if not any(p.requires_grad for p in model.parameters()):  # Adam's own error: "empty list"
         raise ValueError("model has no parameter that requires grad (every one was frozen with "
@@ -599,7 +634,7 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
                 break
             history.n_iter = step + 1
             if reset_collapsed:  # the same parameters, sample and generator on every rank: the same resets
-                bad = collapsed_components(model, N, threshold=threshold)
+                bad = collapsed_components(model, N, threshold=threshold, reset_to=reset_to)
                 if bad.numel():
                     reset_components(model, data.sample, bad, g, opt.optimizers)
                     history.resets.extend((step + 1, int(k)) for k in bad)

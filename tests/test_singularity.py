@@ -5,6 +5,7 @@ K = 3 one component settles on the duplicate and, with nothing to stop it, shrin
 to zero while the likelihood grows without bound. Each mitigation alone – the variance floor, the
 reset of a collapsed component, a MAP prior on the covariances – keeps the fit finite.
 """
+import copy
 import math
 import warnings
 
@@ -120,3 +121,69 @@ def test_map_prior_alone_stays_finite(family, prior):
     assert not h.resets
     assert min(h.loss) > nll_bound(1e-3)
     assert float(torch.linalg.eigvalsh(model.covariances).min()) > 1e-3
+
+
+def _on_a_line():
+    """Two clusters of 150 points on the line y = 2x + 1 (rank-1 data): no spread across it."""
+    t = torch.cat([torch.randn(150, generator=torch.Generator().manual_seed(0)) - 4,
+                   torch.randn(150, generator=torch.Generator().manual_seed(1)) + 4]).double()
+    return torch.stack([t, 2 * t + 1], 1)
+
+
+@pytest.mark.parametrize("family,data", [("full", "line"), ("diagonal", "constant feature"),
+                                         ("tied", "line")])
+def test_the_guard_leaves_components_at_the_floor_where_the_data_have_no_spread(family, data):
+    """Where the data themselves have no spread (features on a line, a constant feature), a
+    component at the floor fits them: the guard flagged every component at every step there,
+    threw the means onto random points (400 resets in 200 steps, both means in one cluster)
+    and ended 1.1 nats a point above its start, in silence. Now: no reset, and the fit ends
+    near where EM does, from the same start."""
+    X = _on_a_line()
+    if data == "constant feature":
+        X[:, 1] = 3.0
+    start = gmmlib.GaussianMixture(2, 2, family, dtype=torch.float64)
+    gmmlib.initialize(start, X, "kmeans", generator=0)
+    gd, em = copy.deepcopy(start), copy.deepcopy(start)
+    h = gmmlib.fit_gd(gd, X, iterations=300, init=None, generator=0, progress=False)
+    e = gmmlib.fit_em(em, X, init=None, progress=False)
+    assert h.resets == []
+    # gradient descent across a floor-thin direction is slow to settle along it: 2e-3 nats and
+    # 0.1 along the line after 300 steps (before: 1.1 nats, both means in one cluster, 8 apart)
+    assert h.final_loss == pytest.approx(e.final_loss, abs=3e-3)
+    order = torch.argsort(gd.means[:, 0])
+    torch.testing.assert_close(gd.means[order], em.means[torch.argsort(em.means[:, 0])],
+                               atol=0.25, rtol=0)
+
+
+def test_a_component_collapsing_along_the_datas_line_is_still_reset():
+    """The guard still catches a collapse a reset can undo on rank-deficient data: a component
+    whose variance along the line fell to the floor (the data spread 4 along it)."""
+    X = _on_a_line()
+    model = gmmlib.GaussianMixture(2, 2, "full", min_variance=1e-3, dtype=torch.float64)
+    cov = torch.stack([torch.tensor([[1.0, 2.0], [2.0, 4.0]]), torch.tensor([[0.0, 0.0], [0.0, 0.0]])])
+    model.set_parameters(weights=torch.tensor([0.5, 0.5]), means=X[:2],
+                         covariances=cov.double() + 1e-3 * torch.eye(2, dtype=torch.float64))
+    reach = gmmlib.gd.reset_scale(model, X)
+    assert gmmlib.gd.collapsed_components(model, 300, threshold=1e-3, reset_to=reach).tolist() == [1]
+    assert gmmlib.gd.collapsed_components(model, 300, threshold=1e-3).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("logits,reset", [([0.0, 0.0, -50.0], [2]), ([3.0, -1.0, 0.5, -2.0], [1, 3]),
+                                          ([0.0, -math.inf, 1.0], [1]), ([1.0, 2.0], [0, 1])])
+def test_a_reset_component_takes_the_mean_weight(logits, reset):
+    """reset_components' docstring: a reset component's weight is the mean weight, 1 / K, and
+    the others keep their proportions. It set the logit to the mean of the logits (their
+    geometric mean): 2.9e-8 beside two weights of 0.5, under the guard's 0.01 / N at once."""
+    K = len(logits)
+    model = gmmlib.GaussianMixture(K, 2, "diagonal", dtype=torch.float64)
+    with torch.no_grad():
+        model.logits.copy_(torch.tensor(logits, dtype=torch.float64))
+    before = model.weights
+    gmmlib.gd.reset_components(model, collapse_data(), reset, torch.Generator().manual_seed(0))
+    after = model.weights
+    kept = [k for k in range(K) if k not in reset]
+    torch.testing.assert_close(after[reset], torch.full((len(reset),), 1.0 / K, dtype=torch.float64),
+                               rtol=1e-12, atol=0)
+    if kept:
+        torch.testing.assert_close(after[kept] / after[kept].sum(), before[kept] / before[kept].sum(),
+                                   rtol=1e-12, atol=0)
