@@ -87,6 +87,13 @@ class MDNOutput:
                              f"or {several} for several targets per input, got {tuple(y.shape)}"
                              + (" (use y.reshape(-1, 1) for one target feature)"
                                 if y.ndim == 1 else ""))
+        if y.dtype == torch.bool or y.is_complex():
+            raise ValueError(f"targets must be real numbers, got {y.dtype}; convert with "
+                             f"y.to({self.means.dtype})")
+        if not bool(torch.isfinite(y).all()):  # NaN came back as the log-density, inf as NaN
+            raise ValueError("targets contain NaN or infinity: a Gaussian mixture gives them no "
+                             "density (torch.distributions refuses them as outside the support); "
+                             "drop or impute those rows")
         diff = (y.unsqueeze(-2) - self.means).unsqueeze(-1)  # (..., B, K, D, 1): one point per Gaussian
         return self.family.log_density(diff, self.factor).squeeze(-1)  # the model's formula
 

@@ -124,6 +124,27 @@ def test_no_nan_for_huge_inputs_or_targets_far_away(family):
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in net.parameters())
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("bad", ["nan", "inf", "bool", "complex"])
+def test_targets_that_are_not_finite_real_numbers_are_refused(family, bad):
+    """torch.distributions refuses NaN targets (outside the support); MDNOutput gave NaN for
+    them and NaN (full) or -inf for infinite ones; complex targets lost their imaginary part
+    (full) or gave complex log-densities (diagonal); bool ones reached torch's RuntimeError.
+    All are refused by name, as GaussianMixture refuses such data."""
+    _, out = _output(family, B=3)
+    y = torch.zeros(3, 2, dtype=torch.float64)
+    y = {"nan": y.index_fill(0, torch.tensor([2]), math.nan),
+         "inf": y.index_fill(0, torch.tensor([0]), math.inf),
+         "bool": y.bool(), "complex": y.to(torch.complex128)}[bad]
+    if bad == "nan":  # (inf passes torch's support check and gives -inf)
+        with pytest.raises(ValueError):
+            out.to_distribution().log_prob(y)
+    match = "NaN or infinity" if bad in ("nan", "inf") else "targets must be real numbers"
+    for call in (out.log_prob, out.component_log_prob, out.nll):
+        with pytest.raises(ValueError, match=match):
+            call(y)
+
+
 def test_gradcheck_of_the_head():
     torch.manual_seed(0)
     head = MDNHead(3, 2, 2, "full").double()
