@@ -756,10 +756,11 @@ def _prepare(source, model, init_sample: int, g, group):
     """What a fit needs before its first pass: the rows the initialisation reads (None without
     an initialisation), the point the data are centred on (D,) and the number of points.
 
-    In memory, one process: the data themselves (a uniform sample of ``init_sample`` of their
-    rows when there are more) and their mean. A stream, or several processes: one pass
-    (:func:`~gmmlib.sources.survey`) for the mean and a reservoir sample of ``init_sample``
-    rows, over several processes a uniform one of all the ranks' rows
+    In memory, one process: the data themselves (when there are more than ``init_sample``
+    rows, the reservoir sample a stream of the same rows gives, so that a fit over a loader
+    starts, and ends, as the fit over the tensor) and their mean. A stream, or several
+    processes: one pass (:func:`~gmmlib.sources.survey`) for the mean and a reservoir sample
+    of ``init_sample`` rows, over several processes a uniform one of all the ranks' rows
     (:func:`~gmmlib.distributed.sample_over_ranks`), the same on every rank."""
     K = model.n_components
     dt = model.loc.dtype
@@ -769,9 +770,9 @@ def _prepare(source, model, init_sample: int, g, group):
     if source.in_memory and group is None:
         X = source.tensor
         sample = X
-        if g is not None and X.shape[0] > init_sample:
-            keep = torch.randperm(X.shape[0], generator=g, device=g.device)[:init_sample]
-            sample = X[keep.sort().values.to(X.device)]
+        if g is not None and X.shape[0] > init_sample:  # (a randperm's sample differed from
+            # the stream's: EM over a loader of 120k rows ended 2e-5 nats and 2.5e-3 apart)
+            sample = survey(source, init_sample, g)[1]
         return sample, _shift(X), X.shape[0]
     # several processes: each rank samples its own shard with its own generator (a shared one
     # would pick the same positions on every rank), then sample_over_ranks draws from those

@@ -143,17 +143,28 @@ def _dropped_rows(X) -> tuple[int | None, int | None] | None:
     return (n, n % batches.batch_size) if n % batches.batch_size else None
 
 
-def _replacing_sampler(X):
-    """The sampler of a DataLoader that draws its rows with replacement (``RandomSampler(
-    replacement=True)``, ``WeightedRandomSampler``), whose passes yield different rows; None
-    for any other source. A shuffle without replacement yields the same rows every pass."""
+def _varying_sampler(X):
+    """The sampler of a DataLoader whose passes yield different rows, with why, else None: one
+    that draws with replacement (``RandomSampler(replacement=True)``, ``WeightedRandomSampler``)
+    or a random sampler that draws another number of rows than its population
+    (``num_samples``: a new subset every pass, or some rows twice). A shuffle of all the rows
+    yields the same rows every pass."""
     if not isinstance(X, torch.utils.data.DataLoader):
         return None
     for sampler in (X.sampler, X.batch_sampler):
         if isinstance(sampler, torch.utils.data.BatchSampler):  # batches of its own sampler's rows
             sampler = sampler.sampler
         if getattr(sampler, "replacement", False):  # the attribute both torch samplers have
-            return sampler
+            return sampler, "draws rows with replacement"
+        if isinstance(sampler, torch.utils.data.RandomSampler):
+            population = len(sampler.data_source)
+        elif isinstance(sampler, torch.utils.data.WeightedRandomSampler):
+            population = len(sampler.weights)
+        else:
+            continue
+        if sampler.num_samples != population:
+            return sampler, (f"draws num_samples={sampler.num_samples} of its {population} rows "
+                             "at random")
     return None
 
 
@@ -211,7 +222,8 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         As ``gmmlib._validation.as_data`` for arrays; for an iterator that can be read
         only once; for a map-style ``Dataset`` that is not wrapped in a ``DataLoader``; for a
         ``DataLoader`` whose ``drop_last=True`` leaves rows out of every pass; for a
-        ``DataLoader`` whose sampler draws rows with replacement.
+        ``DataLoader`` whose sampler draws rows with replacement, or another number of
+        rows than it has.
     """
     if not is_stream(X):
         t = as_data(X, n_features=n_features, dtype=dtype, device=device, min_rows=min_rows,
@@ -232,12 +244,13 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         raise ValueError(f"{name} is a DataLoader with drop_last=True, which {lost}, but the "
                          "fits and scorers read all the data every pass; set drop_last=False (a "
                          "short last batch is fine)")
-    elif (sampler := _replacing_sampler(X)) is not None:
-        raise ValueError(f"{name} is a DataLoader whose sampler ({type(sampler).__name__}) draws "
-                         "rows with replacement, so each pass yields different rows (some twice, "
-                         "some not at all), but the fits and scorers need the same rows every "
-                         "pass; use a sampler without replacement (shuffle=True or "
-                         "RandomSampler(replacement=False) is fine: the same rows in a new order)")
+    elif (varying := _varying_sampler(X)) is not None:
+        sampler, why = varying
+        raise ValueError(f"{name} is a DataLoader whose sampler ({type(sampler).__name__}) {why}, "
+                         "so each pass yields different rows (some twice, some not at all), but "
+                         "the fits and scorers need the same rows every pass; use a sampler of "
+                         "all the rows without replacement (shuffle=True or RandomSampler("
+                         "replacement=False) is fine: the same rows in a new order)")
     elif isinstance(X, collections.abc.Iterator):
         raise ValueError(f"{name} is an iterator ({type(X).__name__}), which can be read only "
                          "once, but the fits read the data once per pass: pass a re-iterable "
