@@ -472,6 +472,15 @@ def test_initialize_checks_every_value_before_writing_any():
     assert _same_state(_state(model), before)
 
 
+def _every_reader_refuses(model, loader, match):
+    """fit_em, fit_gd and nll each refuse ``loader`` with a ValueError matching ``match``."""
+    for call in (lambda: gmmlib.fit_em(model, loader, progress=False),
+                 lambda: gmmlib.fit_gd(model, loader, epochs=1, progress=False),
+                 lambda: model.nll(loader)):
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
 def test_a_loader_that_samples_with_replacement_is_refused():
     """A sampler with replacement yields other rows every pass (some twice, some never), with
     the same row count: refused by name with the remedy. Shuffling without replacement, the
@@ -487,12 +496,8 @@ def test_a_loader_that_samples_with_replacement_is_refused():
                    DataLoader(TensorDataset(X),
                               batch_sampler=torch.utils.data.BatchSampler(sampler, 64, drop_last=False))]
         for loader in loaders:
-            for call in (lambda: gmmlib.fit_em(model, loader, progress=False),
-                         lambda: gmmlib.fit_gd(model, loader, epochs=1, progress=False),
-                         lambda: model.nll(loader)):
-                with pytest.raises(ValueError, match=f"sampler \\({type(sampler).__name__}\\) draws "
-                                                     "rows with replacement.*without replacement"):
-                    call()
+            _every_reader_refuses(model, loader, f"sampler \\({type(sampler).__name__}\\) draws "
+                                                 "rows with replacement.*without replacement")
     shuffled = DataLoader(TensorDataset(X), batch_size=64, shuffle=True)
     gmmlib.fit_em(model, shuffled, progress=False)
 
@@ -509,12 +514,8 @@ def test_a_loader_that_samples_another_number_of_rows_is_refused(sampler):
     X = blobs()
     model = gmmlib.GaussianMixture(4, 3, "diagonal", dtype=torch.float64)
     loader = DataLoader(TensorDataset(X), batch_size=64, sampler=sampler)
-    for call in (lambda: gmmlib.fit_em(model, loader, progress=False),
-                 lambda: gmmlib.fit_gd(model, loader, epochs=1, progress=False),
-                 lambda: model.nll(loader)):
-        with pytest.raises(ValueError, match=f"draws num_samples={sampler.num_samples} of its 700 "
-                                             "rows at random.*shuffle=True"):
-            call()
+    _every_reader_refuses(model, loader, f"draws num_samples={sampler.num_samples} of its 700 "
+                                         "rows at random.*shuffle=True")
     full = DataLoader(TensorDataset(X), batch_size=64,
                       sampler=torch.utils.data.RandomSampler(range(700), num_samples=700))
     gmmlib.fit_em(model, full, max_iter=2, progress=False)  # all the rows in a new order: fine
