@@ -143,8 +143,11 @@ def floored_cholesky(cov: torch.Tensor, floor: float, *,
             raise ValueError(error)
         return L
     tiny = torch.finfo(cov.dtype).eps * 10 * D
-    scale = torch.diagonal(A, dim1=-2, dim2=-1).amax(-1).clamp_min(floor)  # (...,)
-    bad |= (diag.square() < tiny * scale.unsqueeze(-1)).any(-1)  # the floor binding: clip it
+    # the floor binding: a pivot lost to rounding next to its own diagonal entry (its
+    # coordinate a combination of the earlier ones to the dtype's precision). Measured against
+    # the largest diagonal entry instead, it clipped well-defined variances of features on
+    # other scales: diag(1e6, 1) in float32 came back as diag(1e6, 2.38), in every EM M-step
+    bad |= (diag.square() < tiny * torch.diagonal(A, dim1=-2, dim2=-1)).any(-1)
     if bool(bad.any()):
         lam, Q = torch.linalg.eigh(A[bad])  # (B, D), (B, D, D)
         margin = tiny * lam.amax(-1, keepdim=True).clamp_min(floor)  # (B, 1)

@@ -239,6 +239,43 @@ def test_floored_cholesky_survives_float32_rank_deficient_input(D):
     assert torch.allclose(lam[0, -3:], lam_c[0, -3:], rtol=1e-4)  # the large ones are kept
 
 
+@settings(max_examples=60, deadline=None)
+@given(D=st.integers(2, 12), spread=st.floats(0.0, 4.0), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_floored_cholesky_keeps_a_covariance_above_the_floor_whatever_its_features_scales(
+        D, spread, seed, dtype):
+    """``cov - v I`` positive definite: ``L Lᵀ + v I`` is ``cov`` itself (the docstring), to the
+    dtype's rounding of each entry next to ``sqrt(C_ii C_jj)``, whatever the features' scales
+    (S C S with S = diag(10^u), u up to ``spread`` decades; C a well-conditioned correlation).
+    The floor-binding check compared each pivot with the largest diagonal entry: diag(1e6, 1)
+    came back in float32 as diag(1e6, 2.38), and fit_em's M-step with it."""
+    from gmmlib.numerics import floored_cholesky
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(D, 2 * D, generator=g, dtype=torch.float64)
+    C = A @ A.T / (2 * D) + 0.5 * torch.eye(D, dtype=torch.float64)  # eigenvalues >= 0.5
+    S = 10.0 ** (spread * torch.rand(D, generator=g, dtype=torch.float64))
+    cov = (S[:, None] * C * S[None, :]).to(dtype)
+    v = 1e-6 * float(S.min()) ** 2  # well below every variance
+    L = floored_cholesky(cov, v)
+    got = (L.double() @ L.double().T) + v * torch.eye(D, dtype=torch.float64)
+    scale = torch.sqrt(torch.outer(cov.double().diagonal(), cov.double().diagonal()))
+    err = ((got - cov.double()).abs() / scale).max()
+    assert float(err) < 100 * D * torch.finfo(dtype).eps
+
+
+def test_float32_em_keeps_the_variance_of_a_feature_on_a_small_scale():
+    """fit_em in float32 on features 1000:1 apart: every covariance entry as numpy's (the
+    M-step's floored Cholesky inflated the small variance from 1.025 to 2.26)."""
+    X = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1000., 1.])
+    ref = np.cov(X.double().numpy().T, bias=True)
+    for family in ("full", "tied"):
+        model = gmmlib.GaussianMixture(1, 2, family, dtype=torch.float32)
+        gmmlib.fit_em(model, X, max_iter=5, progress=False, generator=0)
+        got = model.covariances[0].double().numpy()
+        scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))  # each entry's own size
+        assert (np.abs(got - ref) / scale).max() < 1e-5, (got, ref)
+
+
 @pytest.mark.parametrize("D,scale", [(3, 1.0), (16, 0.5), (64, 0.1)])
 def test_float64_cholesky_plus_identity_agrees_with_the_qr_route(D, scale):
     """Float32 factors on a GPU take cholesky(L Lᵀ + v I) formed in float64 instead of the QR:
