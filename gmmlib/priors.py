@@ -113,8 +113,11 @@ def _iw_terms(logdet: torch.Tensor, trace: torch.Tensor, nu: float, C: torch.Ten
     """``log IW(Σ | Ψ, ν)`` from ``log|Σ|`` and ``tr(Ψ Σ⁻¹)`` (each (...)), ``C`` Ψ's factor."""
     D = C.shape[-1]
     logdet_psi = 2.0 * torch.diagonal(C).log().sum()
-    log_norm = 0.5 * nu * logdet_psi - 0.5 * nu * D * math.log(2.0) \
-        - torch.special.multigammaln(torch.tensor(0.5 * nu, dtype=logdet.dtype), D)
+    # log Γ_D(ν/2) in Python's float64: ν/2 rounded to float32 can land on its pole (ν just
+    # above D - 1 gave -inf in float32 where the density is finite)
+    log_gamma_d = 0.25 * D * (D - 1) * math.log(math.pi) + sum(
+        math.lgamma(0.5 * nu + 0.5 * (1 - j)) for j in range(1, D + 1))
+    log_norm = 0.5 * nu * logdet_psi - 0.5 * nu * D * math.log(2.0) - log_gamma_d
     return log_norm - 0.5 * (nu + D + 1) * logdet - 0.5 * trace
 
 

@@ -213,6 +213,23 @@ def test_map_covariance_computes_half_precision_and_integers_in_float64(dtype):
                                atol=0)
 
 
+@pytest.mark.parametrize("D,excess", [(1, 1e-6), (3, 1e-7), (3, 1e-6), (6, 1e-5), (4, 2.5)])
+def test_inverse_wishart_log_prob_in_float32_near_the_smallest_df(D, excess):
+    """df = D - 1 + excess against scipy, in float32 and float64. ν/2 was rounded to float32
+    before log Γ_D: at D = 3, df = 2 + 1e-7 it landed on the pole and the log-density was -inf
+    (scipy: -22.68); at 2 + 1e-6 it was 0.05 off. And fit_gd with such a prior stopped at step
+    0 ("non-finite log-prior")."""
+    df = D - 1 + excess
+    Sigma = np.eye(D) + 0.3 * np.ones((D, D))
+    Psi = 2.0 * np.eye(D)
+    want = scipy.stats.invwishart.logpdf(Sigma, df=df, scale=Psi) if D > 1 else \
+        scipy.stats.invwishart.logpdf(Sigma[0, 0], df=df, scale=Psi[0, 0])
+    for dtype, rtol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        L = torch.linalg.cholesky(torch.as_tensor(Sigma, dtype=dtype))
+        got = float(inverse_wishart_log_prob(L, df, torch.as_tensor(Psi, dtype=dtype)))
+        assert got == pytest.approx(want, rel=rtol)
+
+
 def test_low_level_prior_functions_name_bad_input():
     prior = InverseWishartPrior(4.0, 1.0)
     S = torch.eye(2, dtype=torch.float64)
