@@ -7,6 +7,7 @@ diagonal, and the Mahalanobis distance comes from a triangular solve.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -178,6 +179,8 @@ def cholesky_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
     where no gradient is taken (EM's M-step, scoring without autograd): its accuracy check
     waits for the GPU, which every gradient step would pay, unmeasured.
     """
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"v must be a finite number >= 0 (the variance added), got {v!r}")
     taped = L.requires_grad and torch.is_grad_enabled()
     if L.is_cuda and L.dtype == torch.float32 and not taped:
         return _float64_cholesky_plus_identity(L, v)[0]
@@ -189,7 +192,9 @@ def _qr_plus_identity(L: torch.Tensor, v: float) -> torch.Tensor:
     D = L.shape[-1]
     eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
     R = torch.linalg.qr(torch.cat([L.mT, math.sqrt(v) * eye], dim=-2)).R  # (..., D, D)
-    sign = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).detach()  # R's rows, made positive
+    # R's rows made non-negative on the diagonal; a zero one (a singular L with v = 0) is kept,
+    # where torch.sign's 0 wiped its row (L Lᵀ = diag(0, 2) came back as diag(0, 1))
+    sign = torch.where(torch.diagonal(R, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(R.dtype).detach()
     return (sign.unsqueeze(-1) * R).mT
 
 

@@ -262,7 +262,8 @@ class InverseWishartPrior:
         D = S.shape[-1]
         nu = _check_df(self._df, D)
         Psi = _scale_matrix(self._scale, D, dtype=S.dtype, device=S.device)
-        return (n * S + Psi) / (n + nu + D + 1)
+        c = n + nu + D + 1
+        return S * (n / c) + Psi / c  # n S first overflowed: float32 S = 1e35 I at n = 1e4 gave inf
 
     def __repr__(self):
         return f"InverseWishartPrior(df={self.df:g}, scale={self._scale if isinstance(self._scale, float) else '...'})"

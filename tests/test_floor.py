@@ -276,6 +276,26 @@ def test_float32_em_keeps_the_variance_of_a_feature_on_a_small_scale():
         assert (np.abs(got - ref) / scale).max() < 1e-5, (got, ref)
 
 
+@pytest.mark.parametrize("v", [0.0, 1e-6, 0.5])
+def test_cholesky_plus_identity_of_singular_factors(v):
+    """K Kᵀ = L Lᵀ + v I for lower-triangular L with zero, negative and positive diagonal
+    entries, checked against the product formed in float64; K's diagonal is >= 0. With v = 0
+    and a zero diagonal entry, torch.sign's 0 wiped that row of the QR's R: L Lᵀ = diag(0, 2)
+    came back as diag(0, 1)."""
+    from gmmlib.numerics import cholesky_plus_identity
+    g = torch.Generator().manual_seed(3)
+    L = torch.randn(6, 4, 4, generator=g, dtype=torch.float64).tril()
+    L[0, 0, 0] = L[1, 2, 2] = L[2, 3, 3] = 0.0  # singular factors
+    L[3] = torch.tensor([[0.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [2, 0, 1, 0]])
+    K = cholesky_plus_identity(L, v)
+    want = L @ L.mT + v * torch.eye(4, dtype=torch.float64)
+    torch.testing.assert_close(K @ K.mT, want, rtol=0, atol=1e-12)
+    assert bool((torch.diagonal(K, dim1=-2, dim2=-1) >= 0).all())
+    for bad in (-1.0, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match="v must be a finite number >= 0"):
+            cholesky_plus_identity(L, bad)
+
+
 @pytest.mark.parametrize("D,scale", [(3, 1.0), (16, 0.5), (64, 0.1)])
 def test_float64_cholesky_plus_identity_agrees_with_the_qr_route(D, scale):
     """Float32 factors on a GPU take cholesky(L Lᵀ + v I) formed in float64 instead of the QR:

@@ -213,6 +213,17 @@ def test_map_covariance_computes_half_precision_and_integers_in_float64(dtype):
                                atol=0)
 
 
+def test_map_covariance_of_a_large_float32_scatter_does_not_overflow():
+    """(n S + Ψ) / (n + ν + D + 1) of S = 1e35 I in float32 at n = 1e4: n S alone is past
+    float32's range (it came back inf), the result is not."""
+    prior = InverseWishartPrior(5.0, 1.0)
+    got = prior.map_covariance(torch.eye(2) * 1e35, 1e4)
+    want = (1e4 * 1e35 * torch.eye(2, dtype=torch.float64) + torch.eye(2, dtype=torch.float64)) \
+        / (1e4 + 5.0 + 2 + 1)
+    assert got.dtype == torch.float32 and bool(torch.isfinite(got).all())
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("D,excess", [(1, 1e-6), (3, 1e-7), (3, 1e-6), (6, 1e-5), (4, 2.5)])
 def test_inverse_wishart_log_prob_in_float32_near_the_smallest_df(D, excess):
     """df = D - 1 + excess against scipy, in float32 and float64. ν/2 was rounded to float32
