@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._validation import check_dtype_device, check_positive, check_positive_int
+from ._validation import as_numbers, check_dtype_device, check_positive, check_positive_int
 from .families import get_family
 from .mixture import GaussianMixture
 
@@ -68,9 +68,7 @@ def generate_data(n_samples: int = 1000, n_components: int = 5, n_features: int 
         raise ValueError(f"radius must be at most 1e100 (the data's squared distances must not "
                          f"overflow), got {radius:g}")
     dtype, _ = check_dtype_device(dtype)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     means = rng.uniform(-radius, radius, size=(K, D))
     weights = rng.dirichlet(np.full(K, 5.0))
     cov = random_covariances(rng, K, D, covariance_type, constant_variance=constant_variance)
@@ -93,6 +91,14 @@ _TURN = float(np.arccos(-1 / (0.6 * np.pi)) / (2 * np.pi))  # 0.3390
 _PIECES = ((0.0, _TURN), (_TURN, 1 - _TURN), (1 - _TURN, 1.0))
 
 
+def _rng(seed) -> np.random.Generator:
+    """NumPy's generator for ``seed``, a non-negative int or None (fresh entropy), or a
+    ``ValueError`` naming ``seed``."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
 def inverse_problem(n_samples: int = 1000, *, seed: int | None = 0,
                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Bishop's (1994; PRML §5.6) inverse problem: predict ``x`` from ``t``.
@@ -113,7 +119,8 @@ def inverse_problem(n_samples: int = 1000, *, seed: int | None = 0,
     (torch.Size([5, 1]), torch.Size([5, 1]))
     """
     n = check_positive_int(n_samples, "n_samples")
-    g = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62)))
+    dtype, _ = check_dtype_device(dtype)  # an integer dtype truncated every t and x to 0
+    g = torch.Generator().manual_seed(int(_rng(seed).integers(2**62)))
     x = torch.rand(n, 1, generator=g, dtype=torch.float64)
     u = (2 * torch.rand(n, 1, generator=g, dtype=torch.float64) - 1) * _NOISE
     return (_forward_map(x) + u).to(dtype), x.to(dtype)
@@ -167,9 +174,17 @@ def inverse_problem_log_prob(x, t) -> torch.Tensor:
     >>> round(float(-inverse_problem_log_prob(x, t).mean()), 2)  # the Bayes limit of the NLL
     -1.28
     """
-    x = torch.as_tensor(x, dtype=torch.float64)
-    t = torch.as_tensor(t, dtype=torch.float64)
-    x, t = torch.broadcast_tensors(x, t)
+    x = as_numbers(x, "x", "a tensor or array of numbers", dtype=torch.float64)
+    t = as_numbers(t, "t", "a tensor or array of numbers", dtype=torch.float64)
+    for name, v in (("x", x), ("t", t)):
+        if bool(v.isnan().any()):  # NaN compared False: -inf, as if impossible (an infinite
+            # value is outside A(t), -inf rightly)
+            raise ValueError(f"{name} contains NaN; drop those pairs")
+    try:
+        x, t = torch.broadcast_tensors(x, t)
+    except RuntimeError:
+        raise ValueError(f"x and t must broadcast against each other (the same shape, e.g. "
+                         f"(N, 1)), got {tuple(x.shape)} and {tuple(t.shape)}") from None
     inside = ((t - _forward_map(x)).abs() < _NOISE) & (x >= 0) & (x <= 1)
     return torch.where(inside, -_support_length(t).log(), torch.tensor(-torch.inf, dtype=torch.float64))
 

@@ -206,6 +206,30 @@ def test_fit_mdn_takes_the_steps_of_the_loop_written_by_hand():
     assert history.final_loss == pytest.approx(net(t).nll(x).item(), rel=1e-14)
 
 
+def test_the_inverse_problem_names_bad_arguments_and_scores_only_numbers():
+    """inverse_problem(dtype=torch.int64) truncated every t and x to 0 in silence; seed=-1 and
+    1.5 reached numpy's messages and seed=True was taken as 1. inverse_problem_log_prob gave
+    -inf (\"impossible\") for a NaN target, and torch's messages for shapes that do not
+    broadcast and for strings. An infinite x is outside A(t): -inf, as the density says."""
+    from gmmlib.data import generate_data
+    for kwargs, match in [({"dtype": torch.int64}, "dtype must be torch.float32 or torch.float64"),
+                          ({"seed": -1}, "seed must be a non-negative int or None, got -1"),
+                          ({"seed": 1.5}, "seed must be"), ({"seed": True}, "seed must be")]:
+        with pytest.raises(ValueError, match=match):
+            inverse_problem(3, **kwargs)
+        if "seed" in kwargs:  # generate_data names it alike (the same check)
+            with pytest.raises(ValueError, match=match):
+                generate_data(10, 2, 2, **kwargs)
+    for args, match in [((torch.tensor([math.nan]), torch.tensor([0.5])), "x contains NaN"),
+                        ((torch.tensor([0.5]), torch.tensor([math.nan])), "t contains NaN"),
+                        ((torch.zeros(3), torch.zeros(4)), r"must broadcast.*\(3,\) and \(4,\)"),
+                        (("a", 0.5), "x must be a tensor or array of numbers")]:
+        with pytest.raises(ValueError, match=match):
+            inverse_problem_log_prob(*args)
+    got = inverse_problem_log_prob(torch.tensor([math.inf, 0.5, -math.inf]), torch.tensor([0.5]))
+    assert got[0] == got[2] == -math.inf and math.isfinite(float(got[1]))
+
+
 def test_fit_mdn_solves_the_inverse_problem_near_the_bayes_limit():
     """Held-out NLL below -0.9 nats (the exact conditional density's is -1.28): least squares'
     unimodal answer cannot get there."""
