@@ -30,6 +30,9 @@ __all__ = ["build_parser", "main"]
 #: unit-variance noise, and float64 resolves the noise next to a mean of size r only to r * 1.1e-16
 #: (1e-8 of it at 1e8; above ~1e16 the noise vanishes and the printed NLLs mean nothing).
 MAX_RADIUS = 1e8
+#: ``--samples`` x ``--dims`` at most this (8 TiB of float64 data); below it, data or a model
+#: too large for the machine end as an ``error:`` line too (``main``), not a traceback
+MAX_VALUES = 2 ** 40
 DEFAULT_LR = 0.05
 
 
@@ -192,6 +195,9 @@ def _check_args(args) -> str | None:
                         ("--dims", args.dims)):
         if value < 1:
             raise ValueError(f"{flag} must be a positive integer, got {value}")
+    if args.samples * args.dims > MAX_VALUES:
+        raise ValueError(f"--samples {args.samples} x --dims {args.dims} is {args.samples * args.dims:.3g} "
+                         f"values, more than any machine holds (at most 2^40 here); lower them")
     if args.samples < args.components:
         raise ValueError(f"--samples {args.samples} is fewer than --components {args.components}: "
                          "a mixture needs at least one point per component; raise --samples or "
@@ -236,7 +242,7 @@ def _check_args(args) -> str | None:
         # the same command line on a desktop and on a headless runner: the file is written,
         # the window is left out, and the run says so
         warnings.warn(f"--visualize: matplotlib's backend {_backend()!r} draws no window (no "
-                      f"display here?), so none opens; the figure is in --plot {args.plot}",
+                      f"display here?), so none opens; the figure is in {plot_path}",
                       stacklevel=2)
         args.visualize = False
     if args.save and plot_path and (os.path.realpath(args.save) == os.path.realpath(plot_path) or (
@@ -395,6 +401,14 @@ def main(argv=None) -> int:
             run(args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # numpy's and torch's allocators
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc) \
+                and "out of memory" not in str(exc):
+            raise
+        print(f"error: the data (--samples x --dims) or the model (--components x --dims², full "
+              f"covariances) do not fit in memory ({str(exc).splitlines()[0][-160:]}); lower "
+              "--samples, --dims or --components", file=sys.stderr)
         return 2
     finally:
         import torch.distributed as dist

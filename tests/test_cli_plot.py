@@ -277,6 +277,35 @@ def test_bad_device_paths_and_seed_exit_2_in_one_line_before_fitting(args, flag,
     assert len(err) == 1 and err[0].startswith(f"error: {flag}") and "Traceback" not in out.err
 
 
+@pytest.mark.parametrize("args", [["--samples", str(10**20)], ["--dims", str(10**11)],
+                                  ["--samples", str(2 * 10**6), "--dims", str(10**6)]])
+def test_sizes_no_machine_holds_exit_2_in_one_line(args, capsys):
+    """--samples 1e20 reached torch's 'Overflow when unpacking long long' (no flag named),
+    --dims 1e11 numpy's _ArrayMemoryError traceback (exit 1)."""
+    assert cli.main(["--iterations", "1", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --samples") and "values" in err[0]
+
+
+@pytest.mark.parametrize("error", [MemoryError("Unable to allocate 1.5 TiB"),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory")])
+def test_data_or_a_model_too_large_for_memory_exit_2_in_one_line(error, monkeypatch, capsys):
+    """Sizes under the bound that this machine still cannot hold (--samples 1e11 tried to
+    allocate 800 GB): numpy's and torch's allocation errors end as one line naming the flags,
+    not a traceback. (Raised here by a stand-in: a real allocation that large could succeed
+    lazily where memory is overcommitted, and be killed.) Other RuntimeErrors still propagate."""
+    def too_large(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(gmmlib.data, "generate_data", too_large)
+    assert cli.main(["--samples", "50", "--iterations", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not fit in memory" in err[0] and "--samples" in err[0]
+    monkeypatch.setattr(gmmlib.data, "generate_data", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("something else")))
+    with pytest.raises(RuntimeError, match="something else"):
+        cli.main(["--samples", "50", "--iterations", "1", "--no-progress"])
+
+
 def test_plot_format_is_refused_before_the_fit_and_save(tmp_path, capsys):
     """--plot fit.xyz was refused by matplotlib only after the whole fit, and after --save had
     written its file; now before either, exit 2."""
@@ -437,6 +466,10 @@ def test_visualize_with_plot_without_a_window_writes_the_file_and_says_so(tmp_pa
     err = capsys.readouterr().err
     assert png.stat().st_size > 0
     assert "warning: --visualize: matplotlib's backend 'agg' draws no window" in err
+    assert f"the figure is in {png}" in err
+    noext = tmp_path / "fit"  # written as fit.png: the warning names the file there is
+    assert cli.main([*SMALL, "--visualize", "--plot", str(noext)]) == 0
+    assert f"the figure is in {noext}.png" in capsys.readouterr().err
 
 
 def test_cuda_without_a_gpu_names_device(capsys, monkeypatch):
