@@ -34,11 +34,11 @@ def _kmeans_plusplus(X: torch.Tensor, n_components: int, generator: torch.Genera
     idx = [_randint(N, generator)]
     d2 = (X - X[idx[0]]).square().sum(-1)  # (N,), differences first: nothing cancels
     for _ in range(1, n_components):
-        total = d2.sum()
+        total = d2.sum(dtype=torch.float64)  # float32's sum can overflow (60000 rows at 1e15)
         if float(total) <= 0:  # every point coincides with a centre: pick uniformly
             nxt = _randint(N, generator)
         else:
-            p = (d2 / total).to(generator.device)
+            p = (d2.double() / total).to(d2.dtype).to(generator.device)
             nxt = int(torch.multinomial(p, 1, generator=generator))
         idx.append(nxt)
         d2 = torch.minimum(d2, (X - X[nxt]).square().sum(-1))
@@ -159,7 +159,8 @@ def check_method(method, name: str = "init", remedy: str = "") -> str:
     """gmmlib's name for the initialisation ``method`` (scikit-learn's spellings accepted), or a
     ``ValueError`` naming the argument and the choices."""
     if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"unknown {name} method {method!r}; choose one of: {', '.join(METHODS)}{remedy}")
+        what = name if name == "method" else f"{name} method"  # not "unknown method method"
+        raise ValueError(f"unknown {what} {method!r}; choose one of: {', '.join(METHODS)}{remedy}")
     return METHODS[method]
 
 

@@ -95,6 +95,22 @@ def test_kmeans_plusplus_picks_distinct_far_points():
     assert groups == {0, 1, 2}
 
 
+def test_kmeans_plusplus_of_float32_data_whose_squared_distances_sum_past_float32():
+    """Two groups of 30000 rows at +-1.7e15 in 1000 features (within as_data's limits): each
+    row's squared distance is finite in float32, their sum is not, and torch.multinomial
+    refused the probabilities d2 / inf ("sum of probabilities <= 0"). The sum is float64 now:
+    the second centre is drawn from the other group, as D² weighting says it must be."""
+    X = torch.full((60000, 1000), 1.7e15)
+    X[::2] *= -1
+    C = gmmlib.kmeans_plusplus(X, 2, generator=0)
+    assert C.dtype == torch.float32 and float(C[0, 0]) == -float(C[1, 0])
+
+
+def test_initialize_names_its_method_argument_once():
+    with pytest.raises(ValueError, match="^unknown method 'bogus'; choose one of: kmeans"):
+        gmmlib.initialize(gmmlib.GaussianMixture(2, 2), torch.randn(9, 2), method="bogus")
+
+
 @pytest.mark.parametrize("seeding", ["kmeans_plusplus", "kmeans"])
 def test_seedings_take_half_precision_and_integer_data_as_float64(seeding):
     """scikit-learn's rule: float32 stays float32, anything else is float64. float16 data were
