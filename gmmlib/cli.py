@@ -403,9 +403,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:  # numpy's and torch's allocators
-        if not isinstance(exc, MemoryError) and "allocate" not in str(exc) \
-                and "out of memory" not in str(exc):
-            raise
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) \
+                and "DefaultCPUAllocator: can't allocate memory" not in str(exc):
+            raise  # any other error is a bug to see whole, not advice about sizes
         print(f"error: the data (--samples x --dims) or the model (--components x --dims², full "
               f"covariances) do not fit in memory ({str(exc).splitlines()[0][-160:]}); lower "
               "--samples, --dims or --components", file=sys.stderr)

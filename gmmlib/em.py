@@ -772,7 +772,7 @@ def _prepare(source, model, init_sample: int, g, group):
         sample = X
         if g is not None and X.shape[0] > init_sample:  # (a randperm's sample differed from
             # the stream's: EM over a loader of 120k rows ended 2e-5 nats and 2.5e-3 apart)
-            sample = survey(source, init_sample, g)[1]
+            sample = survey(source, init_sample, g, sums=False)[1]
         return sample, _shift(X), X.shape[0]
     # several processes: each rank samples its own shard with its own generator (a shared one
     # would pick the same positions on every rank), then sample_over_ranks draws from those

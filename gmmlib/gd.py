@@ -55,9 +55,11 @@ def collapsed_components(model, n_samples: int, *, threshold: float, reset_to=No
 
     ``reset_to`` (optional, (K', D') like that diagonal; :func:`fit_gd` passes
     :func:`reset_scale` of its data): what a reset would give each entry. An entry counts only
-    where that is above ``2 sqrt(threshold)``: where the data themselves have no more spread
-    than the floor (a constant feature, features on a line), a component at the floor fits
-    them, and a reset could not lift it (it was reset at every step, onto random points).
+    where that is above ``2 sqrt(threshold)``, a free variance of 4 floors: where the data
+    themselves have no spread (a constant feature, features on a line), a component at the
+    floor fits them and a reset cannot lift it (it was reset at every step, onto random
+    points), and where they have little (a free variance under 4 floors) a reset would lift it
+    so little that the next steps bring it back; such a component is left at the floor.
     """
     K = model.n_components
     if model.family.learned:

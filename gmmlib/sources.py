@@ -146,9 +146,9 @@ def _dropped_rows(X) -> tuple[int | None, int | None] | None:
 def _varying_sampler(X):
     """The sampler of a DataLoader whose passes yield different rows, with why, else None: one
     that draws with replacement (``RandomSampler(replacement=True)``, ``WeightedRandomSampler``)
-    or a random sampler that draws another number of rows than its population
-    (``num_samples``: a new subset every pass, or some rows twice). A shuffle of all the rows
-    yields the same rows every pass."""
+    or a random sampler whose ``num_samples`` is not a multiple of its population (a new subset
+    every pass, or some rows once more than others). A shuffle of all the rows, or of them all
+    k times over, yields the same rows every pass."""
     if not isinstance(X, torch.utils.data.DataLoader):
         return None
     for sampler in (X.sampler, X.batch_sampler):
@@ -162,7 +162,7 @@ def _varying_sampler(X):
             population = len(sampler.weights)
         else:
             continue
-        if sampler.num_samples != population:
+        if sampler.num_samples % population:  # (a multiple: every row as often, each pass)
             return sampler, (f"draws num_samples={sampler.num_samples} of its {population} rows "
                              "at random")
     return None
@@ -222,8 +222,8 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
         As ``gmmlib._validation.as_data`` for arrays; for an iterator that can be read
         only once; for a map-style ``Dataset`` that is not wrapped in a ``DataLoader``; for a
         ``DataLoader`` whose ``drop_last=True`` leaves rows out of every pass; for a
-        ``DataLoader`` whose sampler draws rows with replacement, or another number of
-        rows than it has.
+        ``DataLoader`` whose sampler draws rows with replacement, or a number of rows
+        that is not a multiple of those it has.
     """
     if not is_stream(X):
         t = as_data(X, n_features=n_features, dtype=dtype, device=device, min_rows=min_rows,
@@ -262,36 +262,46 @@ def as_source(X, *, n_features, dtype, device, min_rows=1, name="X") -> Source:
     return Source(batches=batches, n_features=n_features, dtype=dtype, device=device, name=name)
 
 
-def survey(source: Source, size: int, generator: torch.Generator | None):
-    """One pass over ``source``: the float64 sum of its rows (D,) and, with a ``generator``, a
-    uniform random sample of ``min(size, N)`` rows (Vitter's algorithm R; every row, in order,
-    when ``N <= size``), else None. Completes a stream's first pass (validation, ``n_rows``)."""
+#: Rows :func:`survey` reads at a time: its float64 draws and indices for a piece are about 40
+#: bytes a row (an in-memory tensor of 2e7 rows made 629 MB of them at once, for 80 MB of data)
+_SURVEY_PIECE = 1 << 16
+
+
+def survey(source: Source, size: int, generator: torch.Generator | None, *, sums: bool = True):
+    """One pass over ``source``: the float64 sum of its rows (D,) (zeros with ``sums=False``)
+    and, with a ``generator``, a uniform random sample of ``min(size, N)`` rows (Vitter's
+    algorithm R; every row, in order, when ``N <= size``), else None. Completes a stream's first
+    pass (validation, ``n_rows``). Batches are read in pieces of at most ``_SURVEY_PIECE`` rows,
+    so its temporaries stay small whatever a batch's size (an in-memory tensor is one batch);
+    on a CPU the sample does not depend on how the rows are batched."""
     total = torch.zeros(source.n_features, dtype=torch.float64, device=source.device)
     kept, seen, buf = [], 0, None
-    for x in source:
-        total += x.sum(0, dtype=torch.float64)
-        if generator is None:
-            continue
-        if buf is None:  # still filling the reservoir with the first rows
-            take = min(size - seen, x.shape[0])
-            kept.append(x[:take].clone())
-            seen += take
-            x = x[take:]
-            if seen == size:
-                buf = torch.cat(kept)
-            if not x.shape[0]:
+    for batch in source:
+        for x in batch.split(_SURVEY_PIECE):
+            if sums:
+                total += x.sum(0, dtype=torch.float64)
+            if generator is None:
                 continue
-        # row i (0-based, i >= size) replaces slot j ~ U{0..i} when j < size; later rows win
-        n = x.shape[0]
-        i = torch.arange(seen, seen + n, dtype=torch.float64)
-        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu()
-        j = (u * (i + 1)).floor().long().numpy()
-        rows = np.nonzero(j < size)[0]
-        if rows.size:
-            slots, last = np.unique(j[rows][::-1], return_index=True)  # the last writer wins
-            src = torch.from_numpy(rows[::-1][last].copy()).to(x.device)
-            buf[torch.from_numpy(slots).to(x.device)] = x[src]
-        seen += n
+            if buf is None:  # still filling the reservoir with the first rows
+                take = min(size - seen, x.shape[0])
+                kept.append(x[:take].clone())
+                seen += take
+                x = x[take:]
+                if seen == size:
+                    buf = torch.cat(kept)
+                if not x.shape[0]:
+                    continue
+            # row i (0-based, i >= size) replaces slot j ~ U{0..i} when j < size; later rows win
+            n = x.shape[0]
+            i = torch.arange(seen, seen + n, dtype=torch.float64)
+            u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu()
+            j = (u * (i + 1)).floor().long().numpy()
+            rows = np.nonzero(j < size)[0]
+            if rows.size:
+                slots, last = np.unique(j[rows][::-1], return_index=True)  # the last writer wins
+                src = torch.from_numpy(rows[::-1][last].copy()).to(x.device)
+                buf[torch.from_numpy(slots).to(x.device)] = x[src]
+            seen += n
     if generator is None:
         return total, None
     if not kept:  # no rows at all: the caller's "n_samples >= n_components" check names it

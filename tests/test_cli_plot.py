@@ -300,10 +300,12 @@ def test_data_or_a_model_too_large_for_memory_exit_2_in_one_line(error, monkeypa
     assert cli.main(["--samples", "50", "--iterations", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "do not fit in memory" in err[0] and "--samples" in err[0]
-    monkeypatch.setattr(gmmlib.data, "generate_data", lambda *a, **k: (_ for _ in ()).throw(
-        RuntimeError("something else")))
-    with pytest.raises(RuntimeError, match="something else"):
-        cli.main(["--samples", "50", "--iterations", "1", "--no-progress"])
+    for other in ("something else", "The tensor has a non-zero number of elements, but its data "
+                  "is not allocated yet."):  # a bug, not a size: seen whole
+        monkeypatch.setattr(gmmlib.data, "generate_data", lambda *a, _m=other, **k: (
+            _ for _ in ()).throw(RuntimeError(_m)))
+        with pytest.raises(RuntimeError, match="something else|not allocated yet"):
+            cli.main(["--samples", "50", "--iterations", "1", "--no-progress"])
 
 
 def test_plot_format_is_refused_before_the_fit_and_save(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """EM and the scorers over data streamed in batches (gmmlib.sources): a DataLoader, an
 IterableDataset, a list of arrays, a memmap. The reference is the same fit over the tensor: the
 per-block sums only regroup the same additions, so the two agree to rounding (1e-10)."""
+import copy
 import math
 import subprocess
 import sys
@@ -393,7 +394,11 @@ def test_the_start_reads_at_most_init_sample_rows_of_in_memory_data():
     (sample,) = seen
     assert sample.shape == (500, 3)
     index = {tuple(row): i for i, row in enumerate(X.tolist())}
-    assert len({index[tuple(row)] for row in sample.tolist()}) == 500  # distinct rows of X
+    rows = sorted(index[tuple(row)] for row in sample.tolist())
+    assert len(set(rows)) == 500  # distinct rows of X
+    # from all over X, not its first rows: 500 of 3000 drawn uniformly leave no gap of 300
+    # (each gap's chance is about 500 (5/6)^300, 1e-21) and about half fall past row 1500
+    assert max(np.diff([-1, *rows, 3000])) < 300 and 200 < sum(r >= 1500 for r in rows) < 300
     whole = gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64)
     gmmlib.fit_em(whole, X, max_iter=0, generator=7, progress=False)  # 3000 <= 100_000: all
     ref = gmmlib.initialize(gmmlib.GaussianMixture(4, 3, "full", dtype=torch.float64), X,
@@ -508,14 +513,21 @@ def test_a_loader_that_samples_with_replacement_is_refused():
     torch.utils.data.WeightedRandomSampler(torch.ones(700), 300, replacement=False)],
     ids=["fewer", "more", "weighted fewer"])
 def test_a_loader_that_samples_another_number_of_rows_is_refused(sampler):
-    """Without replacement, but num_samples differs from the rows there are: every pass
-    yields other rows. Accepted before (the check read only ``replacement``): EM over 200 of
+    """Without replacement, but num_samples is not a multiple of the rows there are: every
+    pass yields other rows (a multiple, every row k times, is the same data every pass). Accepted before (the check read only ``replacement``): EM over 200 of
     503 rows a pass returned a loss of 3.04 where the fitted model's NLL on the data was 3.14."""
     X = blobs()
     model = gmmlib.GaussianMixture(4, 3, "diagonal", dtype=torch.float64)
     loader = DataLoader(TensorDataset(X), batch_size=64, sampler=sampler)
     _every_reader_refuses(model, loader, f"draws num_samples={sampler.num_samples} of its 700 "
                                          "rows at random.*shuffle=True")
-    full = DataLoader(TensorDataset(X), batch_size=64,
-                      sampler=torch.utils.data.RandomSampler(range(700), num_samples=700))
-    gmmlib.fit_em(model, full, max_iter=2, progress=False)  # all the rows in a new order: fine
+    start = gmmlib.GaussianMixture(4, 3, "diagonal", dtype=torch.float64)
+    gmmlib.initialize(start, X, generator=0)
+    ref = copy.deepcopy(start)
+    h_ref = gmmlib.fit_em(ref, X, init=None, tol=1e-8, max_iter=40, progress=False)
+    for n in (700, 1400):  # all the rows in a new order, or all of them twice: the same rows
+        full = DataLoader(TensorDataset(X), batch_size=64,
+                          sampler=torch.utils.data.RandomSampler(range(700), num_samples=n))
+        got = copy.deepcopy(start)
+        h_got = gmmlib.fit_em(got, full, init=None, tol=1e-8, max_iter=40, progress=False)
+        assert_same_fit(got, ref, h_got, h_ref)
