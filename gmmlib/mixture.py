@@ -501,7 +501,25 @@ class GaussianMixture(nn.Module):
         return {"min_variance": self.min_variance, "covariance_type": self.family.name}
 
     def set_extra_state(self, state):
-        self._min_variance = float(state["min_variance"])
+        if not isinstance(state, dict) or "min_variance" not in state:
+            raise ValueError("the state_dict's _extra_state must be a GaussianMixture's, a dict "
+                             f"with its min_variance; got {state!r}")
+        # a NaN floor scored NaN, a negative one switched the floor off in silence
+        self._min_variance = check_nonnegative(state["min_variance"],
+                                               "the state_dict's min_variance")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """:meth:`torch.nn.Module.load_state_dict`, all or nothing: a state_dict refused (a
+        size, the family, the floor) leaves the model as it was. torch's own loads every
+        tensor that fits before it raises: the floor of a mixture of another size came in,
+        and every covariance, stored relative to it, moved (1.0 to 0.5)."""
+        saved = copy.deepcopy(self.state_dict())
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception:
+            with torch.no_grad():
+                super().load_state_dict(saved)
+            raise
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

@@ -1,4 +1,5 @@
 """GaussianMixture against independent references: scipy.stats, torch.distributions, scikit-learn."""
+import copy
 import math
 
 import numpy as np
@@ -386,6 +387,38 @@ def test_a_weight_of_zero_counts_for_nothing():
         h = fit(m, torch.randn(50, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
                 init=None, progress=False, **({"iterations": 20} if fit is gmmlib.fit_gd else {}))
         assert math.isfinite(h.final_loss) and not getattr(h, "diverged", False)
+
+
+@pytest.mark.parametrize("family", ["full", "diagonal", "isotropic"])
+def test_a_refused_state_dict_leaves_the_model_as_it_was(family):
+    """torch's load_state_dict loads every entry that fits before it raises: a state_dict of a
+    mixture with more components brought its floor (0.0) in, and the covariances, stored
+    relative to the floor, moved (1.0 to 0.5); a NaN floor scored NaN, a negative one switched
+    the floor off. Now a refused state_dict loads nothing."""
+    a = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0], [1.0]], torch.ones(2, 1, 1),
+                                               "full", dtype=torch.float64, min_variance=0.5)
+    if family != "full":
+        a = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0], [1.0]],
+                                                   [1.0, 1.0] if family == "isotropic"
+                                                   else [[1.0], [1.0]], family,
+                                                   dtype=torch.float64, min_variance=0.5)
+    before = copy.deepcopy(a.state_dict())
+    bigger = gmmlib.GaussianMixture(3, 1, family, dtype=torch.float64, min_variance=0.0)
+    bad = []
+    for value in (math.nan, -1.0):
+        sd = copy.deepcopy(a.state_dict())
+        sd["_extra_state"] = {"min_variance": value, "covariance_type": family}
+        bad.append((sd, ValueError, "min_variance must be a finite number >= 0"))
+    sd = copy.deepcopy(a.state_dict())
+    sd["_extra_state"] = {"covariance_type": family}
+    bad.append((sd, ValueError, "_extra_state must be a GaussianMixture's"))
+    for sd, error, match in [(bigger.state_dict(), RuntimeError, "size mismatch"), *bad]:
+        with pytest.raises(error, match=match):
+            a.load_state_dict(sd)
+        after = a.state_dict()
+        assert after["_extra_state"] == before["_extra_state"] and a.min_variance == 0.5
+        assert all(torch.equal(before[k], after[k]) for k in before if k != "_extra_state")
+        torch.testing.assert_close(a.covariances, torch.ones(2, 1, 1, dtype=torch.float64))
 
 
 def test_a_state_dict_loads_only_into_its_own_family():
