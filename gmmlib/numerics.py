@@ -97,11 +97,14 @@ def cholesky(cov: torch.Tensor, name: str = "covariances") -> torch.Tensor:
     if not bool(torch.isfinite(cov).all()):
         raise ValueError(f"{name} contain NaN or infinity")
     # symmetric to scikit-learn's tolerance (np.allclose(S, S.T): 1e-5 of each entry, plus an
-    # absolute 1e-8, here of the largest entry when that exceeds 1): a matrix built in float32,
-    # or through an eigendecomposition, is asymmetric by a few float32 roundings, and is accepted
+    # absolute 1e-8), the latter relative to the largest entry (64 roundings of the dtype where
+    # that is more: a matrix built in float32, or through an eigendecomposition, is asymmetric
+    # by a few roundings, and is accepted). Absolute below a largest entry of 1, it let a matrix
+    # at 1e-12 with off-diagonals 5000x its diagonal through, half of it ignored
     scale = float(cov.abs().amax()) if cov.numel() else 1.0
     asym = (cov - cov.transpose(-1, -2)).abs()
-    if bool((asym > 1e-8 * max(scale, 1.0) + 1e-5 * cov.abs()).any()):
+    relative = max(1e-8, 64 * torch.finfo(cov.dtype).eps)
+    if bool((asym > relative * scale + 1e-5 * cov.abs()).any()):
         raise ValueError(f"{name} must be symmetric; symmetrise them with (S + S.T) / 2")
     L, info = torch.linalg.cholesky_ex(cov)
     if bool((info != 0).any()):

@@ -389,6 +389,24 @@ def test_a_weight_of_zero_counts_for_nothing():
         assert math.isfinite(h.final_loss) and not getattr(h, "diverged", False)
 
 
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1.0, 1e6])
+def test_symmetry_is_checked_relative_to_the_matrix_at_any_scale(scale):
+    """An off-diagonal 0.9 above, 0 below, of a matrix with unit diagonal, times any scale, is
+    refused (below a largest entry of 1 the tolerance was an absolute 1e-8: at 1e-12 it was
+    accepted and its upper triangle dropped); a float32 covariance built as Xᵀ X / n, with its
+    rounding asymmetry, and a float64 one through an eigendecomposition, are accepted."""
+    asym = scale * torch.tensor([[[1.0, 0.9], [0.0, 1.0]]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="must be symmetric"):
+        gmmlib.GaussianMixture.from_parameters([1.0], [[0.0, 0.0]], asym, "full")
+    X = torch.randn(1000, 6, generator=torch.Generator().manual_seed(0)) * math.sqrt(scale)
+    X[:, 1] = X[:, 0] * 0.999 + X[:, 1] * 0.01  # correlated: off-diagonals of every size
+    C32 = X.T @ X / 1000  # float32, its rounding asymmetric
+    lam, Q = torch.linalg.eigh(C32.double())
+    for C in (C32, (Q * lam) @ Q.T):
+        gmmlib.GaussianMixture.from_parameters([1.0], [[0.0] * 6], C[None], "full",
+                                               dtype=C.dtype, min_variance=0.0)
+
+
 @pytest.mark.parametrize("family", ["full", "diagonal", "isotropic"])
 def test_a_refused_state_dict_leaves_the_model_as_it_was(family):
     """torch's load_state_dict loads every entry that fits before it raises: a state_dict of a
