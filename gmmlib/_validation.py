@@ -132,7 +132,13 @@ def as_numbers(value, name: str, expected: str, *, dtype=None, device=None) -> t
             raise ValueError(f"{name} must be {expected}, got {value!r}") from exc
     if t.is_complex():  # the conversion would drop the imaginary part, with only a warning
         raise ValueError(f"{name} must be {expected}, got complex numbers; pass real values")
-    return t.to(dtype=dtype, device=device)
+    out = t.to(dtype=dtype, device=device)
+    if out.dtype != t.dtype and out.is_floating_point() and bool(torch.isinf(out).any()) \
+            and not (t.is_floating_point() and bool(torch.isinf(t).any())):
+        # finite values that the conversion overflowed: named so, not as an infinity given
+        raise ValueError(f"{name} has values beyond ±{torch.finfo(out.dtype).max:.3g}, which "
+                         f"overflow {out.dtype}: rescale them, or use torch.float64")
+    return out
 
 
 def make_generator(generator=None, device="cpu") -> torch.Generator:

@@ -389,6 +389,24 @@ def test_a_weight_of_zero_counts_for_nothing():
         assert math.isfinite(h.final_loss) and not getattr(h, "diverged", False)
 
 
+@pytest.mark.parametrize("name", ["weights", "means", "covariances"])
+def test_parameters_that_overflow_the_models_dtype_are_named_as_such(name):
+    """Finite float64 values past float32's range became inf in the conversion and were
+    reported as if the caller had passed infinity ("means contain NaN or infinity")."""
+    given = {"weights": [1.0], "means": [[0.0]], "covariances": [1.0]}
+    given[name] = {"weights": [1e39], "means": [[1e39]], "covariances": [1e39]}[name]
+    with pytest.raises(ValueError, match=f"{name} has values beyond ±3.4e\\+38, which overflow "
+                                         "torch.float32: rescale them, or use torch.float64"):
+        gmmlib.GaussianMixture.from_parameters(given["weights"], given["means"],
+                                               given["covariances"], "isotropic",
+                                               dtype=torch.float32)
+    with pytest.raises(ValueError, match="NaN or infinity|finite|positive"):  # a real inf
+        bad = dict(given, **{name: {"weights": [math.inf], "means": [[math.inf]],
+                                    "covariances": [math.inf]}[name]})
+        gmmlib.GaussianMixture.from_parameters(bad["weights"], bad["means"], bad["covariances"],
+                                               "isotropic", dtype=torch.float32)
+
+
 @pytest.mark.parametrize("scale", [1e-12, 1e-6, 1.0, 1e6])
 def test_symmetry_is_checked_relative_to_the_matrix_at_any_scale(scale):
     """An off-diagonal 0.9 above, 0 below, of a matrix with unit diagonal, times any scale, is
