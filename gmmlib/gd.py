@@ -28,7 +28,8 @@ from .distributed import (agree, all_reduce_sum_together, attempt, broadcast_par
                           gather_rows, rank_generator, resolve_group, same_arguments,
                           sample_over_ranks, sum_attempted, world_size)
 from .history import FitHistory, Snapshot
-from .init import _initialize, check_method, check_model, data_covariance_as, make_generator
+from .init import (_initialize, check_method, check_model, check_start, data_covariance_as,
+                   make_generator)
 from .mixture import unchanged_on_error
 from .priors import RidgePrior
 from .sources import Source, as_source, is_stream, survey
@@ -550,6 +551,8 @@ def fit_gd(model, X, *, iterations: int | None = None, mixture_lr: float = 0.05,
                    min_variance=min_variance, model_min_variance=model.min_variance,
                    reset_collapsed=reset_collapsed, guard=guard, init_sample=init_sample)
     _check_length(X, is_stream(X), iterations, epochs, batch_size, tol)
+    if init is None:
+        check_start(model)
     source = agree(group, as_source, X, n_features=model.n_features, dtype=model.loc.dtype,
                    device=model.loc.device, min_rows=model.n_components if group is None else 1)
     device = model.loc.device

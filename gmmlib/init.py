@@ -11,6 +11,7 @@ assigned to the wrong centre, and EM's fit from there was 1.9 nats a point worse
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -22,7 +23,7 @@ from .mixture import GaussianMixture
 from .moments import COVARIANCE, Moments, Workspace, scatter
 
 __all__ = ["METHODS", "make_generator", "kmeans_plusplus", "random_from_data", "kmeans",
-           "initialize", "data_covariance", "data_covariance_as", "check_method"]
+           "initialize", "data_covariance", "data_covariance_as", "check_method", "check_start"]
 
 
 def _randint(n: int, g: torch.Generator) -> int:
@@ -164,6 +165,25 @@ def check_method(method, name: str = "init", remedy: str = "") -> str:
     return METHODS[method]
 
 
+def check_start(model: GaussianMixture) -> None:
+    """A ``ValueError`` naming ``model`` when a fit with ``init=None`` would start from
+    parameters that are not numbers: NaN or infinite means or scales, NaN or +inf logits, or
+    no weight left (a logit of -inf is a weight of 0, which is allowed). Such a start was
+    blamed on the data ("the log-likelihood became nan ...; scale the data")."""
+    bad = [name for name, t in (("loc (the means)", model.loc),
+                                ("raw_scale (the covariances)", model.raw_scale))
+           if not bool(torch.isfinite(t).all())]
+    logits = model.logits.detach()
+    if bool(torch.isnan(logits).any()) or bool((logits == math.inf).any()) \
+            or bool((logits == -math.inf).all()):
+        bad.append("logits (the weights)")
+    if bad:
+        verb = "holds" if len(bad) == 1 else "hold"
+        raise ValueError(f"model's {' and '.join(bad)} {verb} NaN or infinity, and init=None starts "
+                         "the fit from them: set them with model.set_parameters(...), or pass an "
+                         "init such as 'kmeans'")
+
+
 def data_covariance(X: torch.Tensor) -> torch.Tensor:
     """Sample covariance of the data, (D, D), computed centred."""
     Xc = X - X.mean(0)
@@ -262,15 +282,17 @@ def _initialize(model, X: torch.Tensor, method: str, g: torch.Generator, reg_cov
     raw = None
     if family.learned:  # one M-step's covariances, about these means
         S = scatter(m, (means - ws.shift).to(torch.float64), moments)  # about these means
-        cov = COVARIANCE[family.name](S, m.count.clamp_min(1), reg_covar).to(X.dtype)
+        # float64, factorised before the factor is rounded to X's dtype (as EM's M-step: a
+        # covariance rounded to float32 first loses its small eigenvalues)
+        cov = COVARIANCE[family.name](S, m.count.clamp_min(1), reg_covar)
         few = counts < 2  # (K,) such components take the data covariance instead
         if family.per_component and bool(few.any()):
             data = data_covariance_as(family, X, weights, reg_covar).reshape(cov.shape)
-            cov = torch.where(few.reshape(-1, *[1] * (cov.ndim - 1)), data, cov)
+            cov = torch.where(few.reshape(-1, *[1] * (cov.ndim - 1)), data.to(cov.dtype), cov)
         raw = family.raw_from_covariance(cov, model.min_variance, error=(
             "initialisation gave a component a singular covariance (it holds duplicated points, "
             f"or fewer points than features). {ILL_DEFINED}. Pass reg_covar > 0 (e.g. 1e-6) or "
-            "set a variance floor, min_variance > 0"))
+            "set a variance floor, min_variance > 0")).to(X.dtype)
     # written only now, every value computed (and checked): a raise leaves the model as it was
     model.set_parameters(weights=weights, means=means)
     if raw is not None:
