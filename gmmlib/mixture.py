@@ -138,7 +138,8 @@ class GaussianMixture(nn.Module):
                                  f"family, got {variance}")
             kwargs["constant_variance"] = variance
         model = cls(K, D, family.name, min_variance=min_variance, dtype=dtype, device=device, **kwargs)
-        model.set_parameters(weights=weights, means=means, covariances=cov)
+        # the covariances as given: set_parameters factorises them before rounding to dtype
+        model.set_parameters(weights=weights, means=means, covariances=covariances)
         return model
 
     @classmethod
@@ -188,12 +189,14 @@ class GaussianMixture(nn.Module):
             return m
 
         def new_raw_scale(value):
-            cov = _numbers(value, "covariances", **like)
+            cov = _numbers(value, "covariances", **like)  # (checks it fits the model's dtype)
             if not self.family.learned:
                 raw = self.family.encode(cov, K, D)
                 _check_constant(float(cov.reshape(-1)[0]), self.min_variance)
-            else:
-                raw = self.family.encode(cov, K, D, self.min_variance)
+            else:  # factorised in float64, the factor then rounded: a covariance rounded to
+                # float32 first loses eigenvalues 1e-6 of its largest (as EM's M-step did)
+                exact = _numbers(value, "covariances", dtype=torch.float64, device=like["device"])
+                raw = self.family.encode(exact, K, D, self.min_variance).to(cov.dtype)
             return raw.reshape(self.raw_scale.shape)
 
         # argument: (its check, returning the new value; the parameter it is written to)
