@@ -437,11 +437,17 @@ class GaussianMixture(nn.Module):
 
     def _check_dtype(self) -> None:
         """A ``ValueError`` for parameters in a dtype gmmlib cannot compute in (``.half()``,
-        ``.to(torch.bfloat16)``: the constructor refuses them, ``Module.to`` does not)."""
+        ``.to(torch.bfloat16)``: the constructor refuses them, ``Module.to`` does not), or with
+        no values (the 'meta' device, which the constructor accepts for torch's deferred
+        initialisation)."""
         if self.loc.dtype not in FLOAT_DTYPES:
             raise ValueError(f"this GaussianMixture holds {self.loc.dtype} parameters; gmmlib computes "
                              "in torch.float32 or torch.float64 only (the covariance factorisations "
                              "have no half-precision kernels): call model.float() or model.double()")
+        if self.loc.is_meta:  # torch's own errors came from deep inside (.item(), bincount)
+            raise ValueError("this GaussianMixture's parameters are on the 'meta' device (shapes, "
+                             "no values): give it values first, e.g. model.to_empty(device='cpu') "
+                             "then model.load_state_dict(...), or build it on a real device")
 
     @torch.no_grad()
     def permuted(self, order) -> "GaussianMixture":

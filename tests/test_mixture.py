@@ -568,3 +568,22 @@ def test_the_constant_familys_floor_can_be_set_to_its_own_variance(dtype):
         model.min_variance = v
         with pytest.raises(ValueError, match="below min_variance"):
             model.min_variance = 1.001 * v
+
+
+def test_a_model_on_the_meta_device_says_it_has_no_values_until_given_them():
+    """The constructor takes device='meta' (torch's deferred initialisation), but log_prob,
+    sample and set_parameters then failed deep inside torch (".item() cannot be called on meta
+    tensors", "aten::bincount"); now one ValueError with the remedy, which works."""
+    meta = gmmlib.GaussianMixture(2, 2, "full", device="meta", dtype=torch.float64)
+    for call in (lambda: meta.log_prob(torch.zeros(1, 2, device="meta")), lambda: meta.sample(3),
+                 lambda: meta.sample(3, generator=0), meta.sklearn_init,
+                 lambda: meta.set_parameters(weights=[0.5, 0.5])):
+        with pytest.raises(ValueError, match="on the 'meta' device.*to_empty"):
+            call()
+    ref = gmmlib.GaussianMixture.from_parameters([0.3, 0.7], [[0.0, 0.0], [1.0, 2.0]],
+                                                 torch.eye(2).expand(2, 2, 2) * 0.5, "full",
+                                                 dtype=torch.float64)
+    real = meta.to_empty(device="cpu")
+    real.load_state_dict(ref.state_dict())
+    X = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(real.log_prob(X), ref.log_prob(X))
