@@ -518,7 +518,7 @@ class GaussianMixture(nn.Module):
                                                "the state_dict's min_variance")
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """:meth:`torch.nn.Module.load_state_dict`, all or nothing: a state_dict refused (a
+        """``torch.nn.Module.load_state_dict``, all or nothing: a state_dict refused (a
         size, the family, the floor) leaves the model as it was. torch's own loads every
         tensor that fits before it raises: the floor of a mixture of another size came in,
         and every covariance, stored relative to it, moved (1.0 to 0.5)."""
