@@ -224,9 +224,17 @@ class _EStep:
             if self.shared:  # tied: -0.5 |x P - mu_k P|² expanded, summed in float64 whatever
                 # the data's dtype (it cancels about u |mu P|², which float32's u made 5e-4 of
                 # the log-density at D = 16, 30 deviations out)
-                P64 = P[0].to(f64)  # (D, D)
+                # P from L in float64 too: float32's inverse of an ill-conditioned factor (its
+                # covariance's condition 3e5, a floor binding at D = 64) cost 4.4e-4 of log p
+                eye64 = torch.eye(D, dtype=f64, device=L.device)
+                P64 = torch.linalg.solve_triangular(L[0].to(f64), eye64, upper=False).mT  # (D, D)
                 self.PT64 = P64.T.contiguous()  # (D, D)
                 self.muP64 = (state.means.to(f64) - shift.to(f64)) @ P64  # (K, D)
+                # float32 rows are shifted in float64 (exact) for this form, not read as the
+                # workspace's float32 shifted rows: their rounding, u |x - shift|, is what P
+                # then magnifies (4.4e-4 of log p at D = 64 under a covariance of condition
+                # 3e5; the model's own log_prob: 6e-5)
+                self.shift64 = None if L.dtype == f64 else shift.to(f64).unsqueeze(-1)  # (D, 1)
                 const = -0.5 * self.muP64.square().sum(-1)  # (K,)
                 whitened = self.muP64
             half_logdet = -torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # (K',) log|P_k|
@@ -365,7 +373,9 @@ class _EStep:
             out = None
         elif self.shared:  # tied: the expanded form in whitened coordinates, in float64
             # (D, n) products: the (n, D) layout ran 1.7x slower in float64 (measured)
-            y = self.PT64 @ block.float64()  # (D, n) = (x P)ᵀ
+            x64 = block.float64() if self.shift64 is None else \
+                block.x.T.to(torch.float64) - self.shift64  # (D, n), shifted
+            y = self.PT64 @ x64  # (D, n) = (x P)ᵀ
             out = torch.addmm(self.const, self.muP64, y)  # (K, n)
             out.add_(torch.linalg.vecdot(y, y, dim=0), alpha=-0.5)
             out = out.to(xt.dtype)
