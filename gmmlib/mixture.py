@@ -220,6 +220,7 @@ class GaussianMixture(nn.Module):
         value = check_nonnegative(value, "min_variance")
         if value == self._min_variance:
             return
+        self._check_dtype()  # a float16 constant family's rounding let a floor above it through
         if not self.family.learned:
             stored = float(self.raw_scale.exp().square().amin())  # exp(2 log s), rounded
             _check_constant(stored, value, 8 * torch.finfo(self.raw_scale.dtype).eps)

@@ -50,6 +50,10 @@ def _params(model_or_snapshot, dims=(0, 1)):
     w, m, c = (np.asarray(getattr(model_or_snapshot, a).cpu() if torch.is_tensor(getattr(model_or_snapshot, a))
                           else getattr(model_or_snapshot, a)) for a in ("weights", "means", "covariances"))
     d = _check_dims(m.shape[1], dims)
+    if not (np.isfinite(w).all() and np.isfinite(m).all() and np.isfinite(c).all()):
+        # a blank heat map (every pixel NaN) or matplotlib's message about the axis limits
+        raise ValueError("the model's weights, means or covariances hold NaN or infinity; there "
+                         "is no density to draw (a fit that diverged? its history says so)")
     return w, m[:, d], c[:, d][:, :, d]
 
 
@@ -113,6 +117,8 @@ def density_grid(model, xlim, ylim, n: int = 200, dims=(0, 1)):
     """Log-density of ``model`` (or a :class:`~gmmlib.Snapshot`) on an ``n``×``n`` grid: returns
     (xx, yy, logp), each (n, n)."""
     n = check_positive_int(n, "n")
+    xlim, ylim = _pair(xlim, "xlim"), _pair(ylim, "ylim")  # NaN limits gave an all-NaN grid
+    _params(model, dims)  # finite parameters, or a ValueError saying so
     m = _marginal(_as_model(model), dims)
     xs = torch.linspace(*xlim, n, dtype=m.loc.dtype, device=m.loc.device)
     ys = torch.linspace(*ylim, n, dtype=m.loc.dtype, device=m.loc.device)

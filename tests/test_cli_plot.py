@@ -1,4 +1,5 @@
 """The command line end to end, and the plot helpers."""
+import math
 import os
 import subprocess
 import sys
@@ -685,5 +686,29 @@ def test_plot_data_names_labels_of_the_wrong_length_or_kind():
                 gmmlib.plot.plot_data(ax, X, labels)
         for labels in ([0, 1, 2, 0, 1], np.array([0.0, 1.0, 2.0, 0.0, 1.0]), torch.tensor([0, 1, 2, 0, 1])):
             assert gmmlib.plot.plot_data(ax, X, labels) is ax
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("where", ["loc", "logits", "raw_scale"])
+def test_plot_helpers_name_a_model_whose_parameters_are_not_numbers(where):
+    """NaN in the means gave 'xlim must be (low, high) ... got (nan, nan)' for limits the user
+    never passed (plot_density) or matplotlib's 'Axis limits cannot be NaN' (plot_fit); NaN in
+    the logits a blank heat map with no error; NaN limits to density_grid an all-NaN grid."""
+    model = gmmlib.GaussianMixture.from_parameters([0.5, 0.5], [[0.0, 0.0], [2.0, 1.0]],
+                                                   torch.eye(2).expand(2, 2, 2), "full")
+    ok = plot.density_grid(model, (-1, 1), (-1, 1), n=5)[2]
+    assert np.isfinite(ok).all()
+    with pytest.raises(ValueError, match="xlim must be"):
+        plot.density_grid(model, (math.nan, 1.0), (0.0, 1.0), n=5)
+    with torch.no_grad():
+        getattr(model, where).view(-1)[0] = math.nan
+    fig, ax = plt.subplots()
+    try:
+        for call in (lambda: plot.plot_density(ax, model, n=10),
+                     lambda: plot.plot_fit(ax, model, torch.zeros(3, 2)),
+                     lambda: plot.density_grid(model, (-1, 1), (-1, 1), n=5)):
+            with pytest.raises(ValueError, match="hold NaN or infinity; there is no density"):
+                call()
     finally:
         plt.close(fig)

@@ -587,3 +587,13 @@ def test_a_model_on_the_meta_device_says_it_has_no_values_until_given_them():
     real.load_state_dict(ref.state_dict())
     X = torch.randn(5, 2, dtype=torch.float64)
     torch.testing.assert_close(real.log_prob(X), ref.log_prob(X))
+
+
+def test_the_floor_of_a_half_precision_constant_model_is_refused_like_the_others():
+    """Setting min_variance on a float16 model raised the half-precision error for the learned
+    families, but the constant family's check ran first with float16's rounding as its
+    tolerance: a floor of 1.005 above its variance of 1 was taken."""
+    model = gmmlib.GaussianMixture(2, 2, "constant", constant_variance=1.0).half()
+    with pytest.raises(ValueError, match="computes in torch.float32 or torch.float64 only"):
+        model.min_variance = 1.005
+    assert model.min_variance == 1e-6
