@@ -89,11 +89,26 @@ def log_responsibilities(log_weights: torch.Tensor, component_log_prob: torch.Te
     return shifted - shifted.exp().sum(-1, keepdim=True).log()
 
 
+def _check_square(cov, name: str) -> None:
+    """A ``ValueError`` naming ``name`` unless ``cov`` is a float32 or float64 tensor of square
+    matrices (..., D, D): the public factorisations met ints, float16, arrays, vectors and
+    rectangles with torch's and numpy's messages."""
+    if not isinstance(cov, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of square matrices (..., D, D), got "
+                         f"{type(cov).__name__}; convert with torch.as_tensor(..., dtype=torch.float64)")
+    if cov.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must be float32 or float64 (the factorisations have no other "
+                         f"kernels), got {cov.dtype}; convert with .double()")
+    if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2]:
+        raise ValueError(f"{name} must be square matrices (..., D, D), got shape {tuple(cov.shape)}")
+
+
 def cholesky(cov: torch.Tensor, name: str = "covariances") -> torch.Tensor:
     """Cholesky factor of symmetric positive-definite matrices, or a ``ValueError`` saying which.
 
     ``cov`` is (..., D, D). Raises when a matrix is not symmetric or not positive definite.
     """
+    _check_square(cov, name)
     if not bool(torch.isfinite(cov).all()):
         raise ValueError(f"{name} contain NaN or infinity")
     # symmetric to scikit-learn's tolerance (np.allclose(S, S.T): 1e-5 of each entry, plus an
@@ -136,6 +151,9 @@ def floored_cholesky(cov: torch.Tensor, floor: float, *,
     (``v <= 0``) there is nothing to clip to: a ``cov`` that is not positive definite raises
     ``ValueError(error)``.
     """
+    _check_square(cov, "covariances")
+    if not bool(torch.isfinite(cov).all()):  # NaN reached the advice to use float64
+        raise ValueError("covariances contain NaN or infinity")
     D = cov.shape[-1]
     eye = torch.eye(D, dtype=cov.dtype, device=cov.device)
     A = cov - floor * eye  # (..., D, D)

@@ -424,3 +424,21 @@ def test_float64_cholesky_plus_identity_bound_is_the_documented_one(D):
             lo, hi = (s, hi) if s * D < factor * limit else (lo, s)
         L = torch.diag(torch.cat([torch.tensor([s], dtype=torch.float64), rest]).sqrt()).float()
         assert bool(_float64_cholesky_plus_identity(L[None], v)[1][0]) is want, (factor, s)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.eye(2, dtype=torch.int64), "must be float32 or float64.*got torch.int64"),
+    (torch.eye(2).half(), "must be float32 or float64.*got torch.float16"),
+    (np.eye(2), "must be a torch.Tensor of square matrices.*got ndarray"),
+    (torch.ones(3, dtype=torch.float64), r"must be square matrices \(\.\.\., D, D\), got shape \(3,\)"),
+    (torch.ones(2, 3, dtype=torch.float64), r"must be square.*got shape \(2, 3\)")])
+def test_the_public_factorisations_name_malformed_input(bad, match):
+    """numerics.cholesky and floored_cholesky met ints, float16, arrays, vectors and rectangles
+    with torch's or numpy's messages (RuntimeError, NotImplementedError, TypeError,
+    IndexError); floored_cholesky told a float64 matrix holding NaN to use float64."""
+    from gmmlib.numerics import cholesky, floored_cholesky
+    for call in (lambda: cholesky(bad), lambda: floored_cholesky(bad, 1e-3)):
+        with pytest.raises(ValueError, match=f"covariances {match}"):
+            call()
+    with pytest.raises(ValueError, match="covariances contain NaN or infinity"):
+        floored_cholesky(torch.full((2, 2), math.nan, dtype=torch.float64), 1e-3)
