@@ -218,10 +218,11 @@ class _EStep:
         f64 = torch.float64
         if family.kind == "tril":
             L = state.factor  # (K', D, D)
-            eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
-            P = torch.linalg.solve_triangular(L, eye, upper=False).mT  # (K', D, D), upper: Σ⁻¹ = P Pᵀ
-            self.shared = P.shape[0] == 1
-            if self.shared:  # tied: -0.5 |x P - mu_k P|² expanded, summed in float64 whatever
+            self.shared = L.shape[0] == 1
+            if not self.shared:  # full: P_k in the factor's dtype
+                eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
+                P = torch.linalg.solve_triangular(L, eye, upper=False).mT  # (K, D, D): Σ⁻¹ = P Pᵀ
+            else:  # tied: -0.5 |x P - mu_k P|² expanded, summed in float64 whatever
                 # the data's dtype (it cancels about u |mu P|², which float32's u made 5e-4 of
                 # the log-density at D = 16, 30 deviations out)
                 # P from L in float64 too: float32's inverse of an ill-conditioned factor (its
