@@ -55,6 +55,13 @@ def numeric_array(value, name: str) -> np.ndarray:
     return arr
 
 
+def _overflowed(given: torch.Tensor, converted: torch.Tensor) -> bool:
+    """Whether ``converted`` holds infinities that ``given`` did not: finite values past the
+    range of the dtype they were converted to."""
+    return converted.is_floating_point() and bool(torch.isinf(converted).any()) \
+        and not bool(torch.isinf(given).any())
+
+
 def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X",
             owner="the model", keep_grad=False) -> torch.Tensor:
     """Return ``X`` as a 2-D floating tensor ``(N, D)`` on ``device``/``dtype``, or raise.
@@ -104,11 +111,8 @@ def as_data(X, *, n_features=None, dtype=None, device=None, min_rows=1, name="X"
     if not math.isfinite(largest):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
         what = "NaN" if bool(torch.isnan(t).any()) else "infinity"
-        overflowed = what == "infinity" and given.is_floating_point() and \
-            torch.finfo(given.dtype).max > torch.finfo(t.dtype).max and \
-            not bool(torch.isinf(given).any())  # finite as given, infinite as converted
         hint = (f" (values beyond ±{torch.finfo(t.dtype).max:.3g} overflow {t.dtype} when "
-                "converted: rescale X)") if overflowed else ""
+                "converted: rescale X)") if what == "infinity" and _overflowed(given, t) else ""
         raise ValueError(f"Input {name} contains {what} in {bad} row(s){hint}; remove or impute "
                          "those rows")
     limit = math.sqrt(torch.finfo(t.dtype).max) * 1e-4  # squared distances stay far from overflow
@@ -133,9 +137,7 @@ def as_numbers(value, name: str, expected: str, *, dtype=None, device=None) -> t
     if t.is_complex():  # the conversion would drop the imaginary part, with only a warning
         raise ValueError(f"{name} must be {expected}, got complex numbers; pass real values")
     out = t.to(dtype=dtype, device=device)
-    if out.dtype != t.dtype and out.is_floating_point() and bool(torch.isinf(out).any()) \
-            and not (t.is_floating_point() and bool(torch.isinf(t).any())):
-        # finite values that the conversion overflowed: named so, not as an infinity given
+    if _overflowed(t, out):  # named so, not as an infinity given
         raise ValueError(f"{name} has values beyond ±{torch.finfo(out.dtype).max:.3g}, which "
                          f"overflow {out.dtype}: rescale them, or use torch.float64")
     return out
