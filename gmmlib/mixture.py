@@ -23,7 +23,8 @@ __all__ = ["GaussianMixture", "match_components", "unchanged_on_error"]
 
 
 def unchanged_on_error(fit):
-    """Decorate a fit whose first argument is the model it fits in place: when it raises (an
+    """Decorate a fit whose first argument is the model it fits in place (or another writer of
+    it: :meth:`GaussianMixture.load_state_dict`): when it raises (an
     ``Exception``; an interrupt keeps the iterations done, and so does a warning that a filter
     turned into an error, which the fit raises once done), the model is put back as it was on
     entry, parameters, buffers and variance floor, never left half-initialised or half-fitted."""
@@ -518,18 +519,13 @@ class GaussianMixture(nn.Module):
         self._min_variance = check_nonnegative(state["min_variance"],
                                                "the state_dict's min_variance")
 
+    @unchanged_on_error
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``torch.nn.Module.load_state_dict``, all or nothing: a state_dict refused (a
         size, the family, the floor) leaves the model as it was. torch's own loads every
         tensor that fits before it raises: the floor of a mixture of another size came in,
         and every covariance, stored relative to it, moved (1.0 to 0.5)."""
-        saved = copy.deepcopy(self.state_dict())
-        try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        except Exception:
-            with torch.no_grad():
-                super().load_state_dict(saved)
-            raise
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
