@@ -276,32 +276,31 @@ def survey(source: Source, size: int, generator: torch.Generator | None, *, sums
     on a CPU the sample does not depend on how the rows are batched."""
     total = torch.zeros(source.n_features, dtype=torch.float64, device=source.device)
     kept, seen, buf = [], 0, None
-    for batch in source:
-        for x in batch.split(_SURVEY_PIECE):
-            if sums:
-                total += x.sum(0, dtype=torch.float64)
-            if generator is None:
+    for x in (piece for batch in source for piece in batch.split(_SURVEY_PIECE)):
+        if sums:
+            total += x.sum(0, dtype=torch.float64)
+        if generator is None:
+            continue
+        if buf is None:  # still filling the reservoir with the first rows
+            take = min(size - seen, x.shape[0])
+            kept.append(x[:take].clone())
+            seen += take
+            x = x[take:]
+            if seen == size:
+                buf = torch.cat(kept)
+            if not x.shape[0]:
                 continue
-            if buf is None:  # still filling the reservoir with the first rows
-                take = min(size - seen, x.shape[0])
-                kept.append(x[:take].clone())
-                seen += take
-                x = x[take:]
-                if seen == size:
-                    buf = torch.cat(kept)
-                if not x.shape[0]:
-                    continue
-            # row i (0-based, i >= size) replaces slot j ~ U{0..i} when j < size; later rows win
-            n = x.shape[0]
-            i = torch.arange(seen, seen + n, dtype=torch.float64)
-            u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu()
-            j = (u * (i + 1)).floor().long().numpy()
-            rows = np.nonzero(j < size)[0]
-            if rows.size:
-                slots, last = np.unique(j[rows][::-1], return_index=True)  # the last writer wins
-                src = torch.from_numpy(rows[::-1][last].copy()).to(x.device)
-                buf[torch.from_numpy(slots).to(x.device)] = x[src]
-            seen += n
+        # row i (0-based, i >= size) replaces slot j ~ U{0..i} when j < size; later rows win
+        n = x.shape[0]
+        i = torch.arange(seen, seen + n, dtype=torch.float64)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu()
+        j = (u * (i + 1)).floor().long().numpy()
+        rows = np.nonzero(j < size)[0]
+        if rows.size:
+            slots, last = np.unique(j[rows][::-1], return_index=True)  # the last writer wins
+            src = torch.from_numpy(rows[::-1][last].copy()).to(x.device)
+            buf[torch.from_numpy(slots).to(x.device)] = x[src]
+        seen += n
     if generator is None:
         return total, None
     if not kept:  # no rows at all: the caller's "n_samples >= n_components" check names it
